@@ -1,0 +1,19 @@
+//! The kernel layer of podnet: the only code that touches the kernel.
+//!
+//! - [`netns`]: open, create and enter network namespaces;
+//! - [`rtnl`]: links, addresses, routes and neighbours over rtnetlink;
+//! - [`nftables`]: podnet's own nf_tables table over nfnetlink;
+//! - [`sysctl`]: per-namespace `/proc/sys` settings.
+//!
+//! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
+
+pub mod error;
+pub mod netlink;
+pub mod netns;
+pub mod nftables;
+pub mod rtnl;
+pub mod sysctl;
+
+pub use error::{KernelError, Result};
+pub use netns::{Netns, NetnsId};
+pub use rtnl::{Address, Link, Route, RouteHandle, RouteScope, VethSpec};

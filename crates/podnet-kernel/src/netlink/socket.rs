@@ -1,0 +1,308 @@
+//! A blocking netlink socket bound to one network namespace.
+//!
+//! A socket opened inside a namespace keeps talking to that namespace for its
+//! whole life, whichever thread uses it, so one process can manage several
+//! namespaces without moving threads around (see [`crate::netns::Netns::run`]).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::codec::{self, MessageBuilder, NLMSG_HDRLEN};
+use crate::error::{KernelError, Result};
+use crate::netns::Netns;
+
+/// Netlink protocol families podnet uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `NETLINK_ROUTE`: links, addresses, routes, neighbours.
+    Route,
+    /// `NETLINK_NETFILTER`: nf_tables.
+    Netfilter,
+}
+
+impl Protocol {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Protocol::Route => libc::NETLINK_ROUTE,
+            Protocol::Netfilter => libc::NETLINK_NETFILTER,
+        }
+    }
+}
+
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const RECV_BUF: usize = 64 * 1024;
+/// How often an interrupted dump is retried before giving up.
+const DUMP_RETRIES: usize = 10;
+
+/// A blocking netlink socket.
+#[derive(Debug)]
+pub struct NetlinkSocket {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// What came back for one request.
+enum Reply {
+    /// The request was acknowledged (or a dump finished).
+    Done,
+    /// The request failed with this error.
+    Failed(KernelError),
+}
+
+impl NetlinkSocket {
+    /// Opens a socket in the caller's current network namespace.
+    pub fn open(protocol: Protocol) -> Result<Self> {
+        // SAFETY: plain socket(2) call; the fd is owned right below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol.raw(),
+            )
+        };
+        if raw < 0 {
+            return Err(KernelError::io(
+                "open netlink socket",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: raw is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt with a valid fd and a pointer to a c_int.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    opt,
+                    &one as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        // SAFETY: zeroed sockaddr_nl is a valid "any port" address.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: bind with a properly sized sockaddr_nl.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(KernelError::io(
+                "bind netlink socket",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(NetlinkSocket {
+            fd,
+            seq: 1,
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    /// Opens a socket inside `netns`; the socket stays bound to it.
+    pub fn open_in(netns: &Netns, protocol: Protocol) -> Result<Self> {
+        netns.run(move || NetlinkSocket::open(protocol))?
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn send(&self, bytes: &[u8], op: &str) -> Result<()> {
+        // SAFETY: sending from a valid buffer on a valid fd.
+        let rc = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr() as *const libc::c_void,
+                bytes.len(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(KernelError::io(
+                format!("{op}: send"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, op: &str) -> Result<usize> {
+        loop {
+            // SAFETY: receiving into our own buffer of the stated length.
+            let rc = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr() as *mut libc::c_void,
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(KernelError::io(format!("{op}: recv"), err));
+            }
+            return Ok(rc as usize);
+        }
+    }
+
+    /// Sends one request with `NLM_F_ACK` and waits for the acknowledgement.
+    pub fn request(&mut self, msg: MessageBuilder, op: &str) -> Result<()> {
+        self.exchange(msg, op, &mut |_| {})
+    }
+
+    /// Sends a request and returns the payload of the single answer message.
+    pub fn request_one(&mut self, msg: MessageBuilder, op: &str) -> Result<Vec<u8>> {
+        let mut answer = None;
+        self.exchange(msg, op, &mut |m| {
+            if answer.is_none() {
+                answer = Some(m.to_vec());
+            }
+        })?;
+        answer.ok_or_else(|| KernelError::Protocol {
+            op: op.to_string(),
+            detail: "no answer".into(),
+        })
+    }
+
+    /// Sends a dump request and returns every message payload; retries interrupted dumps.
+    pub fn dump(&mut self, msg: MessageBuilder, op: &str) -> Result<Vec<Vec<u8>>> {
+        for _ in 0..DUMP_RETRIES {
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            let seq = self.next_seq();
+            self.send(&msg.clone().finish(seq), op)?;
+            match self.collect(seq, op, &mut |m, flags| {
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                out.push(m.to_vec());
+            })? {
+                Reply::Done if !interrupted => return Ok(out),
+                Reply::Done => continue,
+                Reply::Failed(e) => return Err(e),
+            }
+        }
+        Err(KernelError::Protocol {
+            op: op.to_string(),
+            detail: "dump kept being interrupted".into(),
+        })
+    }
+
+    fn exchange(
+        &mut self,
+        msg: MessageBuilder,
+        op: &str,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
+        let seq = self.next_seq();
+        // Ask for an ack so that success is confirmed, not assumed.
+        let mut bytes = msg.finish(seq);
+        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]) | libc::NLM_F_ACK as u16;
+        bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
+        self.send(&bytes, op)?;
+        match self.collect(seq, op, &mut |m, _| sink(m))? {
+            Reply::Done => Ok(()),
+            Reply::Failed(e) => Err(e),
+        }
+    }
+
+    /// Sends several messages as one buffer (an nf_tables batch) and checks every ack.
+    ///
+    /// Each message but the batch delimiters gets `NLM_F_ACK`; the first error wins.
+    pub fn batch(&mut self, msgs: Vec<MessageBuilder>, op: &str) -> Result<()> {
+        let mut bytes = Vec::new();
+        let mut acked = Vec::new();
+        let last = msgs.len().saturating_sub(1);
+        for (i, msg) in msgs.into_iter().enumerate() {
+            let seq = self.next_seq();
+            let mut b = msg.finish(seq);
+            if i != 0 && i != last {
+                let flags = u16::from_ne_bytes([b[6], b[7]]) | libc::NLM_F_ACK as u16;
+                b[6..8].copy_from_slice(&flags.to_ne_bytes());
+                acked.push(seq);
+            }
+            bytes.extend_from_slice(&b);
+        }
+        self.send(&bytes, op)?;
+        let mut first_error = None;
+        for seq in acked {
+            if let Reply::Failed(e) = self.collect(seq, op, &mut |_, _| {})? {
+                first_error.get_or_insert(e);
+                // The kernel aborts the whole batch on the first error, then
+                // acks nothing more; stop waiting.
+                break;
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads answers for `seq` until its ack, error or end of dump.
+    fn collect(&mut self, seq: u32, op: &str, sink: &mut dyn FnMut(&[u8], u16)) -> Result<Reply> {
+        loop {
+            let n = self.recv(op)?;
+            let buf = std::mem::take(&mut self.buf);
+            let mut outcome = None;
+            for m in codec::messages(&buf[..n]) {
+                if m.seq != seq {
+                    continue; // a late answer to an earlier request
+                }
+                match m.msg_type {
+                    NLMSG_ERROR => {
+                        outcome = Some(decode_error(m.payload, m.flags, op));
+                        break;
+                    }
+                    NLMSG_DONE => {
+                        outcome = Some(Reply::Done);
+                        break;
+                    }
+                    _ => sink(m.payload, m.flags),
+                }
+            }
+            self.buf = buf;
+            if let Some(o) = outcome {
+                return Ok(o);
+            }
+        }
+    }
+}
+
+fn decode_error(payload: &[u8], flags: u16, op: &str) -> Reply {
+    let errno = payload
+        .get(0..4)
+        .and_then(|b| b.try_into().ok())
+        .map(i32::from_ne_bytes)
+        .unwrap_or(-libc::EIO);
+    if errno == 0 {
+        return Reply::Done;
+    }
+    // With NETLINK_CAP_ACK the echoed request is only its 16-byte header.
+    let extack = if flags & NLM_F_ACK_TLVS != 0 {
+        payload
+            .get(4 + NLMSG_HDRLEN..)
+            .and_then(|tlvs| codec::find_attr(tlvs, NLMSGERR_ATTR_MSG))
+            .map(codec::attr_string)
+    } else {
+        None
+    };
+    Reply::Failed(KernelError::Netlink {
+        op: op.to_string(),
+        errno: -errno,
+        extack,
+    })
+}

@@ -1,0 +1,223 @@
+//! Links: veth pairs, bridges, up/down, lookup and delete.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::RouteHandle;
+use crate::error::{KernelError, Result};
+use crate::netlink::codec::{self, MessageBuilder};
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFF_UP: u32 = libc::IFF_UP as u32;
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// MTU in bytes.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// Hardware address.
+    pub mac: Vec<u8>,
+    /// Index of the bridge this link is a port of.
+    pub master: Option<u32>,
+    /// Link kind (`veth`, `bridge`, ...), if any.
+    pub kind: Option<String>,
+}
+
+/// A veth pair to create with its peer placed directly in another namespace.
+///
+/// Creating the peer in its namespace saves a move, which costs ~20 ms (FIELD-NOTES).
+#[derive(Debug, Clone)]
+pub struct VethSpec<'a> {
+    /// Name of the end that stays in this namespace.
+    pub name: &'a str,
+    /// Name of the peer end, inside `peer_netns`.
+    pub peer_name: &'a str,
+    /// Namespace of the peer end.
+    pub peer_netns: BorrowedFd<'a>,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// MAC of the local end, or kernel-chosen.
+    pub mac: Option<[u8; 6]>,
+    /// Bridge (by index) to enslave the local end to.
+    pub master: Option<u32>,
+}
+
+fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0] = libc::AF_UNSPEC as u8;
+    h[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
+    h[8..12].copy_from_slice(&flags.to_ne_bytes());
+    h[12..16].copy_from_slice(&change.to_ne_bytes());
+    h
+}
+
+impl RouteHandle {
+    /// `ip link add NAME mtu M [address A] [master BR] up type veth peer name PEER netns NS mtu M`.
+    pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<()> {
+        let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+        let mut m = MessageBuilder::new(libc::RTM_NEWLINK, flags as u16)
+            .header(&ifinfomsg(0, IFF_UP, IFF_UP));
+        m.attr_str(IFLA_IFNAME, spec.name)
+            .attr_u32(IFLA_MTU, spec.mtu);
+        if let Some(mac) = spec.mac {
+            m.attr(IFLA_ADDRESS, &mac);
+        }
+        if let Some(master) = spec.master {
+            m.attr_u32(IFLA_MASTER, master);
+        }
+        let info = m.begin_nested(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, "veth");
+        let data = m.begin_nested(IFLA_INFO_DATA);
+        let peer = m.begin_nested(VETH_INFO_PEER);
+        // The peer cannot be created up: veth_open() refuses (ENOTCONN) until
+        // both ends are linked. The caller brings it up from the peer's side.
+        m.raw(&ifinfomsg(0, 0, 0));
+        m.attr_str(IFLA_IFNAME, spec.peer_name)
+            .attr_u32(IFLA_MTU, spec.mtu)
+            .attr_u32(IFLA_NET_NS_FD, spec.peer_netns.as_raw_fd() as u32);
+        m.end_nested(peer);
+        m.end_nested(data);
+        m.end_nested(info);
+        self.sock.request(
+            m,
+            &format!(
+                "ip link add {} type veth peer name {}",
+                spec.name, spec.peer_name
+            ),
+        )
+    }
+
+    /// `ip link add NAME mtu M up type bridge`; an existing bridge is not an error.
+    ///
+    /// Returns the bridge as it is after the call.
+    pub fn ensure_bridge(&mut self, name: &str, mtu: u32) -> Result<Link> {
+        let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
+        let mut m = MessageBuilder::new(libc::RTM_NEWLINK, flags as u16)
+            .header(&ifinfomsg(0, IFF_UP, IFF_UP));
+        m.attr_str(IFLA_IFNAME, name).attr_u32(IFLA_MTU, mtu);
+        let info = m.begin_nested(IFLA_LINKINFO);
+        m.attr_str(IFLA_INFO_KIND, "bridge");
+        m.end_nested(info);
+        match self
+            .sock
+            .request(m, &format!("ip link add {name} type bridge"))
+        {
+            Ok(()) => {}
+            // A concurrent ADD made it first: fine, as long as it is a bridge.
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(e),
+        }
+        let link = self
+            .link_by_name(name)?
+            .ok_or_else(|| KernelError::Protocol {
+                op: format!("ip link add {name} type bridge"),
+                detail: "bridge vanished right after creation".into(),
+            })?;
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(KernelError::Netlink {
+                op: format!("ip link add {name} type bridge"),
+                errno: libc::EEXIST,
+                extack: Some(format!(
+                    "{name} exists and is a {} link, not a bridge",
+                    link.kind.unwrap_or_default()
+                )),
+            });
+        }
+        if !link.up {
+            self.set_up(link.index)?;
+        }
+        Ok(link)
+    }
+
+    /// `ip link set dev INDEX up`.
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let m = MessageBuilder::new(libc::RTM_NEWLINK, 0).header(&ifinfomsg(index, IFF_UP, IFF_UP));
+        self.sock.request(m, &format!("ip link set {index} up"))
+    }
+
+    /// `ip link show NAME`; `None` when there is no such link.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut m = MessageBuilder::new(libc::RTM_GETLINK, 0).header(&ifinfomsg(0, 0, 0));
+        m.attr_str(IFLA_IFNAME, name);
+        match self.sock.request_one(m, &format!("ip link show {name}")) {
+            Ok(payload) => Ok(parse_link(&payload)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ip link show`.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let m = MessageBuilder::new(libc::RTM_GETLINK, libc::NLM_F_DUMP as u16)
+            .header(&ifinfomsg(0, 0, 0));
+        Ok(self
+            .sock
+            .dump(m, "ip link show")?
+            .iter()
+            .filter_map(|p| parse_link(p))
+            .collect())
+    }
+
+    /// `ip link del NAME`; returns false when there was no such link.
+    pub fn delete_link(&mut self, name: &str) -> Result<bool> {
+        let mut m = MessageBuilder::new(libc::RTM_DELLINK, 0).header(&ifinfomsg(0, 0, 0));
+        m.attr_str(IFLA_IFNAME, name);
+        match self.sock.request(m, &format!("ip link del {name}")) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `ip link set NAME up` in the caller's current namespace.
+pub fn set_up_by_name(name: &str) -> Result<()> {
+    let mut h = RouteHandle::current()?;
+    let link = h.link_by_name(name)?.ok_or_else(|| KernelError::Netlink {
+        op: format!("ip link set {name} up"),
+        errno: libc::ENODEV,
+        extack: None,
+    })?;
+    h.set_up(link.index)
+}
+
+fn parse_link(payload: &[u8]) -> Option<Link> {
+    let hdr = payload.get(0..16)?;
+    let index = i32::from_ne_bytes(hdr[4..8].try_into().ok()?) as u32;
+    let flags = u32::from_ne_bytes(hdr[8..12].try_into().ok()?);
+    let mut link = Link {
+        index,
+        name: String::new(),
+        mtu: 0,
+        up: flags & IFF_UP != 0,
+        mac: vec![],
+        master: None,
+        kind: None,
+    };
+    for (ty, p) in codec::attrs(&payload[16..]) {
+        match ty {
+            IFLA_IFNAME => link.name = codec::attr_string(p),
+            IFLA_MTU => link.mtu = codec::attr_u32(p).unwrap_or(0),
+            IFLA_ADDRESS => link.mac = p.to_vec(),
+            IFLA_MASTER => link.master = codec::attr_u32(p),
+            IFLA_LINKINFO => {
+                link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string)
+            }
+            _ => {}
+        }
+    }
+    Some(link)
+}

@@ -1,0 +1,144 @@
+//! Test kit: namespaces removed on Drop, waiting with a deadline, a root check.
+//!
+//! Every test makes its namespaces through [`NetnsGuard`] with a name from
+//! [`unique_name`], so parallel tests never collide and nothing outlives a
+//! test, even one that panics.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use podnet_kernel::Netns;
+
+/// Prefix of every namespace a podnet test creates.
+pub const TEST_PREFIX: &str = "pnt";
+
+/// A name unique to this process and call: `pnt-PID-N-TAG`.
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{TEST_PREFIX}{}-{n}-{tag}", std::process::id())
+}
+
+/// A named network namespace that is removed when the guard drops.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    name: String,
+    netns: Netns,
+}
+
+impl NetnsGuard {
+    /// Creates `/run/netns/<unique name for tag>` with `lo` up.
+    pub fn new(tag: &str) -> Self {
+        let name = unique_name(tag);
+        let netns =
+            Netns::create_named(&name).unwrap_or_else(|e| panic!("create netns {name}: {e}"));
+        NetnsGuard { name, netns }
+    }
+
+    /// The namespace's name in `/run/netns`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path `/run/netns/NAME`.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// The open namespace.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec NAME ...`).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip netns exec {} {args:?}: {e}", self.name))
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics on failure.
+    pub fn exec_ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// True when one ping to `ip` from this namespace is answered.
+    pub fn ping(&self, ip: &str) -> bool {
+        self.exec(&["ping", "-c", "1", "-W", "2", ip])
+            .status
+            .success()
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        kill_processes_in(&self.netns);
+        let _ = Netns::remove_named(&self.name);
+    }
+}
+
+/// Kills every process whose network namespace is `netns` (servers a test started).
+pub fn kill_processes_in(netns: &Netns) {
+    let Ok(id) = netns.id() else { return };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let ns_path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if podnet_kernel::netns::netns_id_at(&ns_path) == Some(id)
+            && pid != std::process::id() as i32
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        // Blocking on a timed-out receive is a bounded poll interval, not a fixed sleep.
+        let (_tx, rx) = std::sync::mpsc::channel::<()>();
+        let _ = rx.recv_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Panics unless running as root: root tests fail, they never skip silently.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc_geteuid() };
+    assert_eq!(
+        euid, 0,
+        "podnet's kernel tests need root (CI runs them as root)"
+    );
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
