@@ -1,0 +1,238 @@
+//! The attach / detach / check flow shared by both models.
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+
+use ipnet::IpNet;
+use podnet_kernel::nftables::{NetworkRuleset, NftHandle};
+use podnet_kernel::rtnl::RTPROT_PODNET;
+use podnet_kernel::{sysctl, Link, Netns, Route, RouteHandle, VethSpec};
+
+use crate::error::DataplaneError;
+use crate::names::host_veth_name;
+use crate::spec::{Model, NetworkSpec, PodAttachment};
+use crate::{BridgePodNetwork, RoutedPodNetwork};
+
+/// Result alias of the dataplane.
+pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// A route inside the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRoute {
+    /// Destination.
+    pub dst: IpNet,
+    /// Next hop.
+    pub gw: IpAddr,
+    /// The next hop is on-link without a covering prefix.
+    pub onlink: bool,
+}
+
+/// How the pod side looks in a given model.
+#[derive(Debug, Clone, Default)]
+pub struct PodLayout {
+    /// Addresses on the pod interface, with the prefix the pod sees.
+    pub addresses: Vec<(IpNet, Option<IpAddr>)>,
+    /// Routes in the pod.
+    pub routes: Vec<PodRoute>,
+    /// Permanent neighbour entries (gateway → host MAC).
+    pub neighbours: Vec<(IpAddr, Vec<u8>)>,
+}
+
+/// One model of same-node pod networking.
+pub trait PodNetwork {
+    /// Prepares shared host state (the bridge); returns the index to enslave the host veth to.
+    fn prepare_host(&self, host: &mut RouteHandle, net: &NetworkSpec, pod: &PodAttachment) -> Result<Option<u32>>;
+    /// The MAC of the host-side veth, when the model fixes it.
+    fn host_mac(&self) -> Option<[u8; 6]>;
+    /// Configures the host side once the veth exists (host routes, link-local gateway).
+    fn configure_host_port(&self, host: &mut RouteHandle, port: &Link, pod: &PodAttachment) -> Result<()>;
+    /// Sysctls the host namespace needs for this pod.
+    fn host_sysctls(&self, port: &str, pod: &PodAttachment) -> Vec<(String, String)>;
+    /// Addresses, routes and neighbours inside the pod.
+    fn pod_layout(&self, pod: &PodAttachment, port: &Link) -> Result<PodLayout>;
+    /// Verifies the host side (CHECK); names what is missing.
+    fn check_host(&self, host: &mut RouteHandle, net: &NetworkSpec, port: &Link, pod: &PodAttachment) -> Result<()>;
+}
+
+fn model(m: Model) -> &'static dyn PodNetwork {
+    match m {
+        Model::Bridge => &BridgePodNetwork,
+        Model::Routed => &RoutedPodNetwork,
+    }
+}
+
+/// A plumbed interface, for the CNI result.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// Hardware address as `aa:bb:...`.
+    pub mac: String,
+}
+
+/// What [`attach`] made.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The bridge, in the bridge model.
+    pub bridge: Option<Interface>,
+    /// The host-side veth.
+    pub host: Interface,
+    /// The pod's interface.
+    pub pod: Interface,
+    /// Addresses on the pod's interface and their gateways.
+    pub addresses: Vec<(IpNet, Option<IpAddr>)>,
+    /// Routes in the pod.
+    pub routes: Vec<PodRoute>,
+}
+
+/// Formats a MAC address as `ip link` does.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn open_pod_netns(path: &str) -> Result<Netns> {
+    Netns::open(path).map_err(|e| {
+        if e.is_not_found() || e.errno() == Some(libc_einval()) {
+            DataplaneError::NoNamespace(path.to_string())
+        } else {
+            e.into()
+        }
+    })
+}
+
+const fn libc_einval() -> i32 {
+    22
+}
+
+/// Plumbs `pod` into `net`, with `host` as the node's namespace.
+///
+/// On failure everything this call created is removed again.
+pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<Attached> {
+    let m = model(net.model);
+    let pod_ns = open_pod_netns(&pod.netns_path)?;
+    let mut hh = RouteHandle::in_netns(host)?;
+    let mut ph = RouteHandle::in_netns(&pod_ns)?;
+    let port_name = host_veth_name(&net.name, &pod.container_id, &pod.ifname);
+
+    if ph.link_by_name(&pod.ifname)?.is_some() {
+        // Left over by an ADD of this same attachment that was killed midway:
+        // ours if our deterministic host-side name exists; otherwise not ours to touch.
+        if !hh.delete_link(&port_name)? {
+            return Err(DataplaneError::InterfaceExists { ifname: pod.ifname.clone(), netns: pod.netns_path.clone() });
+        }
+    }
+    let master = m.prepare_host(&mut hh, net, pod)?;
+    hh.create_veth(&VethSpec {
+        name: &port_name,
+        peer_name: &pod.ifname,
+        peer_netns: pod_ns.as_fd(),
+        mtu: net.mtu,
+        mac: m.host_mac(),
+        master,
+    })?;
+    let plumbed = plumb(m, host, &mut hh, &mut ph, net, pod, &port_name);
+    if plumbed.is_err() {
+        // Roll back: deleting the host end removes the pod end and its routes too.
+        let _ = hh.delete_link(&port_name);
+    }
+    plumbed
+}
+
+fn plumb(
+    m: &dyn PodNetwork,
+    host: &Netns,
+    hh: &mut RouteHandle,
+    ph: &mut RouteHandle,
+    net: &NetworkSpec,
+    pod: &PodAttachment,
+    port_name: &str,
+) -> Result<Attached> {
+    let missing = |what: &str| DataplaneError::Invalid(format!("{what} vanished right after creation"));
+    let port = hh.link_by_name(port_name)?.ok_or_else(|| missing(port_name))?;
+    let pod_link = ph.link_by_name(&pod.ifname)?.ok_or_else(|| missing(&pod.ifname))?;
+    ph.set_up(pod_link.index)?;
+    let layout = m.pod_layout(pod, &port)?;
+    for (addr, _) in &layout.addresses {
+        ph.replace_address(pod_link.index, *addr)?;
+    }
+    for (ip, mac) in &layout.neighbours {
+        ph.replace_neighbour(pod_link.index, *ip, mac)?;
+    }
+    for r in &layout.routes {
+        let mut route = Route::via(r.dst, r.gw, pod_link.index, RTPROT_PODNET);
+        route.onlink = r.onlink;
+        ph.replace_route(&route)?;
+    }
+    m.configure_host_port(hh, &port, pod)?;
+    sysctl::write_in(host, &m.host_sysctls(port_name, pod))?;
+    let ruleset = NetworkRuleset::for_pods(&net.name, &net.pod_subnets, &net.cluster_cidrs, net.ip_masq);
+    let mut nft = NftHandle::in_netns(host)?;
+    nft.apply_network(&ruleset)?;
+    nft.accept_in_foreign_drop_chains(&net.name, &net.pod_subnets)?;
+
+    let bridge = if net.model == Model::Bridge {
+        hh.link_by_name(&net.bridge)?.map(|b| Interface { name: b.name, mac: format_mac(&b.mac) })
+    } else {
+        None
+    };
+    Ok(Attached {
+        bridge,
+        host: Interface { name: port.name.clone(), mac: format_mac(&port.mac) },
+        pod: Interface { name: pod_link.name.clone(), mac: format_mac(&pod_link.mac) },
+        addresses: layout.addresses,
+        routes: layout.routes,
+    })
+}
+
+/// Removes the pod's interface; absent interfaces and namespaces are success.
+///
+/// Deleting the host end removes the pod end and every route through it.
+pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str) -> Result<()> {
+    let mut hh = RouteHandle::in_netns(host)?;
+    hh.delete_link(&host_veth_name(&net.name, container_id, ifname))?;
+    Ok(())
+}
+
+/// Verifies that the pod's interface, addresses and routes are really there.
+pub fn check(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<()> {
+    let m = model(net.model);
+    let pod_ns = open_pod_netns(&pod.netns_path)?;
+    let mut hh = RouteHandle::in_netns(host)?;
+    let mut ph = RouteHandle::in_netns(&pod_ns)?;
+    let fail = |s: String| Err(DataplaneError::CheckFailed(s));
+    let port_name = host_veth_name(&net.name, &pod.container_id, &pod.ifname);
+    let Some(port) = hh.link_by_name(&port_name)? else {
+        return fail(format!("host interface {port_name} is missing"));
+    };
+    let Some(link) = ph.link_by_name(&pod.ifname)? else {
+        return fail(format!("interface {} is missing in {}", pod.ifname, pod.netns_path));
+    };
+    if !link.up {
+        return fail(format!("interface {} is down", pod.ifname));
+    }
+    if link.mtu != net.mtu {
+        return fail(format!("interface {} has MTU {}, expected {}", pod.ifname, link.mtu, net.mtu));
+    }
+    let layout = m.pod_layout(pod, &port)?;
+    let have = ph.addresses(Some(link.index))?;
+    for (addr, _) in &layout.addresses {
+        if !have.iter().any(|a| a.net == *addr) {
+            return fail(format!("address {addr} is missing on {}", pod.ifname));
+        }
+    }
+    let routes = ph.routes()?;
+    for r in &layout.routes {
+        if !routes.iter().any(|k| k.dst == r.dst && k.gateway == Some(r.gw) && k.oif == Some(link.index)) {
+            return fail(format!("route {} via {} is missing in the pod", r.dst, r.gw));
+        }
+    }
+    let wanted = m.host_sysctls(&port_name, pod);
+    let found = host.run(|| wanted.iter().map(|(k, _)| sysctl::read(k)).collect::<Vec<_>>())?;
+    for ((key, want), got) in wanted.iter().zip(found) {
+        let got = got?;
+        if &got != want {
+            return fail(format!("sysctl {key} is {got}, expected {want}"));
+        }
+    }
+    m.check_host(&mut hh, net, &port, pod)
+}
