@@ -41,17 +41,33 @@ pub struct PodLayout {
 /// One model of same-node pod networking.
 pub trait PodNetwork {
     /// Prepares shared host state (the bridge); returns the index to enslave the host veth to.
-    fn prepare_host(&self, host: &mut RouteHandle, net: &NetworkSpec, pod: &PodAttachment) -> Result<Option<u32>>;
+    fn prepare_host(
+        &self,
+        host: &mut RouteHandle,
+        net: &NetworkSpec,
+        pod: &PodAttachment,
+    ) -> Result<Option<u32>>;
     /// The MAC of the host-side veth, when the model fixes it.
     fn host_mac(&self) -> Option<[u8; 6]>;
     /// Configures the host side once the veth exists (host routes, link-local gateway).
-    fn configure_host_port(&self, host: &mut RouteHandle, port: &Link, pod: &PodAttachment) -> Result<()>;
+    fn configure_host_port(
+        &self,
+        host: &mut RouteHandle,
+        port: &Link,
+        pod: &PodAttachment,
+    ) -> Result<()>;
     /// Sysctls the host namespace needs for this pod.
     fn host_sysctls(&self, port: &str, pod: &PodAttachment) -> Vec<(String, String)>;
     /// Addresses, routes and neighbours inside the pod.
     fn pod_layout(&self, pod: &PodAttachment, port: &Link) -> Result<PodLayout>;
     /// Verifies the host side (CHECK); names what is missing.
-    fn check_host(&self, host: &mut RouteHandle, net: &NetworkSpec, port: &Link, pod: &PodAttachment) -> Result<()>;
+    fn check_host(
+        &self,
+        host: &mut RouteHandle,
+        net: &NetworkSpec,
+        port: &Link,
+        pod: &PodAttachment,
+    ) -> Result<()>;
 }
 
 fn model(m: Model) -> &'static dyn PodNetwork {
@@ -87,7 +103,10 @@ pub struct Attached {
 
 /// Formats a MAC address as `ip link` does.
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn open_pod_netns(path: &str) -> Result<Netns> {
@@ -118,7 +137,10 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
         // Left over by an ADD of this same attachment that was killed midway:
         // ours if our deterministic host-side name exists; otherwise not ours to touch.
         if !hh.delete_link(&port_name)? {
-            return Err(DataplaneError::InterfaceExists { ifname: pod.ifname.clone(), netns: pod.netns_path.clone() });
+            return Err(DataplaneError::InterfaceExists {
+                ifname: pod.ifname.clone(),
+                netns: pod.netns_path.clone(),
+            });
         }
     }
     let master = m.prepare_host(&mut hh, net, pod)?;
@@ -147,9 +169,14 @@ fn plumb(
     pod: &PodAttachment,
     port_name: &str,
 ) -> Result<Attached> {
-    let missing = |what: &str| DataplaneError::Invalid(format!("{what} vanished right after creation"));
-    let port = hh.link_by_name(port_name)?.ok_or_else(|| missing(port_name))?;
-    let pod_link = ph.link_by_name(&pod.ifname)?.ok_or_else(|| missing(&pod.ifname))?;
+    let missing =
+        |what: &str| DataplaneError::Invalid(format!("{what} vanished right after creation"));
+    let port = hh
+        .link_by_name(port_name)?
+        .ok_or_else(|| missing(port_name))?;
+    let pod_link = ph
+        .link_by_name(&pod.ifname)?
+        .ok_or_else(|| missing(&pod.ifname))?;
     ph.set_up(pod_link.index)?;
     let layout = m.pod_layout(pod, &port)?;
     for (addr, _) in &layout.addresses {
@@ -165,20 +192,30 @@ fn plumb(
     }
     m.configure_host_port(hh, &port, pod)?;
     sysctl::write_in(host, &m.host_sysctls(port_name, pod))?;
-    let ruleset = NetworkRuleset::for_pods(&net.name, &net.pod_subnets, &net.cluster_cidrs, net.ip_masq);
+    let ruleset =
+        NetworkRuleset::for_pods(&net.name, &net.pod_subnets, &net.cluster_cidrs, net.ip_masq);
     let mut nft = NftHandle::in_netns(host)?;
     nft.apply_network(&ruleset)?;
     nft.accept_in_foreign_drop_chains(&net.name, &net.pod_subnets)?;
 
     let bridge = if net.model == Model::Bridge {
-        hh.link_by_name(&net.bridge)?.map(|b| Interface { name: b.name, mac: format_mac(&b.mac) })
+        hh.link_by_name(&net.bridge)?.map(|b| Interface {
+            name: b.name,
+            mac: format_mac(&b.mac),
+        })
     } else {
         None
     };
     Ok(Attached {
         bridge,
-        host: Interface { name: port.name.clone(), mac: format_mac(&port.mac) },
-        pod: Interface { name: pod_link.name.clone(), mac: format_mac(&pod_link.mac) },
+        host: Interface {
+            name: port.name.clone(),
+            mac: format_mac(&port.mac),
+        },
+        pod: Interface {
+            name: pod_link.name.clone(),
+            mac: format_mac(&pod_link.mac),
+        },
         addresses: layout.addresses,
         routes: layout.routes,
     })
@@ -205,13 +242,19 @@ pub fn check(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<()>
         return fail(format!("host interface {port_name} is missing"));
     };
     let Some(link) = ph.link_by_name(&pod.ifname)? else {
-        return fail(format!("interface {} is missing in {}", pod.ifname, pod.netns_path));
+        return fail(format!(
+            "interface {} is missing in {}",
+            pod.ifname, pod.netns_path
+        ));
     };
     if !link.up {
         return fail(format!("interface {} is down", pod.ifname));
     }
     if link.mtu != net.mtu {
-        return fail(format!("interface {} has MTU {}, expected {}", pod.ifname, link.mtu, net.mtu));
+        return fail(format!(
+            "interface {} has MTU {}, expected {}",
+            pod.ifname, link.mtu, net.mtu
+        ));
     }
     let layout = m.pod_layout(pod, &port)?;
     let have = ph.addresses(Some(link.index))?;
@@ -222,12 +265,23 @@ pub fn check(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<()>
     }
     let routes = ph.routes()?;
     for r in &layout.routes {
-        if !routes.iter().any(|k| k.dst == r.dst && k.gateway == Some(r.gw) && k.oif == Some(link.index)) {
-            return fail(format!("route {} via {} is missing in the pod", r.dst, r.gw));
+        if !routes
+            .iter()
+            .any(|k| k.dst == r.dst && k.gateway == Some(r.gw) && k.oif == Some(link.index))
+        {
+            return fail(format!(
+                "route {} via {} is missing in the pod",
+                r.dst, r.gw
+            ));
         }
     }
     let wanted = m.host_sysctls(&port_name, pod);
-    let found = host.run(|| wanted.iter().map(|(k, _)| sysctl::read(k)).collect::<Vec<_>>())?;
+    let found = host.run(|| {
+        wanted
+            .iter()
+            .map(|(k, _)| sysctl::read(k))
+            .collect::<Vec<_>>()
+    })?;
     for ((key, want), got) in wanted.iter().zip(found) {
         let got = got?;
         if &got != want {

@@ -26,15 +26,24 @@ fn gateways(pod: &PodAttachment) -> Result<Vec<IpNet>> {
         .iter()
         .map(|a| {
             let gw = a.gateway.ok_or_else(|| {
-                DataplaneError::Invalid(format!("bridge model needs a gateway for {} (set ipam gateway)", a.address))
+                DataplaneError::Invalid(format!(
+                    "bridge model needs a gateway for {} (set ipam gateway)",
+                    a.address
+                ))
             })?;
-            IpNet::new(gw, a.address.prefix_len()).map_err(|e| DataplaneError::Invalid(e.to_string()))
+            IpNet::new(gw, a.address.prefix_len())
+                .map_err(|e| DataplaneError::Invalid(e.to_string()))
         })
         .collect()
 }
 
 impl PodNetwork for BridgePodNetwork {
-    fn prepare_host(&self, host: &mut RouteHandle, net: &NetworkSpec, pod: &PodAttachment) -> Result<Option<u32>> {
+    fn prepare_host(
+        &self,
+        host: &mut RouteHandle,
+        net: &NetworkSpec,
+        pod: &PodAttachment,
+    ) -> Result<Option<u32>> {
         let bridge = host.ensure_bridge(&net.bridge, net.mtu)?;
         for gw in gateways(pod)? {
             host.replace_address(bridge.index, gw)?;
@@ -46,7 +55,12 @@ impl PodNetwork for BridgePodNetwork {
         None
     }
 
-    fn configure_host_port(&self, _host: &mut RouteHandle, _port: &Link, _pod: &PodAttachment) -> Result<()> {
+    fn configure_host_port(
+        &self,
+        _host: &mut RouteHandle,
+        _port: &Link,
+        _pod: &PodAttachment,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -63,34 +77,64 @@ impl PodNetwork for BridgePodNetwork {
         for a in &pod.addresses {
             layout.addresses.push((a.address, a.gateway));
             if let Some(gw) = a.gateway {
-                layout.routes.push(PodRoute { dst: default_dst(&gw), gw, onlink: false });
+                layout.routes.push(PodRoute {
+                    dst: default_dst(&gw),
+                    gw,
+                    onlink: false,
+                });
             }
         }
         for r in &pod.routes {
             if r.dst.prefix_len() == 0 && r.gw.is_none() {
                 continue; // the default route is already there
             }
-            let family_gw = pod.addresses.iter().filter_map(|a| a.gateway).find(|g| g.is_ipv4() == r.dst.addr().is_ipv4());
+            let family_gw = pod
+                .addresses
+                .iter()
+                .filter_map(|a| a.gateway)
+                .find(|g| g.is_ipv4() == r.dst.addr().is_ipv4());
             let Some(gw) = r.gw.or(family_gw) else {
-                return Err(DataplaneError::Invalid(format!("route {} has no gateway of its family", r.dst)));
+                return Err(DataplaneError::Invalid(format!(
+                    "route {} has no gateway of its family",
+                    r.dst
+                )));
             };
             layout.routes.retain(|x| x.dst != r.dst);
-            layout.routes.push(PodRoute { dst: r.dst, gw, onlink: false });
+            layout.routes.push(PodRoute {
+                dst: r.dst,
+                gw,
+                onlink: false,
+            });
         }
         Ok(layout)
     }
 
-    fn check_host(&self, host: &mut RouteHandle, net: &NetworkSpec, port: &Link, pod: &PodAttachment) -> Result<()> {
+    fn check_host(
+        &self,
+        host: &mut RouteHandle,
+        net: &NetworkSpec,
+        port: &Link,
+        pod: &PodAttachment,
+    ) -> Result<()> {
         let Some(bridge) = host.link_by_name(&net.bridge)? else {
-            return Err(DataplaneError::CheckFailed(format!("bridge {} is missing", net.bridge)));
+            return Err(DataplaneError::CheckFailed(format!(
+                "bridge {} is missing",
+                net.bridge
+            )));
         };
         if port.master != Some(bridge.index) {
-            return Err(DataplaneError::CheckFailed(format!("{} is not a port of bridge {}", port.name, net.bridge)));
+            return Err(DataplaneError::CheckFailed(format!(
+                "{} is not a port of bridge {}",
+                port.name, net.bridge
+            )));
         }
         let have = host.addresses(Some(bridge.index))?;
         for gw in gateways(pod)? {
             if !have.iter().any(|a| a.net == gw) {
-                return Err(DataplaneError::CheckFailed(format!("gateway {gw} is missing on bridge {}", net.bridge)));
+                return Err(DataplaneError::CheckFailed(format!(
+                    "gateway {gw} is missing on bridge {}",
+                    net.bridge
+                )));
             }
         }
         Ok(())

@@ -10,7 +10,13 @@ pub const HOST_VETH_PREFIX: &str = "pn";
 pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
     // FNV-1a, 64 bit: stable across releases and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in network.bytes().chain([0]).chain(container_id.bytes()).chain([0]).chain(ifname.bytes()) {
+    for b in network
+        .bytes()
+        .chain([0])
+        .chain(container_id.bytes())
+        .chain([0])
+        .chain(ifname.bytes())
+    {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -46,7 +46,12 @@ fn has_v6(pod: &PodAttachment) -> bool {
 }
 
 impl PodNetwork for RoutedPodNetwork {
-    fn prepare_host(&self, _host: &mut RouteHandle, _net: &NetworkSpec, _pod: &PodAttachment) -> Result<Option<u32>> {
+    fn prepare_host(
+        &self,
+        _host: &mut RouteHandle,
+        _net: &NetworkSpec,
+        _pod: &PodAttachment,
+    ) -> Result<Option<u32>> {
         Ok(None)
     }
 
@@ -54,12 +59,24 @@ impl PodNetwork for RoutedPodNetwork {
         Some(HOST_MAC)
     }
 
-    fn configure_host_port(&self, host: &mut RouteHandle, port: &Link, pod: &PodAttachment) -> Result<()> {
+    fn configure_host_port(
+        &self,
+        host: &mut RouteHandle,
+        port: &Link,
+        pod: &PodAttachment,
+    ) -> Result<()> {
         if has_v6(pod) {
-            host.replace_address(port.index, IpNet::new(GATEWAY_V6, 64).expect("valid prefix"))?;
+            host.replace_address(
+                port.index,
+                IpNet::new(GATEWAY_V6, 64).expect("valid prefix"),
+            )?;
         }
         for a in &pod.addresses {
-            host.replace_route(&Route::direct(host_prefix(a.address.addr()), port.index, RTPROT_PODNET))?;
+            host.replace_route(&Route::direct(
+                host_prefix(a.address.addr()),
+                port.index,
+                RTPROT_PODNET,
+            ))?;
         }
         Ok(())
     }
@@ -83,7 +100,11 @@ impl PodNetwork for RoutedPodNetwork {
             let gw = gateway_for(&ip);
             layout.addresses.push((host_prefix(ip), Some(gw)));
             let dst = if ip.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-            layout.routes.push(PodRoute { dst: dst.parse().expect("static prefix"), gw, onlink: ip.is_ipv4() });
+            layout.routes.push(PodRoute {
+                dst: dst.parse().expect("static prefix"),
+                gw,
+                onlink: ip.is_ipv4(),
+            });
             layout.neighbours.push((gw, HOST_MAC.to_vec()));
         }
         for r in &pod.routes {
@@ -91,17 +112,33 @@ impl PodNetwork for RoutedPodNetwork {
                 continue; // every packet already leaves through the gateway
             }
             let gw = gateway_for(&r.dst.addr());
-            layout.routes.push(PodRoute { dst: r.dst, gw, onlink: gw.is_ipv4() });
+            layout.routes.push(PodRoute {
+                dst: r.dst,
+                gw,
+                onlink: gw.is_ipv4(),
+            });
         }
         Ok(layout)
     }
 
-    fn check_host(&self, host: &mut RouteHandle, _net: &NetworkSpec, port: &Link, pod: &PodAttachment) -> Result<()> {
+    fn check_host(
+        &self,
+        host: &mut RouteHandle,
+        _net: &NetworkSpec,
+        port: &Link,
+        pod: &PodAttachment,
+    ) -> Result<()> {
         let routes = host.routes()?;
         for a in &pod.addresses {
             let dst = host_prefix(a.address.addr());
-            if !routes.iter().any(|r| r.dst == dst && r.oif == Some(port.index)) {
-                return Err(DataplaneError::CheckFailed(format!("host route {dst} dev {} is missing", port.name)));
+            if !routes
+                .iter()
+                .any(|r| r.dst == dst && r.oif == Some(port.index))
+            {
+                return Err(DataplaneError::CheckFailed(format!(
+                    "host route {dst} dev {} is missing",
+                    port.name
+                )));
             }
         }
         Ok(())

@@ -1,0 +1,262 @@
+//! Where pod addresses come from: the built-in IPAM, or a delegated IPAM plugin.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+
+use ipnet::IpNet;
+use podnet_dataplane::PodAddress;
+use podnet_ipam::{namespace_id, Attachment, Ipam};
+use serde_json::Value;
+
+use crate::config::NetConf;
+use crate::env::{Command, RuntimeEnv};
+use crate::error::{CniError, ErrorCode};
+use crate::result::CniResult;
+
+/// Addresses handed out for one attachment.
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    /// Addresses with the subnet's prefix and gateway.
+    pub addresses: Vec<PodAddress>,
+    /// Subnets the addresses come from (forwarded and masqueraded).
+    pub subnets: Vec<IpNet>,
+    /// Routes and DNS a delegated plugin returned.
+    pub delegated: Option<CniResult>,
+}
+
+/// The IPAM serving one network.
+#[derive(Debug)]
+pub enum IpamBackend {
+    /// podnet's own IPAM.
+    Builtin(Ipam),
+    /// An external IPAM plugin (`host-local`, `static`, `whereabouts`, ...).
+    Delegated(String),
+}
+
+impl IpamBackend {
+    /// Chooses the backend for `conf`.
+    pub fn for_conf(conf: &NetConf) -> Result<Self, CniError> {
+        if conf.builtin_ipam() {
+            let ipam = Ipam::new(
+                &conf.data_dir(),
+                &conf.name,
+                conf.ipam.ranges.clone(),
+                conf.ipam.reserved.clone(),
+            )?;
+            Ok(IpamBackend::Builtin(ipam))
+        } else {
+            Ok(IpamBackend::Delegated(
+                conf.ipam.ipam_type.clone().unwrap_or_default(),
+            ))
+        }
+    }
+
+    /// Allocates addresses for the attachment (`ADD`).
+    pub fn add(&self, env: &RuntimeEnv, stdin: &[u8]) -> Result<Lease, CniError> {
+        match self {
+            IpamBackend::Builtin(ipam) => {
+                let who = Attachment {
+                    container_id: env.container_id.clone(),
+                    ifname: env.ifname.clone(),
+                    netns_path: env.netns.clone(),
+                    netns_id: namespace_id(Path::new(&env.netns)),
+                };
+                let allocs = ipam.allocate(&who)?;
+                Ok(builtin_lease(
+                    ipam,
+                    allocs.iter().map(|a| (a.range_set, a.ip)),
+                ))
+            }
+            IpamBackend::Delegated(plugin) => {
+                let out = exec_plugin(plugin, Command::Add, env, stdin)?;
+                let result = CniResult::from_value(&out.unwrap_or(Value::Null))?;
+                let addresses: Vec<PodAddress> = result
+                    .ips
+                    .iter()
+                    .map(|ip| PodAddress {
+                        address: ip.address,
+                        gateway: ip.gateway,
+                    })
+                    .collect();
+                let subnets = addresses.iter().map(|a| a.address.trunc()).collect();
+                Ok(Lease {
+                    addresses,
+                    subnets,
+                    delegated: Some(result),
+                })
+            }
+        }
+    }
+
+    /// Releases the attachment's addresses (`DEL`, and rollback of a failed ADD).
+    pub fn del(&self, env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
+        match self {
+            IpamBackend::Builtin(ipam) => ipam
+                .release(&env.container_id, &env.ifname)
+                .map(|_| ())
+                .map_err(Into::into),
+            IpamBackend::Delegated(plugin) => {
+                exec_plugin(plugin, Command::Del, env, stdin).map(|_| ())
+            }
+        }
+    }
+
+    /// The addresses the attachment holds (`CHECK`).
+    pub fn check(&self, env: &RuntimeEnv, stdin: &[u8]) -> Result<Option<Lease>, CniError> {
+        match self {
+            IpamBackend::Builtin(ipam) => {
+                let allocs = ipam.lookup(&env.container_id, &env.ifname)?;
+                if allocs.is_empty() {
+                    return Err(CniError::new(
+                        ErrorCode::CheckFailed,
+                        format!(
+                            "no address is allocated to {}/{}",
+                            env.container_id, env.ifname
+                        ),
+                    ));
+                }
+                Ok(Some(builtin_lease(
+                    ipam,
+                    allocs.iter().map(|a| (a.range_set, a.ip)),
+                )))
+            }
+            IpamBackend::Delegated(plugin) => {
+                exec_plugin(plugin, Command::Check, env, stdin).map(|_| None)
+            }
+        }
+    }
+
+    /// Releases what belongs to attachments not in `valid` (`GC`).
+    pub fn gc(&self, conf: &NetConf, env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
+        match self {
+            IpamBackend::Builtin(ipam) => {
+                let valid: Vec<(String, String)> = conf
+                    .valid_attachments
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                    .collect();
+                ipam.gc(&valid)?;
+                Ok(())
+            }
+            IpamBackend::Delegated(plugin) => {
+                exec_plugin(plugin, Command::Gc, env, stdin).map(|_| ())
+            }
+        }
+    }
+
+    /// Whether an ADD could be served now (`STATUS`).
+    pub fn status(&self, env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
+        match self {
+            IpamBackend::Builtin(ipam) => {
+                let free = ipam.free_counts().map_err(|e| {
+                    CniError::new(
+                        ErrorCode::NotAvailable,
+                        format!("IPAM store is not usable: {e}"),
+                    )
+                })?;
+                if let Some(set) = free.iter().position(|n| *n == 0) {
+                    return Err(CniError::new(
+                        ErrorCode::NotAvailable,
+                        format!("no free address left in range set {set}"),
+                    ));
+                }
+                Ok(())
+            }
+            IpamBackend::Delegated(plugin) => {
+                exec_plugin(plugin, Command::Status, env, stdin).map(|_| ())
+            }
+        }
+    }
+}
+
+fn builtin_lease(ipam: &Ipam, allocs: impl Iterator<Item = (usize, IpAddr)>) -> Lease {
+    let mut lease = Lease::default();
+    for (set, ip) in allocs {
+        let Some(range) = ipam.ranges()[set].iter().find(|r| r.subnet.contains(&ip)) else {
+            continue;
+        };
+        let address = IpNet::new(ip, range.subnet.prefix_len()).expect("prefix of a valid subnet");
+        lease.addresses.push(PodAddress {
+            address,
+            gateway: Some(range.gateway()),
+        });
+    }
+    lease.subnets = ipam.ranges().iter().flatten().map(|r| r.subnet).collect();
+    lease
+}
+
+fn find_plugin(name: &str, env: &RuntimeEnv) -> Result<PathBuf, CniError> {
+    if name.contains('/') || name.is_empty() {
+        return Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("invalid IPAM plugin type {name:?}"),
+        ));
+    }
+    env.path
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!(
+                    "IPAM plugin {name:?} not found in CNI_PATH {:?}",
+                    env.path.join(":")
+                ),
+            )
+        })
+}
+
+/// Runs a delegated plugin as the spec describes: same environment, `CNI_COMMAND` set, config on stdin.
+fn exec_plugin(
+    name: &str,
+    cmd: Command,
+    env: &RuntimeEnv,
+    stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
+    let path = find_plugin(name, env)?;
+    let fail = |m: String| CniError::new(ErrorCode::DelegatedIpamFailure, m);
+    let mut child = Process::new(&path)
+        .env("CNI_COMMAND", cmd.as_str())
+        .env("CNI_CONTAINERID", &env.container_id)
+        .env("CNI_NETNS", &env.netns)
+        .env("CNI_IFNAME", &env.ifname)
+        .env("CNI_ARGS", &env.args)
+        .env("CNI_PATH", env.path.join(":"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run IPAM plugin {}: {e}", path.display())))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin)
+            .map_err(|e| fail(format!("writing to IPAM plugin {name}: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("waiting for IPAM plugin {name}: {e}")))?;
+    let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+    if !out.status.success() {
+        let mut err = fail(format!(
+            "IPAM plugin {name} {} failed: {}",
+            cmd.as_str(),
+            parsed
+                .as_ref()
+                .and_then(|v| v.get("msg"))
+                .and_then(Value::as_str)
+                .unwrap_or("no error message")
+        ));
+        // Pass the delegate's own code through: the runtime acts on it.
+        err.raw_code = parsed
+            .as_ref()
+            .and_then(|v| v.get("code"))
+            .and_then(Value::as_u64)
+            .map(|c| c as u32);
+        return Err(err);
+    }
+    Ok(parsed)
+}

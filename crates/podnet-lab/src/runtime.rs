@@ -1,0 +1,132 @@
+//! The lab's container runtime: runs the CNI plugin and pod processes the way a real runtime does.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use podnet_kernel::Netns;
+
+use crate::error::LabError;
+
+/// Makes `cmd` start inside `netns` (the child calls `setns` before `exec`).
+fn enter_before_exec(cmd: &mut Command, netns: &Netns) {
+    let fd: RawFd = netns.as_raw_fd_for_child();
+    // SAFETY: between fork and exec we only make async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Raw fd access for `pre_exec`; the `Netns` outlives the spawn.
+trait RawNetnsFd {
+    fn as_raw_fd_for_child(&self) -> RawFd;
+}
+
+impl RawNetnsFd for Netns {
+    fn as_raw_fd_for_child(&self) -> RawFd {
+        use std::os::fd::AsFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// One CNI invocation: verb, attachment and network config.
+pub struct CniCall<'a> {
+    /// The plugin binary.
+    pub plugin: &'a Path,
+    /// `CNI_COMMAND`.
+    pub command: &'a str,
+    /// `CNI_CONTAINERID`.
+    pub container_id: &'a str,
+    /// `CNI_NETNS`.
+    pub netns_path: &'a str,
+    /// `CNI_IFNAME`.
+    pub ifname: &'a str,
+    /// The network config (stdin).
+    pub config: &'a str,
+}
+
+/// Runs the plugin inside the node's namespace, as a runtime on that node would.
+pub fn run_cni(node: &Netns, call: &CniCall<'_>) -> Result<String, LabError> {
+    let dir = call.plugin.parent().unwrap_or(Path::new("/"));
+    let mut cmd = Command::new(call.plugin);
+    cmd.env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", call.container_id)
+        .env("CNI_NETNS", call.netns_path)
+        .env("CNI_IFNAME", call.ifname)
+        .env("CNI_PATH", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    enter_before_exec(&mut cmd, node);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| LabError::io(format!("run {}", call.plugin.display()), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(call.config.as_bytes())
+            .map_err(|e| LabError::io("write plugin stdin", e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io("wait for plugin", e))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(LabError::Plugin {
+            command: call.command.to_string(),
+            pod: call.container_id.to_string(),
+            output: format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(stdout)
+}
+
+/// Starts a long-running process inside `netns`, detached from this one.
+pub fn spawn_daemon(netns: &Netns, program: &Path, args: &[&str]) -> Result<u32, LabError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    enter_before_exec(&mut cmd, netns);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| LabError::io(format!("start {}", program.display()), e))?;
+    Ok(child.id())
+}
+
+/// Kills every process living in `netns` (the lab's echo servers).
+pub fn kill_processes_in(netns: &Netns) {
+    let Ok(id) = netns.id() else { return };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = format!("/proc/{pid}/ns/net");
+        if pid != me && podnet_kernel::netns::netns_id_at(Path::new(&path)) == Some(id) {
+            // SAFETY: kill(2) on a pid we just found; a race with its exit is harmless.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
