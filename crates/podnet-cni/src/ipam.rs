@@ -129,16 +129,15 @@ impl IpamBackend {
     }
 
     /// Releases what belongs to attachments not in `valid` (`GC`).
-    pub fn gc(&self, conf: &NetConf, env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
+    pub fn gc(
+        &self,
+        valid: &[(String, String)],
+        env: &RuntimeEnv,
+        stdin: &[u8],
+    ) -> Result<(), CniError> {
         match self {
             IpamBackend::Builtin(ipam) => {
-                let valid: Vec<(String, String)> = conf
-                    .valid_attachments
-                    .iter()
-                    .flatten()
-                    .map(|a| (a.container_id.clone(), a.ifname.clone()))
-                    .collect();
-                ipam.gc(&valid)?;
+                ipam.gc(valid)?;
                 Ok(())
             }
             IpamBackend::Delegated(plugin) => {

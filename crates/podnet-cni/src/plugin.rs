@@ -1,6 +1,6 @@
 //! The CNI verbs: one function each, called by [`run`].
 
-use podnet_dataplane::{attach, check, detach, Attached, PodAttachment};
+use podnet_dataplane::{attach, check, detach, remove_stale, Attached, PodAttachment};
 use podnet_kernel::Netns;
 use serde_json::Value;
 
@@ -223,7 +223,15 @@ fn check_cmd(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
 
 fn gc(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
     let conf = NetConf::parse(stdin)?;
-    IpamBackend::for_conf(&conf)?.gc(&conf, env, stdin)
+    let valid: Vec<(String, String)> = conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
+    // Interfaces first, then addresses: an address is never free while an interface still holds it.
+    remove_stale(&host_netns()?, &conf.network_spec(Vec::new()), &valid)?;
+    IpamBackend::for_conf(&conf)?.gc(&valid, env, stdin)
 }
 
 fn status(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {

@@ -9,7 +9,7 @@ use podnet_kernel::rtnl::RTPROT_PODNET;
 use podnet_kernel::{sysctl, Link, Netns, Route, RouteHandle, VethSpec};
 
 use crate::error::DataplaneError;
-use crate::names::host_veth_name;
+use crate::names::{host_veth_alias, host_veth_name, parse_host_veth_alias};
 use crate::spec::{Model, NetworkSpec, PodAttachment};
 use crate::{BridgePodNetwork, RoutedPodNetwork};
 
@@ -228,6 +228,35 @@ pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str)
     let mut hh = RouteHandle::in_netns(host)?;
     hh.delete_link(&host_veth_name(&net.name, container_id, ifname))?;
     Ok(())
+}
+
+/// Deletes the host-side veths of `net` whose attachment is not in `valid` (CNI GC).
+///
+/// Returns the names deleted. Interfaces are found by the alias podnet set on them.
+pub fn remove_stale(
+    host: &Netns,
+    net: &NetworkSpec,
+    valid: &[(String, String)],
+) -> Result<Vec<String>> {
+    let mut hh = RouteHandle::in_netns(host)?;
+    let mut removed = Vec::new();
+    for link in hh.links()? {
+        let Some((id, ifname)) = link
+            .alias
+            .as_deref()
+            .and_then(|a| parse_host_veth_alias(a, &net.name))
+        else {
+            continue;
+        };
+        if !valid
+            .iter()
+            .any(|(v_id, v_if)| v_id == id && v_if == ifname)
+            && hh.delete_link(&link.name)?
+        {
+            removed.push(link.name.clone());
+        }
+    }
+    Ok(removed)
 }
 
 /// Verifies that the pod's interface, addresses and routes are really there.

@@ -23,6 +23,30 @@ pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String
     format!("{HOST_VETH_PREFIX}{:012x}", h & 0xffff_ffff_ffff)
 }
 
+/// The alias podnet sets on a host-side veth: `podnet NETWORK CONTAINER_ID IFNAME`.
+///
+/// GC reads it back to find interfaces of attachments that are no longer valid.
+pub fn host_veth_alias(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("podnet {network} {container_id} {ifname}")
+}
+
+/// Parses an alias made by [`host_veth_alias`] for `network` into (container ID, ifname).
+pub fn parse_host_veth_alias<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
+    let mut parts = alias.split(' ');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("podnet"), Some(net), Some(id), Some(ifname), None) if net == network => {
+            Some((id, ifname))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +58,13 @@ mod tests {
         assert_eq!(a, host_veth_name("net", "abc", "eth0"));
         assert_ne!(a, host_veth_name("net", "abc", "eth1"));
         assert_ne!(a, host_veth_name("net2", "abc", "eth0"));
+    }
+
+    #[test]
+    fn aliases_round_trip_per_network() {
+        let alias = host_veth_alias("n1", "c1", "eth0");
+        assert_eq!(parse_host_veth_alias(&alias, "n1"), Some(("c1", "eth0")));
+        assert_eq!(parse_host_veth_alias(&alias, "n2"), None);
+        assert_eq!(parse_host_veth_alias("something else", "n1"), None);
     }
 }

@@ -22,11 +22,19 @@ fn veth_with_peer_in_other_namespace_carries_ping() {
     })
     .unwrap();
     let va = ha.link_by_name("va").unwrap().expect("va exists");
+    ha.set_alias(va.index, "podnet test").unwrap();
+    let va = ha.link_by_name("va").unwrap().expect("va exists");
     let eth0 = hb.link_by_name("eth0").unwrap().expect("peer in b");
     assert!(va.up && !eth0.up);
     hb.set_up(eth0.index).unwrap();
     assert_eq!((va.mtu, eth0.mtu), (1400, 1400));
     assert_eq!(va.mac, vec![0xee; 6]);
+    assert_eq!(
+        va.alias.as_deref(),
+        Some("podnet test"),
+        "{}",
+        a.exec_ok(&["ip", "link", "show", "va"])
+    );
 
     ha.replace_address(va.index, "10.9.0.1/24".parse().unwrap())
         .unwrap();

@@ -10,6 +10,7 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
@@ -34,6 +35,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Link kind (`veth`, `bridge`, ...), if any.
     pub kind: Option<String>,
+    /// Interface alias (`ip link set NAME alias TEXT`), if any.
+    pub alias: Option<String>,
 }
 
 /// A veth pair to create with its peer placed directly in another namespace.
@@ -148,6 +151,14 @@ impl RouteHandle {
         self.sock.request(m, &format!("ip link set {index} up"))
     }
 
+    /// `ip link set dev INDEX alias TEXT` (the kernel ignores an alias given at creation).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut m = MessageBuilder::new(libc::RTM_NEWLINK, 0).header(&ifinfomsg(index, 0, 0));
+        m.attr(IFLA_IFALIAS, alias.as_bytes());
+        self.sock
+            .request(m, &format!("ip link set {index} alias {alias}"))
+    }
+
     /// `ip link show NAME`; `None` when there is no such link.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut m = MessageBuilder::new(libc::RTM_GETLINK, 0).header(&ifinfomsg(0, 0, 0));
@@ -206,6 +217,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         mac: vec![],
         master: None,
         kind: None,
+        alias: None,
     };
     for (ty, p) in codec::attrs(&payload[16..]) {
         match ty {
@@ -213,6 +225,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_MTU => link.mtu = codec::attr_u32(p).unwrap_or(0),
             IFLA_ADDRESS => link.mac = p.to_vec(),
             IFLA_MASTER => link.master = codec::attr_u32(p),
+            IFLA_IFALIAS => link.alias = Some(codec::attr_string(p)),
             IFLA_LINKINFO => {
                 link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string)
             }
