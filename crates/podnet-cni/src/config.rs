@@ -120,10 +120,21 @@ impl NetConf {
                 format!("network config is not valid JSON: {e}"),
             )
         })?;
+        if !raw.is_object() {
+            return Err(CniError::new(
+                ErrorCode::DecodeFailure,
+                "network config must be a JSON object",
+            ));
+        }
         let version = raw
             .get("cniVersion")
             .and_then(Value::as_str)
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    "network config has no cniVersion",
+                )
+            })?;
         check_version(version)?;
         let conf: NetConf = serde_json::from_value(raw).map_err(|e| {
             CniError::new(

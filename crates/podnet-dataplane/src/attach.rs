@@ -174,6 +174,10 @@ fn plumb(
     let port = hh
         .link_by_name(port_name)?
         .ok_or_else(|| missing(port_name))?;
+    hh.set_alias(
+        port.index,
+        &host_veth_alias(&net.name, &pod.container_id, &pod.ifname),
+    )?;
     let pod_link = ph
         .link_by_name(&pod.ifname)?
         .ok_or_else(|| missing(&pod.ifname))?;

@@ -30,6 +30,8 @@ pub const NODE_NS: &str = "podnet-lab-node";
 pub const STATE_DIR: &str = "/run/podnet-lab";
 /// The node's own address (RFC 2544 benchmarking range, on the node's loopback).
 pub const NODE_IP: &str = "198.18.0.1";
+/// How long an echo server may take to start listening.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// The lab's CNI network name.
 pub const NETWORK: &str = "podnet-lab";
 
@@ -146,12 +148,7 @@ fn build(opts: &LabOptions) -> Result<LabState, LabError> {
         lo.index,
         IpNet::new(NODE_IP.parse().expect("static"), 32).expect("static"),
     )?;
-    let plugin = opts.plugin.to_string_lossy().into_owned();
-    spawn_daemon(
-        &node,
-        &opts.plugin,
-        &["lab", "echo-server", "--port", &echo::ECHO_PORT.to_string()],
-    )?;
+    start_echo(&node, &opts.plugin)?;
     let config = network_config(opts.model);
     for i in 1..=opts.pods {
         let name = format!("{LAB_PREFIX}pod{i}");
@@ -169,15 +166,18 @@ fn build(opts: &LabOptions) -> Result<LabState, LabError> {
             },
         )?;
         let ips = result_ips(&out);
-        spawn_daemon(
-            &pod_ns,
-            Path::new(&plugin),
-            &["lab", "echo-server", "--port", &echo::ECHO_PORT.to_string()],
-        )?;
+        start_echo(&pod_ns, &opts.plugin)?;
         state.pods.push(LabPod { name, ips });
         write_state(&state)?;
     }
     Ok(state)
+}
+
+/// Starts the echo server inside `netns` and waits until it listens.
+fn start_echo(netns: &Netns, podnet: &Path) -> Result<(), LabError> {
+    let port = echo::ECHO_PORT.to_string();
+    spawn_daemon(netns, podnet, &["lab", "echo-server", "--port", &port])?;
+    echo::wait_listening(netns, echo::ECHO_PORT, READY_DEADLINE)
 }
 
 fn result_ips(result_json: &str) -> Vec<IpAddr> {

@@ -121,9 +121,7 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
         if Instant::now() >= end {
             return false;
         }
-        // Blocking on a timed-out receive is a bounded poll interval, not a fixed sleep.
-        let (_tx, rx) = std::sync::mpsc::channel::<()>();
-        let _ = rx.recv_timeout(pause);
+        std::thread::park_timeout(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }

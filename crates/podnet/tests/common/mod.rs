@@ -118,7 +118,12 @@ impl Node {
 
     /// Runs the plugin with exactly these CNI variables (plus CNI_PATH).
     pub fn cni_env(&self, vars: &[(&str, &str)], config: &Value) -> Outcome {
-        let out = self.spawn(vars, config).wait_with_output().unwrap();
+        self.cni_raw(vars, config.to_string().as_bytes())
+    }
+
+    /// Runs the plugin with raw bytes on stdin.
+    pub fn cni_raw(&self, vars: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+        let out = self.spawn_raw(vars, stdin).wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let json = if stdout.trim().is_empty() {
             Value::Null
@@ -135,6 +140,11 @@ impl Node {
 
     /// Starts the plugin without waiting (for concurrency and SIGKILL tests).
     pub fn spawn(&self, vars: &[(&str, &str)], config: &Value) -> std::process::Child {
+        self.spawn_raw(vars, config.to_string().as_bytes())
+    }
+
+    /// Starts the plugin with raw bytes on stdin, without waiting.
+    pub fn spawn_raw(&self, vars: &[(&str, &str)], stdin: &[u8]) -> std::process::Child {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.ns.name(), plugin()])
             .env_clear()
@@ -153,12 +163,7 @@ impl Node {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.to_string().as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
         child
     }
 
