@@ -9,7 +9,7 @@ use podnet_kernel::rtnl::RTPROT_PODNET;
 use podnet_kernel::{sysctl, Link, Netns, Route, RouteHandle, VethSpec};
 
 use crate::error::DataplaneError;
-use crate::names::{host_veth_alias, host_veth_name, parse_host_veth_alias};
+use crate::names::{host_veth_alias, host_veth_name, network_group, HOST_VETH_PREFIX};
 use crate::spec::{Model, NetworkSpec, PodAttachment};
 use crate::{BridgePodNetwork, RoutedPodNetwork};
 
@@ -151,6 +151,7 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
         mtu: net.mtu,
         mac: m.host_mac(),
         master,
+        group: network_group(&net.name),
     })?;
     let plumbed = plumb(m, host, &mut hh, &mut ph, net, pod, &port_name);
     if plumbed.is_err() {
@@ -236,28 +237,26 @@ pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str)
 
 /// Deletes the host-side veths of `net` whose attachment is not in `valid` (CNI GC).
 ///
-/// Returns the names deleted. Interfaces are found by the alias podnet set on them.
+/// A network's veths are found by their interface group, which is set at
+/// creation, so even the veth of an ADD killed before it could set the alias
+/// is found. A veth is stale when its deterministic name belongs to no valid
+/// attachment. Returns the names deleted.
 pub fn remove_stale(
     host: &Netns,
     net: &NetworkSpec,
     valid: &[(String, String)],
 ) -> Result<Vec<String>> {
+    let group = network_group(&net.name);
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|(id, ifname)| host_veth_name(&net.name, id, ifname))
+        .collect();
     let mut hh = RouteHandle::in_netns(host)?;
     let mut removed = Vec::new();
     for link in hh.links()? {
-        let Some((id, ifname)) = link
-            .alias
-            .as_deref()
-            .and_then(|a| parse_host_veth_alias(a, &net.name))
-        else {
-            continue;
-        };
-        if !valid
-            .iter()
-            .any(|(v_id, v_if)| v_id == id && v_if == ifname)
-            && hh.delete_link(&link.name)?
-        {
-            removed.push(link.name.clone());
+        let ours = link.group == group && link.name.starts_with(HOST_VETH_PREFIX);
+        if ours && !keep.contains(&link.name) && hh.delete_link(&link.name)? {
+            removed.push(link.name);
         }
     }
     Ok(removed)

@@ -9,42 +9,40 @@ pub const HOST_VETH_PREFIX: &str = "pn";
 /// and short enough for the kernel's 15-character limit.
 pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
     // FNV-1a, 64 bit: stable across releases and platforms, unlike std's hasher.
+    let h = fnv1a(
+        network
+            .bytes()
+            .chain([0])
+            .chain(container_id.bytes())
+            .chain([0])
+            .chain(ifname.bytes()),
+    );
+    format!("{HOST_VETH_PREFIX}{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// The interface group of a network's host-side veths: a 31-bit hash of its name, never 0.
+///
+/// Set atomically at creation, so even an ADD killed right after creating the
+/// veth leaves an interface that GC can attribute to its network.
+pub fn network_group(network: &str) -> u32 {
+    let h = fnv1a(network.bytes());
+    ((h as u32) & 0x7fff_ffff).max(1)
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in network
-        .bytes()
-        .chain([0])
-        .chain(container_id.bytes())
-        .chain([0])
-        .chain(ifname.bytes())
-    {
+    for b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{HOST_VETH_PREFIX}{:012x}", h & 0xffff_ffff_ffff)
+    h
 }
 
 /// The alias podnet sets on a host-side veth: `podnet NETWORK CONTAINER_ID IFNAME`.
 ///
-/// GC reads it back to find interfaces of attachments that are no longer valid.
+/// It tells a person reading `ip link` which pod an interface belongs to.
 pub fn host_veth_alias(network: &str, container_id: &str, ifname: &str) -> String {
     format!("podnet {network} {container_id} {ifname}")
-}
-
-/// Parses an alias made by [`host_veth_alias`] for `network` into (container ID, ifname).
-pub fn parse_host_veth_alias<'a>(alias: &'a str, network: &str) -> Option<(&'a str, &'a str)> {
-    let mut parts = alias.split(' ');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("podnet"), Some(net), Some(id), Some(ifname), None) if net == network => {
-            Some((id, ifname))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -61,10 +59,10 @@ mod tests {
     }
 
     #[test]
-    fn aliases_round_trip_per_network() {
-        let alias = host_veth_alias("n1", "c1", "eth0");
-        assert_eq!(parse_host_veth_alias(&alias, "n1"), Some(("c1", "eth0")));
-        assert_eq!(parse_host_veth_alias(&alias, "n2"), None);
-        assert_eq!(parse_host_veth_alias("something else", "n1"), None);
+    fn groups_are_per_network_and_never_zero() {
+        assert_ne!(network_group("n1"), network_group("n2"));
+        assert_eq!(network_group("n1"), network_group("n1"));
+        assert!(network_group("") != 0);
+        assert_eq!(host_veth_alias("n1", "c1", "eth0"), "podnet n1 c1 eth0");
     }
 }

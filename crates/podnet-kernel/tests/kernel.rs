@@ -19,6 +19,7 @@ fn veth_with_peer_in_other_namespace_carries_ping() {
         mtu: 1400,
         mac: Some([0xee; 6]),
         master: None,
+        group: 77,
     })
     .unwrap();
     let va = ha.link_by_name("va").unwrap().expect("va exists");
@@ -29,6 +30,7 @@ fn veth_with_peer_in_other_namespace_carries_ping() {
     hb.set_up(eth0.index).unwrap();
     assert_eq!((va.mtu, eth0.mtu), (1400, 1400));
     assert_eq!(va.mac, vec![0xee; 6]);
+    assert_eq!(va.group, 77);
     assert_eq!(
         va.alias.as_deref(),
         Some("podnet test"),

@@ -12,6 +12,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -37,6 +38,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// Interface alias (`ip link set NAME alias TEXT`), if any.
     pub alias: Option<String>,
+    /// Interface group (`ip link set NAME group N`).
+    pub group: u32,
 }
 
 /// A veth pair to create with its peer placed directly in another namespace.
@@ -56,6 +59,8 @@ pub struct VethSpec<'a> {
     pub mac: Option<[u8; 6]>,
     /// Bridge (by index) to enslave the local end to.
     pub master: Option<u32>,
+    /// Interface group of the local end; unlike an alias, it is applied at creation.
+    pub group: u32,
 }
 
 fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
@@ -80,6 +85,9 @@ impl RouteHandle {
         }
         if let Some(master) = spec.master {
             m.attr_u32(IFLA_MASTER, master);
+        }
+        if spec.group != 0 {
+            m.attr_u32(IFLA_GROUP, spec.group);
         }
         let info = m.begin_nested(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "veth");
@@ -218,6 +226,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         master: None,
         kind: None,
         alias: None,
+        group: 0,
     };
     for (ty, p) in codec::attrs(&payload[16..]) {
         match ty {
@@ -226,6 +235,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_ADDRESS => link.mac = p.to_vec(),
             IFLA_MASTER => link.master = codec::attr_u32(p),
             IFLA_IFALIAS => link.alias = Some(codec::attr_string(p)),
+            IFLA_GROUP => link.group = codec::attr_u32(p).unwrap_or(0),
             IFLA_LINKINFO => {
                 link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string)
             }

@@ -202,6 +202,8 @@ impl Node {
 
     /// Panics unless podnet left nothing behind in the node: no interface, route or allocation.
     pub fn assert_clean(&self) {
+        // Interfaces whose pod namespace was removed disappear asynchronously (kernel netns cleanup).
+        podnet_testkit::wait_until(Duration::from_secs(10), || self.podnet_links().is_empty());
         assert!(
             self.podnet_links().is_empty(),
             "leaked interfaces: {:?}",
