@@ -7,7 +7,7 @@ use podnet_kernel::Netns;
 
 use crate::echo::{probe, ECHO_PORT};
 use crate::error::LabError;
-use crate::{LabState, NODE_IP, NODE_NS};
+use crate::{Lab, LabState, NODE_IP};
 
 /// One endpoint of the matrix: a namespace and the IPv4 address it is reached at.
 struct Endpoint {
@@ -27,10 +27,10 @@ pub enum Cell {
     Failed(String),
 }
 
-fn endpoints(state: &LabState) -> Result<Vec<Endpoint>, LabError> {
+fn endpoints(lab: &Lab, state: &LabState) -> Result<Vec<Endpoint>, LabError> {
     let mut out = vec![Endpoint {
         label: "node".into(),
-        netns: Netns::open_named(NODE_NS)?,
+        netns: Netns::open_named(&lab.node_ns())?,
         ip: NODE_IP.parse().expect("static"),
     }];
     for p in &state.pods {
@@ -40,7 +40,7 @@ fn endpoints(state: &LabState) -> Result<Vec<Endpoint>, LabError> {
             .copied()
             .find(IpAddr::is_ipv4)
             .ok_or(LabError::NotRunning)?;
-        let label = p.name.trim_start_matches(crate::LAB_PREFIX).to_string();
+        let label = p.name.trim_start_matches(&lab.prefix()).to_string();
         out.push(Endpoint {
             label,
             netns: Netns::open_named(&p.name)?,
@@ -51,8 +51,8 @@ fn endpoints(state: &LabState) -> Result<Vec<Endpoint>, LabError> {
 }
 
 /// Probes every pair and prints the matrix; returns the number of failed cells.
-pub fn print(state: &LabState) -> Result<usize, LabError> {
-    let eps = endpoints(state)?;
+pub fn print(lab: &Lab, state: &LabState) -> Result<usize, LabError> {
+    let eps = endpoints(lab, state)?;
     let width = 18;
     print!("{:<8}", "from\\to");
     for to in &eps {

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use podnet_lab::{LabOptions, Model};
+use podnet_lab::{Lab, LabOptions, Model};
 
 /// podnet: a Kubernetes pod network.
 #[derive(Parser)]
@@ -18,6 +18,9 @@ struct Cli {
 enum Top {
     /// A whole node with pods, built from network namespaces on this machine.
     Lab {
+        /// Name of the lab; prefixes its namespaces (`podnet-NAME-node`, `podnet-NAME-pod1`, ...).
+        #[arg(long, global = true, default_value = podnet_lab::DEFAULT_NAME)]
+        name: String,
         #[command(subcommand)]
         action: LabAction,
     },
@@ -59,22 +62,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Top::Lab { action } => match action {
-            LabAction::Up { model, pods } => {
-                let model = match model {
-                    ModelArg::Routed => Model::Routed,
-                    ModelArg::Bridge => Model::Bridge,
-                };
-                podnet_lab::up(&LabOptions {
-                    model,
-                    pods,
-                    plugin: plugin_path(),
-                })
-            }
-            LabAction::Status => podnet_lab::status(),
-            LabAction::Down => podnet_lab::down(),
-            LabAction::EchoServer { port } => podnet_lab::echo::serve(port),
-        },
+        Top::Lab { name, action } => run_lab(&name, action),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +70,29 @@ fn main() -> ExitCode {
             eprintln!("podnet: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run_lab(name: &str, action: LabAction) -> Result<(), podnet_lab::LabError> {
+    if let LabAction::EchoServer { port } = action {
+        return podnet_lab::echo::serve(port);
+    }
+    let lab = Lab::new(name)?;
+    match action {
+        LabAction::Up { model, pods } => {
+            let model = match model {
+                ModelArg::Routed => Model::Routed,
+                ModelArg::Bridge => Model::Bridge,
+            };
+            lab.up(&LabOptions {
+                model,
+                pods,
+                plugin: plugin_path(),
+            })
+        }
+        LabAction::Status => lab.status(),
+        LabAction::Down => lab.down(),
+        LabAction::EchoServer { .. } => Ok(()),
     }
 }
 
