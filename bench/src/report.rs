@@ -1,0 +1,95 @@
+//! Renders the measurements as the Markdown of `bench/RESULTS.md`.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::{Sample, PODS, WORKERS};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `q` quantile (0..=1) of `v`, nearest rank.
+pub fn quantile(v: &[Duration], q: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1;
+    s[idx]
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
+}
+
+fn today() -> String {
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm); no clock crate needed.
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The report: one row per configuration, then podnet's ratios to the reference bridge.
+pub fn render(labels: &[&str], samples: &[Sample]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "# CNI benchmark: podnet vs the reference plugins\n");
+    let _ = writeln!(t, "Measured {} on {} (`bench/run.sh`). Each call is a new plugin process started in the node's", today(), machine());
+    let _ = writeln!(t, "namespace with the config on stdin, as a runtime does. {PODS} pods per configuration; sequential");
+    let _ = writeln!(t, "calls run in rounds of 20 with the configurations taking turns, so noise spreads evenly.\n");
+    let _ = writeln!(t, "| configuration | ADD median ms | ADD p95 ms | DEL median ms | DEL p95 ms | pods/s sequential | pods/s {WORKERS}-way | DEL pods/s {WORKERS}-way | duplicate IPs | leaked interfaces |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    for (label, s) in labels.iter().zip(samples) {
+        let seq_rate = s.add.len() as f64 / s.seq_add_total.as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            t,
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            ms(quantile(&s.add, 0.5)),
+            ms(quantile(&s.add, 0.95)),
+            ms(quantile(&s.del, 0.5)),
+            ms(quantile(&s.del, 0.95)),
+            seq_rate,
+            PODS as f64 / s.conc_add_wall.as_secs_f64().max(1e-9),
+            PODS as f64 / s.conc_del_wall.as_secs_f64().max(1e-9),
+            s.duplicates,
+            s.leaked
+        );
+    }
+    if let Some(reference) = labels.iter().position(|l| *l == "ref bridge+host-local") {
+        let r = &samples[reference];
+        let _ = writeln!(t, "\nRatios to ref bridge+host-local (median; goal: ADD and DEL at most 0.33):\n");
+        for (label, s) in labels.iter().zip(samples).filter(|(l, _)| l.starts_with("podnet")) {
+            let ratio = |a: &[Duration], b: &[Duration]| ms(quantile(a, 0.5)) / ms(quantile(b, 0.5)).max(1e-9);
+            let _ = writeln!(t, "- {label}: ADD {:.2}, DEL {:.2}", ratio(&s.add, &r.add), ratio(&s.del, &r.del));
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&v, 0.95), Duration::from_millis(95));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+}
