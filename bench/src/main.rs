@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use podnet_kernel::{Netns, RouteHandle};
 use plugins::{Setup, SETUPS};
+use podnet_kernel::{Netns, RouteHandle};
 
 /// Pods per configuration and phase.
 const PODS: usize = 100;
@@ -72,10 +72,20 @@ pub struct Sample {
 }
 
 /// One plugin invocation, timed; panics on failure (a benchmark of failures means nothing).
-fn call(node: &Netns, setup: &Setup, cmd: &str, id: &str, netns: &str, config: &str) -> (Duration, String) {
+fn call(
+    node: &Netns,
+    setup: &Setup,
+    cmd: &str,
+    id: &str,
+    netns: &str,
+    config: &str,
+) -> (Duration, String) {
     let mut c = Command::new(&setup.binary);
     c.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", cmd)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", netns)
@@ -96,18 +106,33 @@ fn call(node: &Netns, setup: &Setup, cmd: &str, id: &str, netns: &str, config: &
     }
     let start = Instant::now();
     let mut child = c.spawn().expect("start plugin");
-    child.stdin.take().expect("stdin").write_all(config.as_bytes()).expect("write config");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.as_bytes())
+        .expect("write config");
     let out = child.wait_with_output().expect("wait for plugin");
     let took = start.elapsed();
     assert!(took < CALL_TIMEOUT, "{} {cmd} took {took:?}", setup.label);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{} {cmd} {id} failed: {stdout}{}", setup.label, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{} {cmd} {id} failed: {stdout}{}",
+        setup.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
     (took, stdout)
 }
 
 fn first_ipv4(result: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(result).ok()?;
-    v["ips"].as_array()?.iter().filter_map(|i| i["address"].as_str()).find(|a| !a.contains(':')).map(String::from)
+    v["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|i| i["address"].as_str())
+        .find(|a| !a.contains(':'))
+        .map(String::from)
 }
 
 struct Bed {
@@ -130,12 +155,22 @@ fn build_bed(nss: &mut Namespaces, tag: &str, setup: &'static Setup) -> Bed {
         .collect();
     let data_dir = std::env::temp_dir().join(format!("{prefix}-ipam"));
     let config = (setup.config)(&data_dir);
-    Bed { node, pods, config, setup, data_dir }
+    Bed {
+        node,
+        pods,
+        config,
+        setup,
+        data_dir,
+    }
 }
 
 fn host_interfaces(node: &Netns) -> usize {
     let mut h = RouteHandle::in_netns(node).expect("netlink");
-    h.links().expect("links").iter().filter(|l| l.kind.as_deref() == Some("veth")).count()
+    h.links()
+        .expect("links")
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .count()
 }
 
 fn run_concurrent(bed: &Bed, cmd: &str) -> (Duration, Vec<String>) {
@@ -151,7 +186,9 @@ fn run_concurrent(bed: &Bed, cmd: &str) -> (Duration, Vec<String>) {
                     *n += 1;
                     i
                 };
-                let Some((id, path)) = bed.pods.get(i) else { break };
+                let Some((id, path)) = bed.pods.get(i) else {
+                    break;
+                };
                 let (_, out) = call(&bed.node, bed.setup, cmd, id, path, &bed.config);
                 results.lock().expect("lock").push(out);
             });
@@ -162,7 +199,11 @@ fn run_concurrent(bed: &Bed, cmd: &str) -> (Duration, Vec<String>) {
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the benchmark creates namespaces: run it as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the benchmark creates namespaces: run it as root"
+    );
     let mut nss = Namespaces { names: Vec::new() };
     let beds: Vec<Bed> = SETUPS
         .iter()
@@ -204,10 +245,14 @@ fn main() {
         let (wall, _) = run_concurrent(bed, "DEL");
         sample.conc_del_wall = wall;
         sample.leaked = host_interfaces(&bed.node)
-            + bed.pods.iter().map(|(name, _)| {
-                let ns = Netns::open_named(name).expect("pod namespace");
-                host_interfaces(&ns)
-            }).sum::<usize>();
+            + bed
+                .pods
+                .iter()
+                .map(|(name, _)| {
+                    let ns = Netns::open_named(name).expect("pod namespace");
+                    host_interfaces(&ns)
+                })
+                .sum::<usize>();
         let _ = std::fs::remove_dir_all(&bed.data_dir);
     }
     let labels: Vec<&str> = beds.iter().map(|b| b.setup.label).collect();

@@ -20,7 +20,10 @@ const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 fn podnet_binary() -> PathBuf {
     // Built next to this benchmark by `cargo build --release`.
-    std::env::current_exe().ok().and_then(|p| Some(p.parent()?.join("podnet"))).unwrap_or_else(|| "podnet".into())
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("podnet")))
+        .unwrap_or_else(|| "podnet".into())
 }
 
 fn podnet_config(model: &str, dir: &Path) -> String {
@@ -38,7 +41,10 @@ fn host_local(dir: &Path) -> serde_json::Value {
 
 /// All configurations, podnet first; the report compares each podnet row with the references.
 pub static SETUPS: LazyLock<Vec<Setup>> = LazyLock::new(|| {
-    let podnet_dir = podnet_binary().parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let podnet_dir = podnet_binary()
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     vec![
         Setup {
             label: "podnet routed",

@@ -23,16 +23,25 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
 }
 
 fn today() -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm); no clock crate needed.
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -72,10 +81,24 @@ pub fn render(labels: &[&str], samples: &[Sample]) -> String {
     }
     if let Some(reference) = labels.iter().position(|l| *l == "ref bridge+host-local") {
         let r = &samples[reference];
-        let _ = writeln!(t, "\nRatios to ref bridge+host-local (median; goal: ADD and DEL at most 0.33):\n");
-        for (label, s) in labels.iter().zip(samples).filter(|(l, _)| l.starts_with("podnet")) {
-            let ratio = |a: &[Duration], b: &[Duration]| ms(quantile(a, 0.5)) / ms(quantile(b, 0.5)).max(1e-9);
-            let _ = writeln!(t, "- {label}: ADD {:.2}, DEL {:.2}", ratio(&s.add, &r.add), ratio(&s.del, &r.del));
+        let _ = writeln!(
+            t,
+            "\nRatios to ref bridge+host-local (median; goal: ADD and DEL at most 0.33):\n"
+        );
+        for (label, s) in labels
+            .iter()
+            .zip(samples)
+            .filter(|(l, _)| l.starts_with("podnet"))
+        {
+            let ratio = |a: &[Duration], b: &[Duration]| {
+                ms(quantile(a, 0.5)) / ms(quantile(b, 0.5)).max(1e-9)
+            };
+            let _ = writeln!(
+                t,
+                "- {label}: ADD {:.2}, DEL {:.2}",
+                ratio(&s.add, &r.add),
+                ratio(&s.del, &r.del)
+            );
         }
     }
     t

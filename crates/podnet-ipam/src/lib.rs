@@ -129,7 +129,7 @@ impl Ipam {
             state.allocations.push(alloc.clone());
             out.push(alloc);
         }
-        store.write(&state)?;
+        store.write(&mut state)?;
         Ok(out)
     }
 
@@ -191,7 +191,7 @@ impl Ipam {
         let (gone, kept): (Vec<_>, Vec<_>) = state.allocations.drain(..).partition(|a| doomed(a));
         state.allocations = kept;
         if !gone.is_empty() {
-            store.write(&state)?;
+            store.write(&mut state)?;
         }
         Ok(gone)
     }

@@ -4,11 +4,19 @@
 //! once per pod and must start fast; an allocation is a read-modify-write of a
 //! few kilobytes. `flock` serialises concurrent plugin processes and is
 //! released by the kernel when a process dies, even by SIGKILL, so a killed
-//! ADD can never wedge the lock. The new state is written to a temporary file,
-//! synced, then renamed over the old one: a reader sees the old state or the
-//! new one, never half of each. What a killed ADD committed but never used is
-//! found again by its attachment (a retried ADD reuses it, DEL releases it) or
-//! by its namespace being gone (GC, and reclaim on exhaustion).
+//! ADD can never wedge the lock. The new state is written to a temporary file
+//! and renamed over the old one: a reader sees the old state or the new one,
+//! never half of each. What a killed ADD committed but never used is found
+//! again by its attachment (a retried ADD reuses it, DEL releases it) or by its
+//! namespace being gone (GC, and reclaim on exhaustion).
+//!
+//! Why no fsync: the file records which pods hold addresses, and no pod
+//! survives a reboot. The state carries the boot ID it was written under;
+//! state from an earlier boot is void, so a node that crashed or rebooted
+//! without DELs (the classic host-local leak) starts with every address free.
+//! A file torn by a power cut is older than the current boot and is discarded
+//! on the same grounds; a file that is unreadable but written during this boot
+//! is reported as corrupt, never silently reset.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -53,6 +61,34 @@ pub struct State {
     pub allocations: Vec<Allocation>,
     /// Last address handed out per range set, so that freed addresses are not reused at once.
     pub last_allocated: Vec<Option<IpAddr>>,
+    /// `/proc/sys/kernel/random/boot_id` when the state was written.
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// The kernel's ID of the current boot.
+fn current_boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// When the current boot began, from `btime` in `/proc/stat`.
+fn boot_time() -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+/// True when `path` was last written before the current boot.
+fn from_previous_boot(path: &Path) -> bool {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    matches!((modified, boot_time()), (Some(m), Some(b)) if m < b)
 }
 
 /// A network's state directory, locked for the lifetime of this value.
@@ -111,10 +147,26 @@ impl LockedStore {
             }
             Err(source) => return Err(IpamError::Store { path, source }),
         };
-        let state: State = serde_json::from_slice(&bytes).map_err(|e| IpamError::Corrupt {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        let mut state: State = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            // Torn by a crash of an earlier boot: none of its pods exist any more.
+            Err(_) if from_previous_boot(&path) => {
+                return Ok(State {
+                    version: FORMAT_VERSION,
+                    ..State::default()
+                })
+            }
+            Err(e) => {
+                return Err(IpamError::Corrupt {
+                    path,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        if state.boot_id != current_boot_id() {
+            // Written under an earlier boot: every pod it lists died with that boot.
+            state.allocations.clear();
+        }
         if state.version != FORMAT_VERSION {
             return Err(IpamError::Corrupt {
                 path,
@@ -125,21 +177,21 @@ impl LockedStore {
     }
 
     /// Replaces the state atomically (write temp, sync, rename).
-    pub fn write(&self, state: &State) -> Result<(), IpamError> {
+    pub fn write(&self, state: &mut State) -> Result<(), IpamError> {
+        state.boot_id = current_boot_id();
         let path = self.dir.join(STATE_FILE);
         let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
         let io = |source| IpamError::Store {
             path: tmp.clone(),
             source,
         };
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| IpamError::Corrupt {
+        let bytes = serde_json::to_vec_pretty(&*state).map_err(|e| IpamError::Corrupt {
             path: path.clone(),
             detail: e.to_string(),
         })?;
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
-        // Sync before rename so a power cut cannot leave an empty file behind the new name.
-        f.sync_data().map_err(io)?;
+        // No fsync: see the module documentation for why a torn file after a power cut is harmless.
         std::fs::rename(&tmp, &path).map_err(|source| IpamError::Store { path, source })
     }
 }

@@ -174,3 +174,39 @@ fn corrupt_state_is_reported_not_reset() {
     let err = ipam.allocate(&who("b")).unwrap_err();
     assert!(err.to_string().contains("is corrupt"), "{err}");
 }
+
+#[test]
+fn allocations_of_an_earlier_boot_are_void() {
+    let d = TempDir::new();
+    let ipam = Ipam::new(&d.0, "n", vec![set("10.1.0.0/30")], vec![]).unwrap();
+    ipam.allocate(&who("before-reboot")).unwrap();
+    // Pretend the file was written under another boot.
+    let path = d.0.join("n/allocations.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["bootId"] = "00000000-0000-0000-0000-000000000000".into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    assert!(
+        ipam.allocations().unwrap().is_empty(),
+        "pods of an earlier boot are gone"
+    );
+    ipam.allocate(&who("after-reboot"))
+        .expect("the only address is free again");
+}
+
+#[test]
+fn a_torn_file_from_an_earlier_boot_is_discarded() {
+    let d = TempDir::new();
+    let ipam = Ipam::new(&d.0, "n", vec![set("10.1.0.0/24")], vec![]).unwrap();
+    ipam.allocate(&who("a")).unwrap();
+    let path = d.0.join("n/allocations.json");
+    std::fs::write(&path, b"{\"vers").unwrap();
+    let f = std::fs::File::options().write(true).open(&path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(86_400))
+        .unwrap();
+    drop(f);
+    assert!(
+        ipam.allocate(&who("b")).is_ok(),
+        "torn file of an earlier boot is void"
+    );
+}

@@ -113,8 +113,11 @@ fn nft_network_chains_apply_atomically_and_idempotently() {
         &["10.244.0.0/16".parse().unwrap()],
         true,
     );
-    nft.apply_network(&rs).unwrap();
-    nft.apply_network(&rs).unwrap();
+    assert!(nft.apply_network(&rs).unwrap(), "first apply writes");
+    assert!(
+        !nft.apply_network(&rs).unwrap(),
+        "second apply finds the chains current"
+    );
     let listing = a.exec_ok(&["nft", "list", "table", "inet", "podnet"]);
     assert_eq!(listing.matches("masquerade").count(), 2, "{listing}");
     assert!(
