@@ -226,12 +226,31 @@ fn plumb(
     })
 }
 
+/// How long a teardown waits for the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Until the kernel has released the interfaces, as `ip link del` does.
+    Wait,
+    /// Until the interfaces are unregistered (gone from both namespaces with
+    /// their routes); a forked child waits out the kernel's final RCU barrier.
+    Unregistered,
+}
+
 /// Removes the pod's interface; absent interfaces and namespaces are success.
 ///
 /// Deleting the host end removes the pod end and every route through it.
-pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str) -> Result<()> {
-    let mut hh = RouteHandle::in_netns(host)?;
-    hh.delete_link(&host_veth_name(&net.name, container_id, ifname))?;
+pub fn detach(
+    host: &Netns,
+    net: &NetworkSpec,
+    container_id: &str,
+    ifname: &str,
+    release: Release,
+) -> Result<()> {
+    let name = host_veth_name(&net.name, container_id, ifname);
+    match release {
+        Release::Wait => RouteHandle::in_netns(host)?.delete_link(&name)?,
+        Release::Unregistered => podnet_kernel::rtnl::delete_link_unregistered(host, &name)?,
+    };
     Ok(())
 }
 

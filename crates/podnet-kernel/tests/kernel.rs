@@ -155,3 +155,39 @@ fn foreign_drop_policy_gets_one_tagged_accept() {
     assert!(rules.contains("-A FORWARD -d 10.244.1.0/24"), "{rules}");
     assert_eq!(rules.matches("podnet:n1").count(), 2, "{rules}");
 }
+
+#[test]
+fn delete_returning_on_unregister_removes_both_ends() {
+    require_root();
+    let a = NetnsGuard::new("dela");
+    let b = NetnsGuard::new("delb");
+    let mut ha = RouteHandle::in_netns(a.netns()).unwrap();
+    let mut hb = RouteHandle::in_netns(b.netns()).unwrap();
+    let spec = |name| VethSpec {
+        name,
+        peer_name: "eth0",
+        peer_netns: b.netns().as_fd(),
+        mtu: 1500,
+        mac: None,
+        master: None,
+        group: 0,
+    };
+    ha.create_veth(&spec("vd")).unwrap();
+    let idx = ha.link_by_name("vd").unwrap().unwrap().index;
+    ha.replace_route(&Route::direct("10.9.9.9/32".parse().unwrap(), idx, 112))
+        .unwrap();
+    assert!(podnet_kernel::rtnl::delete_link_unregistered(a.netns(), "vd").unwrap());
+    assert!(
+        ha.link_by_name("vd").unwrap().is_none(),
+        "host end gone when the call returns"
+    );
+    assert!(hb.link_by_name("eth0").unwrap().is_none(), "peer gone too");
+    assert!(
+        !ha.routes().unwrap().iter().any(|r| r.protocol == 112),
+        "its route went with it"
+    );
+    assert!(
+        !podnet_kernel::rtnl::delete_link_unregistered(a.netns(), "vd").unwrap(),
+        "absent link reports false"
+    );
+}

@@ -4,4 +4,4 @@ pub mod codec;
 pub mod socket;
 
 pub use codec::MessageBuilder;
-pub use socket::{NetlinkSocket, Protocol};
+pub use socket::{NetlinkSocket, Notifications, Protocol};

@@ -37,6 +37,15 @@ const RECV_BUF: usize = 64 * 1024;
 /// How often an interrupted dump is retried before giving up.
 const DUMP_RETRIES: usize = 10;
 
+/// What a notification socket received.
+#[derive(Debug)]
+pub enum Notifications {
+    /// Messages as (type, payload), possibly none.
+    Messages(Vec<(u16, Vec<u8>)>),
+    /// The kernel dropped notifications: the receive buffer overflowed.
+    Overrun,
+}
+
 /// A blocking netlink socket.
 #[derive(Debug)]
 pub struct NetlinkSocket {
@@ -160,6 +169,111 @@ impl NetlinkSocket {
         }
     }
 
+    /// Subscribes to multicast group `group` (`RTNLGRP_*`).
+    pub fn join_group(&self, group: u32) -> Result<()> {
+        // SAFETY: setsockopt with a valid fd and a pointer to a u32.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                &group as *const _ as *const libc::c_void,
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(KernelError::io(
+                format!("join netlink group {group}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for multicast notifications.
+    pub fn wait_notifications(
+        &mut self,
+        timeout: std::time::Duration,
+        op: &str,
+    ) -> Result<Notifications> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll on one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready <= 0 {
+            return Ok(Notifications::Messages(Vec::new()));
+        }
+        match self.recv(op) {
+            Ok(n) => Ok(Notifications::Messages(
+                codec::messages(&self.buf[..n])
+                    .map(|m| (m.msg_type, m.payload.to_vec()))
+                    .collect(),
+            )),
+            Err(e) if e.errno() == Some(libc::ENOBUFS) => Ok(Notifications::Overrun),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks for a receive buffer of `bytes` (for busy notification sockets).
+    pub fn set_receive_buffer(&self, bytes: usize) {
+        let size = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int; failure only means a smaller buffer.
+        unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Sends `msg` from a forked child process and returns the child's pid at once.
+    ///
+    /// The child points stdin, stdout and stderr at `/dev/null` (so a CNI
+    /// runtime reading our stdout is not held up by it), sends the request,
+    /// waits for the kernel's answer and exits with 0 on success, 1 on failure.
+    /// Everything the child runs is prepared before `fork` and it only makes
+    /// async-signal-safe system calls, so this is safe in a multi-threaded process.
+    pub fn request_in_child(&mut self, msg: MessageBuilder, op: &str) -> Result<libc::pid_t> {
+        let seq = self.next_seq();
+        let mut bytes = msg.finish(seq);
+        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]) | libc::NLM_F_ACK as u16;
+        bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
+        let devnull = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| KernelError::io(format!("{op}: open /dev/null"), e))?;
+        let fd = self.fd.as_raw_fd();
+        let mut answer = vec![0u8; 4096];
+        // SAFETY: the child only calls async-signal-safe functions (dup2, send, recv, _exit)
+        // on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(KernelError::io(
+                format!("{op}: fork"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            unsafe {
+                for target in 0..3 {
+                    libc::dup2(devnull.as_raw_fd(), target);
+                }
+                let ok = libc::send(fd, bytes.as_ptr() as *const libc::c_void, bytes.len(), 0) >= 0
+                    && child_ack_ok(fd, seq, &mut answer);
+                libc::_exit(if ok { 0 } else { 1 });
+            }
+        }
+        Ok(pid)
+    }
+
     /// Sends one request with `NLM_F_ACK` and waits for the acknowledgement.
     pub fn request(&mut self, msg: MessageBuilder, op: &str) -> Result<()> {
         self.exchange(msg, op, &mut |_| {})
@@ -278,6 +392,35 @@ impl NetlinkSocket {
             if let Some(o) = outcome {
                 return Ok(o);
             }
+        }
+    }
+}
+
+/// In a forked child: reads answers until the ack for `seq`; true when it reports success.
+///
+/// # Safety
+/// `fd` must be a valid netlink socket; only system calls are made.
+unsafe fn child_ack_ok(fd: libc::c_int, seq: u32, buf: &mut [u8]) -> bool {
+    loop {
+        let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
+        if n < 0 {
+            return false;
+        }
+        let mut off = 0usize;
+        let n = n as usize;
+        while off + NLMSG_HDRLEN <= n {
+            let len =
+                u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+            let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            let s = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
+            if len < NLMSG_HDRLEN || off + len > n {
+                return false;
+            }
+            if s == seq && ty == NLMSG_ERROR && off + NLMSG_HDRLEN + 4 <= n {
+                let p = off + NLMSG_HDRLEN;
+                return i32::from_ne_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]) == 0;
+            }
+            off += codec::align(len);
         }
     }
 }

@@ -202,6 +202,69 @@ impl RouteHandle {
     }
 }
 
+/// `ip link del NAME` in `netns`, returning once the kernel has unregistered the link.
+///
+/// Why: `ip link del` blocks until `netdev_run_todo()` finishes an
+/// `rcu_barrier()` (about 20 ms here, most of a CNI DEL), although by then the
+/// link is already gone: unlisted from its namespace (and a veth's peer from
+/// its own), its addresses and routes flushed, RTM_DELLINK sent. So a forked
+/// child sends the delete and sits out that wait, and this call returns when
+/// the RTM_DELLINK notification for the link arrives. If the child fails, the
+/// delete is retried in-process to report the kernel's error.
+///
+/// Returns false when there was no such link.
+pub fn delete_link_unregistered(netns: &crate::Netns, name: &str) -> Result<bool> {
+    use crate::netlink::{NetlinkSocket, Notifications, Protocol};
+    const RTNLGRP_LINK: u32 = 1;
+    const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(5);
+    // Subscribe first, so that the notification cannot slip past.
+    let mut watch = NetlinkSocket::open_in(netns, Protocol::Route)?;
+    watch.set_receive_buffer(1 << 20);
+    watch.join_group(RTNLGRP_LINK)?;
+    let mut handle = RouteHandle::in_netns(netns)?;
+    let Some(link) = handle.link_by_name(name)? else {
+        return Ok(false);
+    };
+    let m = MessageBuilder::new(libc::RTM_DELLINK, 0).header(&ifinfomsg(link.index, 0, 0));
+    let op = format!("ip link del {name}");
+    let child = handle.sock.request_in_child(m, &op)?;
+    let deadline = std::time::Instant::now() + GIVE_UP;
+    while std::time::Instant::now() < deadline {
+        match watch.wait_notifications(std::time::Duration::from_millis(10), &op)? {
+            Notifications::Messages(msgs) => {
+                let gone = msgs.iter().any(|(ty, payload)| {
+                    let index = payload
+                        .get(4..8)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u32);
+                    *ty == libc::RTM_DELLINK && index == Some(link.index)
+                });
+                if gone {
+                    return Ok(true);
+                }
+            }
+            // Notifications were dropped: ask directly. A link is unlisted before
+            // its RTM_DELLINK is sent, so its absence means the same.
+            Notifications::Overrun => {
+                if handle
+                    .link_by_name(name)?
+                    .is_none_or(|l| l.index != link.index)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child without blocking.
+        if unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } == child {
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                return Ok(true); // deleted; the notification was lost (e.g. ENOBUFS)
+            }
+            break; // the child failed: let an in-process delete report why
+        }
+    }
+    handle.delete_link(name)
+}
+
 /// `ip link set NAME up` in the caller's current namespace.
 pub fn set_up_by_name(name: &str) -> Result<()> {
     let mut h = RouteHandle::current()?;

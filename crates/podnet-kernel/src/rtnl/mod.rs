@@ -15,7 +15,7 @@ mod neighbour;
 mod route;
 
 pub use address::Address;
-pub use link::{set_up_by_name, Link, VethSpec};
+pub use link::{delete_link_unregistered, set_up_by_name, Link, VethSpec};
 pub use route::{Route, RouteScope};
 
 /// The route protocol number podnet marks its routes with (`proto 112`).
