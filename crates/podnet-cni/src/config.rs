@@ -318,6 +318,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_conflist_parses_as_a_runtime_passes_it() {
+        let list: Value =
+            serde_json::from_str(include_str!("../../../examples/10-podnet.conflist")).unwrap();
+        // A runtime hands each plugin its entry plus the list's name and cniVersion.
+        let mut entry = list["plugins"][0].clone();
+        entry["name"] = list["name"].clone();
+        entry["cniVersion"] = list["cniVersion"].clone();
+        let c = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert_eq!(c.ipam.ranges.len(), 2);
+        assert_eq!(c.extra_routes().len(), 2);
+    }
+
+    #[test]
     fn delegated_ipam_skips_range_validation() {
         let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"podnet","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}"#).unwrap();
         assert!(!c.builtin_ipam());
