@@ -71,13 +71,7 @@ fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
     let host = host_netns()?;
     let ipam = IpamBackend::for_conf(&conf)?;
     let lease = ipam.add(env, stdin)?;
-    let pod = PodAttachment {
-        container_id: env.container_id.clone(),
-        netns_path: env.netns.clone(),
-        ifname: env.ifname.clone(),
-        addresses: lease.addresses.clone(),
-        routes: conf.extra_routes(),
-    };
+    let pod = pod_attachment(env, &conf, &lease);
     let spec = conf.network_spec(lease.subnets.clone());
     let attached = match attach(&host, &spec, &pod) {
         Ok(a) => a,
@@ -93,6 +87,17 @@ fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
         None => mine,
     };
     Ok(result.to_json(&conf.cni_version))
+}
+
+/// The dataplane's view of this invocation's pod interface.
+fn pod_attachment(env: &RuntimeEnv, conf: &NetConf, lease: &Lease) -> PodAttachment {
+    PodAttachment {
+        container_id: env.container_id.clone(),
+        netns_path: env.netns.clone(),
+        ifname: env.ifname.clone(),
+        addresses: lease.addresses.clone(),
+        routes: conf.extra_routes(),
+    }
 }
 
 fn result_of(conf: &NetConf, env: &RuntimeEnv, a: &Attached, lease: &Lease) -> CniResult {
@@ -216,13 +221,7 @@ fn check_cmd(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
             }
         }
     };
-    let pod = PodAttachment {
-        container_id: env.container_id.clone(),
-        netns_path: env.netns.clone(),
-        ifname: env.ifname.clone(),
-        addresses: lease.addresses.clone(),
-        routes: conf.extra_routes(),
-    };
+    let pod = pod_attachment(env, &conf, &lease);
     let host = host_netns()?;
     check(&host, &conf.network_spec(lease.subnets), &pod)?;
     Ok(())

@@ -194,6 +194,32 @@ impl AsFd for Netns {
     }
 }
 
+/// Kills (SIGKILL) every process, other than this one, whose network namespace is `netns`.
+///
+/// For servers a lab or a test started inside its namespaces: the namespace
+/// is only freed once nothing lives in it any more.
+pub fn kill_processes_in(netns: &Netns) {
+    let Ok(id) = netns.id() else { return };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = format!("/proc/{pid}/ns/net");
+        if pid != me && netns_id_at(Path::new(&path)) == Some(id) {
+            // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Moves the calling thread into the namespace `fd` refers to.
 pub fn enter(fd: BorrowedFd<'_>) -> Result<()> {
     // SAFETY: setns with a valid namespace fd.

@@ -232,7 +232,7 @@ impl Lab {
         }
         for name in &names {
             if let Ok(ns) = Netns::open_named(name) {
-                runtime::kill_processes_in(&ns);
+                podnet_kernel::netns::kill_processes_in(&ns);
             }
             Netns::remove_named(name)?;
         }

@@ -107,26 +107,3 @@ pub fn spawn_daemon(netns: &Netns, program: &Path, args: &[&str]) -> Result<u32,
         .map_err(|e| LabError::io(format!("start {}", program.display()), e))?;
     Ok(child.id())
 }
-
-/// Kills every process living in `netns` (the lab's echo servers).
-pub fn kill_processes_in(netns: &Netns) {
-    let Ok(id) = netns.id() else { return };
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let me = std::process::id();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let path = format!("/proc/{pid}/ns/net");
-        if pid != me && podnet_kernel::netns::netns_id_at(Path::new(&path)) == Some(id) {
-            // SAFETY: kill(2) on a pid we just found; a race with its exit is harmless.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
-}

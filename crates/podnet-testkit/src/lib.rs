@@ -82,31 +82,8 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        kill_processes_in(&self.netns);
+        podnet_kernel::netns::kill_processes_in(&self.netns);
         let _ = Netns::remove_named(&self.name);
-    }
-}
-
-/// Kills every process whose network namespace is `netns` (servers a test started).
-pub fn kill_processes_in(netns: &Netns) {
-    let Ok(id) = netns.id() else { return };
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let ns_path = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
-        if podnet_kernel::netns::netns_id_at(&ns_path) == Some(id)
-            && pid != std::process::id() as i32
-        {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
     }
 }
 
