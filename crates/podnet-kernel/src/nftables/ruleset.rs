@@ -1,0 +1,217 @@
+//! The rules podnet wants, as data: pure, no I/O, tested without root.
+
+use ipnet::IpNet;
+
+/// Comparison operators of the `cmp` expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Neq,
+}
+
+/// One nf_tables expression, as `nft --debug=netlink` prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// `[ meta load nfproto => reg 1 ]`
+    MetaNfproto,
+    /// `[ payload load LEN b @ network header + OFFSET => reg 1 ]`
+    Payload {
+        /// Offset in the network header.
+        offset: u32,
+        /// Length in bytes.
+        len: u32,
+    },
+    /// `[ bitwise reg 1 = ( reg 1 & MASK ) ^ 0 ]`
+    Mask(Vec<u8>),
+    /// `[ cmp OP reg 1 DATA ]`
+    Cmp(CmpOp, Vec<u8>),
+    /// `[ immediate reg 0 accept ]`
+    Accept,
+    /// `[ masq ]`
+    Masquerade,
+}
+
+/// Which address of the IP header a match looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `ip saddr`
+    Source,
+    /// `ip daddr`
+    Destination,
+}
+
+/// Expressions matching `[ip|ip6] saddr|daddr [!=] NET` (with the nfproto guard for inet tables).
+pub fn match_prefix(net: &IpNet, dir: Direction, op: CmpOp, with_nfproto: bool) -> Vec<Expr> {
+    let (proto, offset, len) = match (net, dir) {
+        (IpNet::V4(_), Direction::Source) => (libc::NFPROTO_IPV4, 12, 4),
+        (IpNet::V4(_), Direction::Destination) => (libc::NFPROTO_IPV4, 16, 4),
+        (IpNet::V6(_), Direction::Source) => (libc::NFPROTO_IPV6, 8, 16),
+        (IpNet::V6(_), Direction::Destination) => (libc::NFPROTO_IPV6, 24, 16),
+    };
+    let mut out = Vec::new();
+    if with_nfproto {
+        out.push(Expr::MetaNfproto);
+        out.push(Expr::Cmp(CmpOp::Eq, vec![proto as u8]));
+    }
+    out.push(Expr::Payload { offset, len });
+    let (netaddr, mask) = match net {
+        IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+        IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+    };
+    if mask.iter().any(|b| *b != 0xff) {
+        out.push(Expr::Mask(mask));
+    }
+    out.push(Expr::Cmp(op, netaddr));
+    out
+}
+
+/// A rule: expressions plus a comment stored as userdata (as iptables-nft does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The expressions, in order.
+    pub exprs: Vec<Expr>,
+    /// Comment that tags the rule as podnet's.
+    pub comment: String,
+}
+
+/// The desired content of one network's chains in podnet's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRuleset {
+    /// The CNI network name; chains are `forward-NAME` and `postrouting-NAME`.
+    pub network: String,
+    /// Rules of the forward chain.
+    pub forward: Vec<Rule>,
+    /// Rules of the nat postrouting chain.
+    pub postrouting: Vec<Rule>,
+}
+
+impl NetworkRuleset {
+    /// The forward and masquerade rules for pod `subnets` of `network`.
+    ///
+    /// Traffic from a pod subnet to anything outside `cluster` (and not
+    /// multicast) is masqueraded when `masquerade` is set; pod-to-pod never is.
+    pub fn for_pods(network: &str, subnets: &[IpNet], cluster: &[IpNet], masquerade: bool) -> Self {
+        let tag = format!("podnet:{network}");
+        let mut forward = Vec::new();
+        let mut postrouting = Vec::new();
+        for subnet in subnets {
+            for dir in [Direction::Source, Direction::Destination] {
+                let mut exprs = match_prefix(subnet, dir, CmpOp::Eq, true);
+                exprs.push(Expr::Accept);
+                forward.push(Rule {
+                    exprs,
+                    comment: tag.clone(),
+                });
+            }
+            if masquerade {
+                let mut exprs = match_prefix(subnet, Direction::Source, CmpOp::Eq, true);
+                let multicast: IpNet = match subnet {
+                    IpNet::V4(_) => "224.0.0.0/4".parse().expect("static prefix"),
+                    IpNet::V6(_) => "ff00::/8".parse().expect("static prefix"),
+                };
+                let excluded = cluster
+                    .iter()
+                    .filter(|c| c.addr().is_ipv4() == subnet.addr().is_ipv4());
+                for net in excluded.chain(std::iter::once(&multicast)) {
+                    exprs.extend(match_prefix(net, Direction::Destination, CmpOp::Neq, false));
+                }
+                exprs.push(Expr::Masquerade);
+                postrouting.push(Rule {
+                    exprs,
+                    comment: tag.clone(),
+                });
+            }
+        }
+        // Tag every rule with a fingerprint of the whole ruleset, so that
+        // `apply_network` recognises chains that are already up to date.
+        let fingerprint = fnv1a(format!("{forward:?}{postrouting:?}").as_bytes());
+        for r in forward.iter_mut().chain(postrouting.iter_mut()) {
+            r.comment = format!("{tag} {fingerprint:08x}");
+        }
+        NetworkRuleset {
+            network: network.to_string(),
+            forward,
+            postrouting,
+        }
+    }
+
+    /// Name of the network's forward chain.
+    pub fn forward_chain(&self) -> String {
+        format!("forward-{}", self.network)
+    }
+
+    /// Name of the network's masquerade chain.
+    pub fn postrouting_chain(&self) -> String {
+        format!("postrouting-{}", self.network)
+    }
+}
+
+/// 32-bit FNV-1a: stable across releases, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masquerade_rule_excludes_cluster_and_multicast() {
+        let subnet: IpNet = "10.244.1.0/24".parse().unwrap();
+        let cluster: IpNet = "10.244.0.0/16".parse().unwrap();
+        let rs = NetworkRuleset::for_pods("n", &[subnet], &[cluster], true);
+        assert_eq!(rs.forward.len(), 2);
+        let masq = &rs.postrouting[0].exprs;
+        assert_eq!(masq.last(), Some(&Expr::Masquerade));
+        let neq: Vec<_> = masq
+            .iter()
+            .filter(|e| matches!(e, Expr::Cmp(CmpOp::Neq, _)))
+            .collect();
+        assert_eq!(
+            neq,
+            vec![
+                &Expr::Cmp(CmpOp::Neq, vec![10, 244, 0, 0]),
+                &Expr::Cmp(CmpOp::Neq, vec![224, 0, 0, 0])
+            ]
+        );
+        assert!(
+            rs.postrouting[0].comment.starts_with("podnet:n "),
+            "{}",
+            rs.postrouting[0].comment
+        );
+        let other = NetworkRuleset::for_pods("n", &[subnet], &[], true);
+        assert_ne!(
+            rs.forward[0].comment, other.forward[0].comment,
+            "fingerprint follows the rules"
+        );
+    }
+
+    #[test]
+    fn no_masquerade_rules_when_disabled() {
+        let subnet: IpNet = "fd00::/64".parse().unwrap();
+        let rs = NetworkRuleset::for_pods("n", &[subnet], &[], false);
+        assert!(rs.postrouting.is_empty());
+        assert_eq!(rs.forward[0].exprs[2], Expr::Payload { offset: 8, len: 16 });
+    }
+
+    #[test]
+    fn host_prefix_has_no_mask() {
+        let e = match_prefix(
+            &"10.0.0.1/32".parse().unwrap(),
+            Direction::Destination,
+            CmpOp::Eq,
+            false,
+        );
+        assert_eq!(
+            e,
+            vec![
+                Expr::Payload { offset: 16, len: 4 },
+                Expr::Cmp(CmpOp::Eq, vec![10, 0, 0, 1])
+            ]
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! nf_tables wire format: message kinds, attributes, expression encoding, rule comments.
+
+use crate::netlink::codec::{self, MessageBuilder};
+
+use super::ruleset::{CmpOp, Expr, Rule};
+
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
+pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
+pub(super) const NFT_MSG_NEWRULE: u16 = 6;
+pub(super) const NFT_MSG_GETRULE: u16 = 7;
+pub(super) const NFT_MSG_DELRULE: u16 = 8;
+pub(super) const NFTA_TABLE_NAME: u16 = 1;
+pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(super) const NFTA_CHAIN_NAME: u16 = 3;
+pub(super) const NFTA_CHAIN_HOOK: u16 = 4;
+pub(super) const NFTA_CHAIN_POLICY: u16 = 5;
+pub(super) const NFTA_CHAIN_TYPE: u16 = 7;
+pub(super) const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub(super) const NFTA_HOOK_PRIORITY: u16 = 2;
+pub(super) const NFTA_RULE_TABLE: u16 = 1;
+pub(super) const NFTA_RULE_CHAIN: u16 = 2;
+pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub(super) const NFTA_RULE_USERDATA: u16 = 7;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_EXPR_NAME: u16 = 1;
+pub(super) const NFTA_EXPR_DATA: u16 = 2;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
+pub(super) const NFTA_DATA_VERDICT: u16 = 2;
+pub(super) const NFTA_VERDICT_CODE: u16 = 1;
+pub(super) const NFT_REG_VERDICT: u32 = 0;
+pub(super) const NFT_REG_1: u32 = 1;
+pub(super) const NFT_META_NFPROTO: u32 = 15;
+pub(super) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub(super) const NF_INET_FORWARD: u32 = 2;
+pub(super) const NF_INET_POSTROUTING: u32 = 4;
+pub(super) const NF_ACCEPT: u32 = 1;
+pub(super) const NF_DROP: u32 = 0;
+pub(super) const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+
+/// nf_tables address families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `inet`: IPv4 and IPv6.
+    Inet,
+    /// `ip`.
+    Ipv4,
+    /// `ip6`.
+    Ipv6,
+}
+
+impl Family {
+    /// The `nfgenmsg` family byte.
+    pub(super) fn raw(self) -> u8 {
+        match self {
+            Family::Inet => libc::NFPROTO_INET as u8,
+            Family::Ipv4 => libc::NFPROTO_IPV4 as u8,
+            Family::Ipv6 => libc::NFPROTO_IPV6 as u8,
+        }
+    }
+
+    /// The family of an `nfgenmsg` family byte.
+    pub(super) fn from_raw(raw: u8) -> Option<Self> {
+        match raw as i32 {
+            libc::NFPROTO_INET => Some(Family::Inet),
+            libc::NFPROTO_IPV4 => Some(Family::Ipv4),
+            libc::NFPROTO_IPV6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+fn data_value(m: &mut MessageBuilder, ty: u16, bytes: &[u8]) {
+    let n = m.begin_nested(ty);
+    m.attr(NFTA_DATA_VALUE, bytes);
+    m.end_nested(n);
+}
+
+impl Expr {
+    fn encode(&self, m: &mut MessageBuilder) {
+        let elem = m.begin_nested(NFTA_LIST_ELEM);
+        let name = match self {
+            Expr::MetaNfproto => "meta",
+            Expr::Payload { .. } => "payload",
+            Expr::Mask(_) => "bitwise",
+            Expr::Cmp(..) => "cmp",
+            Expr::Accept => "immediate",
+            Expr::Masquerade => "masq",
+        };
+        m.attr_str(NFTA_EXPR_NAME, name);
+        let data = m.begin_nested(NFTA_EXPR_DATA);
+        match self {
+            Expr::MetaNfproto => {
+                m.attr_u32_be(1, NFT_REG_1).attr_u32_be(2, NFT_META_NFPROTO);
+            }
+            Expr::Payload { offset, len } => {
+                m.attr_u32_be(1, NFT_REG_1)
+                    .attr_u32_be(2, NFT_PAYLOAD_NETWORK_HEADER)
+                    .attr_u32_be(3, *offset)
+                    .attr_u32_be(4, *len);
+            }
+            Expr::Mask(mask) => {
+                m.attr_u32_be(1, NFT_REG_1)
+                    .attr_u32_be(2, NFT_REG_1)
+                    .attr_u32_be(3, mask.len() as u32);
+                data_value(m, 4, mask);
+                data_value(m, 5, &vec![0u8; mask.len()]);
+            }
+            Expr::Cmp(op, bytes) => {
+                let op = match op {
+                    CmpOp::Eq => 0,
+                    CmpOp::Neq => 1,
+                };
+                m.attr_u32_be(1, NFT_REG_1).attr_u32_be(2, op);
+                data_value(m, 3, bytes);
+            }
+            Expr::Accept => {
+                m.attr_u32_be(1, NFT_REG_VERDICT);
+                let d = m.begin_nested(2);
+                let v = m.begin_nested(NFTA_DATA_VERDICT);
+                m.attr_u32_be(NFTA_VERDICT_CODE, NF_ACCEPT);
+                m.end_nested(v);
+                m.end_nested(d);
+            }
+            Expr::Masquerade => {}
+        }
+        m.end_nested(data);
+        m.end_nested(elem);
+    }
+}
+
+pub(super) fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
+    let r = res_id.to_be_bytes();
+    [family, 0, r[0], r[1]]
+}
+
+pub(super) fn nft_msg(kind: u16, flags: i32, family: Family) -> MessageBuilder {
+    MessageBuilder::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags as u16)
+        .header(&nfgenmsg(family.raw(), 0))
+}
+
+pub(super) fn rule_msg(
+    family: Family,
+    table: &str,
+    chain: &str,
+    rule: &Rule,
+    append: bool,
+) -> MessageBuilder {
+    let mut flags = libc::NLM_F_CREATE;
+    if append {
+        flags |= libc::NLM_F_APPEND;
+    }
+    let mut m = nft_msg(NFT_MSG_NEWRULE, flags, family);
+    m.attr_str(NFTA_RULE_TABLE, table)
+        .attr_str(NFTA_RULE_CHAIN, chain);
+    let list = m.begin_nested(NFTA_RULE_EXPRESSIONS);
+    for e in &rule.exprs {
+        e.encode(&mut m);
+    }
+    m.end_nested(list);
+    m.attr(NFTA_RULE_USERDATA, &comment_udata(&rule.comment));
+    m
+}
+
+pub(super) fn comment_udata(comment: &str) -> Vec<u8> {
+    let mut v = vec![NFTNL_UDATA_RULE_COMMENT, (comment.len() + 1).min(255) as u8];
+    v.extend_from_slice(&comment.as_bytes()[..comment.len().min(254)]);
+    v.push(0);
+    v
+}
+
+pub(super) fn udata_comment(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        let value = rest.get(2..2 + len)?;
+        if ty == NFTNL_UDATA_RULE_COMMENT {
+            return Some(codec::attr_string(value));
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
+pub(super) fn be_u32(p: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(p.get(0..4)?.try_into().ok()?))
+}
+
+pub(super) fn batch_delimiter(kind: u16) -> MessageBuilder {
+    MessageBuilder::new(kind, 0).header(&nfgenmsg(libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_udata_round_trips() {
+        assert_eq!(
+            udata_comment(&comment_udata("podnet:x")).as_deref(),
+            Some("podnet:x")
+        );
+    }
+}
