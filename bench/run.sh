@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x /usr/lib/cni/bridge ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins
 fi
-cargo build --release -q -p podnet -p podnet-bench
-exec ./target/release/podnet-bench
+# podnet-bench runs the podnet binary built next to it.
+cargo build --release --locked -q -p podnet -p podnet-bench
+exec cargo run --release --locked -q -p podnet-bench

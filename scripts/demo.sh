@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --locked -q -p podnet
-./target/release/podnet lab down >/dev/null 2>&1 || true
-./target/release/podnet lab up "$@"
+cargo run --release --locked -q -p podnet -- lab down >/dev/null 2>&1 || true
+cargo run --release --locked -q -p podnet -- lab up "$@"

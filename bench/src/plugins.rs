@@ -26,12 +26,18 @@ fn podnet_binary() -> PathBuf {
         .unwrap_or_else(|| "podnet".into())
 }
 
-fn podnet_config(model: &str, dir: &Path) -> String {
+fn podnet_config(model: &str, masq: bool, dir: &Path) -> String {
     serde_json::json!({
         "cniVersion": "1.0.0", "name": "bench", "type": "podnet", "model": model, "mtu": 1500,
-        "ipMasq": true, "clusterCIDRs": ["10.244.0.0/16"],
+        "ipMasq": masq, "clusterCIDRs": ["10.244.0.0/16"],
         "ipam": {"ranges": [[{"subnet": "10.244.1.0/24"}]], "dataDir": dir}
     })
+    .to_string()
+}
+
+fn reference_bridge(masq: bool, dir: &Path) -> String {
+    serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cni0",
+        "isGateway": true, "ipMasq": masq, "mtu": 1500, "ipam": host_local(dir)})
     .to_string()
 }
 
@@ -41,32 +47,24 @@ fn host_local(dir: &Path) -> serde_json::Value {
 
 /// All configurations, podnet first; the report compares each podnet row with the references.
 pub static SETUPS: LazyLock<Vec<Setup>> = LazyLock::new(|| {
-    let podnet_dir = podnet_binary()
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
     vec![
         Setup {
             label: "podnet routed",
             binary: podnet_binary(),
-            cni_path: podnet_dir.clone(),
-            config: |d| podnet_config("routed", d),
+            cni_path: podnet_dir(),
+            config: |d| podnet_config("routed", true, d),
         },
         Setup {
             label: "podnet bridge",
             binary: podnet_binary(),
-            cni_path: podnet_dir,
-            config: |d| podnet_config("bridge", d),
+            cni_path: podnet_dir(),
+            config: |d| podnet_config("bridge", true, d),
         },
         Setup {
             label: "ref bridge+host-local",
             binary: Path::new(REFERENCE_DIR).join("bridge"),
             cni_path: REFERENCE_DIR.into(),
-            config: |d| {
-                serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "bridge": "cni0",
-                    "isGateway": true, "ipMasq": true, "mtu": 1500, "ipam": host_local(d)})
-                .to_string()
-            },
+            config: |d| reference_bridge(true, d),
         },
         Setup {
             label: "ref ptp+host-local",
@@ -78,5 +76,25 @@ pub static SETUPS: LazyLock<Vec<Setup>> = LazyLock::new(|| {
                 .to_string()
             },
         },
+        Setup {
+            label: "podnet routed, no ipMasq",
+            binary: podnet_binary(),
+            cni_path: podnet_dir(),
+            config: |d| podnet_config("routed", false, d),
+        },
+        Setup {
+            label: "ref bridge+host-local, no ipMasq",
+            binary: Path::new(REFERENCE_DIR).join("bridge"),
+            cni_path: REFERENCE_DIR.into(),
+            config: |d| reference_bridge(false, d),
+        },
     ]
 });
+
+/// `CNI_PATH` for podnet: the directory it was built into.
+fn podnet_dir() -> String {
+    podnet_binary()
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}

@@ -94,10 +94,16 @@ impl Netns {
         })
     }
 
-    /// Runs `f` on a fresh thread whose network namespace is this one.
+    /// Runs `f` with this network namespace as the current one.
     ///
-    /// `ip netns exec NAME` for one closure; the thread is discarded afterwards.
+    /// `ip netns exec NAME` for one closure: on a fresh thread that is
+    /// discarded afterwards, or right here when the calling thread is already
+    /// in this namespace (the CNI plugin acting on its own node).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let here = netns_id_at(Path::new("/proc/thread-self/ns/net"));
+        if here.is_some() && here == self.id().ok() {
+            return Ok(f());
+        }
         let fd = self.file.as_fd();
         std::thread::scope(|scope| {
             scope
