@@ -133,18 +133,8 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
     let mut ph = RouteHandle::in_netns(&pod_ns)?;
     let port_name = host_veth_name(&net.name, &pod.container_id, &pod.ifname);
 
-    if ph.link_by_name(&pod.ifname)?.is_some() {
-        // Left over by an ADD of this same attachment that was killed midway:
-        // ours if our deterministic host-side name exists; otherwise not ours to touch.
-        if !hh.delete_link(&port_name)? {
-            return Err(DataplaneError::InterfaceExists {
-                ifname: pod.ifname.clone(),
-                netns: pod.netns_path.clone(),
-            });
-        }
-    }
     let master = m.prepare_host(&mut hh, net, pod)?;
-    hh.create_veth(&VethSpec {
+    let spec = VethSpec {
         name: &port_name,
         peer_name: &pod.ifname,
         peer_netns: pod_ns.as_fd(),
@@ -152,7 +142,26 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
         mac: m.host_mac(),
         master,
         group: network_group(&net.name),
-    })?;
+    };
+    let taken = || DataplaneError::InterfaceExists {
+        ifname: pod.ifname.clone(),
+        netns: pod.netns_path.clone(),
+    };
+    match hh.create_veth(&spec) {
+        Ok(()) => {}
+        // A name is taken. If our deterministic host-side name exists, it is a
+        // leftover of an ADD of this attachment that was killed midway: remove
+        // it (its pod end goes with it) and try once more. Otherwise the pod's
+        // interface name belongs to someone else, and is not ours to touch.
+        Err(e) if e.is_exists() => {
+            if !hh.delete_link(&port_name)? {
+                return Err(taken());
+            }
+            hh.create_veth(&spec)
+                .map_err(|e| if e.is_exists() { taken() } else { e.into() })?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     let plumbed = plumb(m, host, &mut hh, &mut ph, net, pod, &port_name);
     if plumbed.is_err() {
         // Roll back: deleting the host end removes the pod end and its routes too.

@@ -8,17 +8,16 @@ use std::path::PathBuf;
 use crate::error::{KernelError, Result};
 use crate::netns::Netns;
 
-/// `sysctl -w KEY=VALUE` in the caller's namespace; skips the write when already set.
+/// `sysctl -w KEY=VALUE` in the caller's namespace.
 ///
 /// `key` uses dots or slashes (`net.ipv4.ip_forward`). Interface names in keys
 /// must use slashes where they contain dots.
+///
+/// No read first: writing the value a key already has changes nothing in the
+/// kernel (forwarding handlers act only on a change), and on a fresh interface
+/// the read would be wasted.
 pub fn write(key: &str, value: &str) -> Result<()> {
     let path = key_path(key);
-    if let Ok(current) = std::fs::read_to_string(&path) {
-        if current.trim() == value {
-            return Ok(());
-        }
-    }
     std::fs::write(&path, value).map_err(|e| KernelError::io(format!("sysctl -w {key}={value}"), e))
 }
 
