@@ -12,8 +12,6 @@ mod report;
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -94,16 +92,7 @@ fn call(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let fd = node.as_fd().as_raw_fd();
-    // SAFETY: only setns(2) between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    podnet_kernel::netns::enter_before_exec(&mut c, node);
     let start = Instant::now();
     let mut child = c.spawn().expect("start plugin");
     child

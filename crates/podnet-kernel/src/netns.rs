@@ -226,6 +226,23 @@ pub fn kill_processes_in(netns: &Netns) {
     }
 }
 
+/// Makes `cmd` start inside `netns` (`ip netns exec`): the child calls `setns` before `exec`.
+///
+/// `netns` must stay open until the command is spawned.
+pub fn enter_before_exec(cmd: &mut std::process::Command, netns: &Netns) {
+    use std::os::unix::process::CommandExt;
+    let fd = netns.file.as_raw_fd();
+    // SAFETY: between fork and exec the child only makes the async-signal-safe setns(2).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Moves the calling thread into the namespace `fd` refers to.
 pub fn enter(fd: BorrowedFd<'_>) -> Result<()> {
     // SAFETY: setns with a valid namespace fd.

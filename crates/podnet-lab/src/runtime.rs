@@ -1,7 +1,6 @@
 //! The lab's container runtime: runs the CNI plugin and pod processes the way a real runtime does.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,32 +8,6 @@ use std::process::{Command, Stdio};
 use podnet_kernel::Netns;
 
 use crate::error::LabError;
-
-/// Makes `cmd` start inside `netns` (the child calls `setns` before `exec`).
-fn enter_before_exec(cmd: &mut Command, netns: &Netns) {
-    let fd: RawFd = netns.as_raw_fd_for_child();
-    // SAFETY: between fork and exec we only make async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Raw fd access for `pre_exec`; the `Netns` outlives the spawn.
-trait RawNetnsFd {
-    fn as_raw_fd_for_child(&self) -> RawFd;
-}
-
-impl RawNetnsFd for Netns {
-    fn as_raw_fd_for_child(&self) -> RawFd {
-        use std::os::fd::AsFd;
-        self.as_fd().as_raw_fd()
-    }
-}
 
 /// One CNI invocation: verb, attachment and network config.
 pub struct CniCall<'a> {
@@ -64,7 +37,7 @@ pub fn run_cni(node: &Netns, call: &CniCall<'_>) -> Result<String, LabError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    enter_before_exec(&mut cmd, node);
+    podnet_kernel::netns::enter_before_exec(&mut cmd, node);
     let mut child = cmd
         .spawn()
         .map_err(|e| LabError::io(format!("run {}", call.plugin.display()), e))?;
@@ -94,7 +67,7 @@ pub fn spawn_daemon(netns: &Netns, program: &Path, args: &[&str]) -> Result<u32,
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    enter_before_exec(&mut cmd, netns);
+    podnet_kernel::netns::enter_before_exec(&mut cmd, netns);
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
     unsafe {
         cmd.pre_exec(|| {

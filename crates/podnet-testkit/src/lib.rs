@@ -51,13 +51,14 @@ impl NetnsGuard {
         &self.netns
     }
 
-    /// Runs a command inside the namespace (`ip netns exec NAME ...`).
+    /// Runs a command inside the namespace, like `ip netns exec NAME ...`.
     pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {} {args:?}: {e}", self.name))
+        let (program, rest) = args.split_first().expect("a command to run");
+        let mut cmd = Command::new(program);
+        cmd.args(rest);
+        podnet_kernel::netns::enter_before_exec(&mut cmd, &self.netns);
+        cmd.output()
+            .unwrap_or_else(|e| panic!("{args:?} in {}: {e}", self.name))
     }
 
     /// Runs a command inside the namespace and returns its stdout; panics on failure.
@@ -106,14 +107,9 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
 /// Panics unless running as root: root tests fail, they never skip silently.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc_geteuid() };
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
         "podnet's kernel tests need root (CI runs them as root)"
     );
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }

@@ -123,7 +123,6 @@ fn add_and_kill(node: &Node, pod: &Pod, point: KillPoint) {
         ("CNI_NETNS", path.as_str()),
         ("CNI_IFNAME", "eth0"),
     ];
-    // `ip netns exec` execs the plugin in place, so this pid is the plugin's.
     let mut child = node.spawn(&vars, &node.config);
     wait_until(Duration::from_secs(10), || {
         reached(node, pod, point) || matches!(child.try_wait(), Ok(Some(_)))

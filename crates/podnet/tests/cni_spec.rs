@@ -158,8 +158,9 @@ fn chaining_accepts_prev_result_and_feeds_a_reference_plugin() {
     // Our result is a valid prevResult for the reference `tuning` plugin, next in a conflist.
     let tuning = json!({"cniVersion": "1.0.0", "name": "testnet", "type": "tuning",
         "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}, "prevResult": r});
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", node.ns.name(), "/usr/lib/cni/tuning"])
+    let mut tuning_cmd = std::process::Command::new("/usr/lib/cni/tuning");
+    podnet_kernel::netns::enter_before_exec(&mut tuning_cmd, node.ns.netns());
+    let out = tuning_cmd
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", &pod.id)
         .env("CNI_NETNS", pod.path())

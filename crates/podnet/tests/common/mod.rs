@@ -145,9 +145,9 @@ impl Node {
 
     /// Starts the plugin with raw bytes on stdin, without waiting.
     pub fn spawn_raw(&self, vars: &[(&str, &str)], stdin: &[u8]) -> std::process::Child {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.ns.name(), plugin()])
-            .env_clear()
+        let mut cmd = Command::new(plugin());
+        podnet_kernel::netns::enter_before_exec(&mut cmd, self.ns.netns());
+        cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env(
                 "CNI_PATH",
