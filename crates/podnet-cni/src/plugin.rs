@@ -57,11 +57,11 @@ fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
     let conf = NetConf::parse(stdin)?;
     // Refuse a missing namespace before anything is allocated.
     Netns::open(&env.netns).map_err(|e| {
-        CniError::new(
-            ErrorCode::UnknownContainer,
-            format!("network namespace {} does not exist", env.netns),
-        )
-        .with_details(e.to_string())
+        let msg = match e {
+            podnet_kernel::KernelError::NotANamespace(_) => e.to_string(),
+            _ => format!("network namespace {} does not exist", env.netns),
+        };
+        CniError::new(ErrorCode::UnknownContainer, msg).with_details(e.to_string())
     })?;
     let prev = conf
         .prev_result

@@ -111,16 +111,12 @@ pub fn format_mac(mac: &[u8]) -> String {
 
 fn open_pod_netns(path: &str) -> Result<Netns> {
     Netns::open(path).map_err(|e| {
-        if e.is_not_found() || e.errno() == Some(libc_einval()) {
+        if e.is_not_found() || matches!(e, podnet_kernel::KernelError::NotANamespace(_)) {
             DataplaneError::NoNamespace(path.to_string())
         } else {
             e.into()
         }
     })
-}
-
-const fn libc_einval() -> i32 {
-    22
 }
 
 /// Plumbs `pod` into `net`, with `host` as the node's namespace.

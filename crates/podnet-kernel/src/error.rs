@@ -24,6 +24,9 @@ pub enum KernelError {
         #[source]
         source: io::Error,
     },
+    /// A path that should name a network namespace names something else.
+    #[error("{0} is not a network namespace")]
+    NotANamespace(String),
     /// The kernel answered something podnet could not decode.
     #[error("{op}: unexpected netlink answer: {detail}")]
     Protocol {
@@ -48,7 +51,7 @@ impl KernelError {
         match self {
             KernelError::Netlink { errno, .. } => Some(*errno),
             KernelError::Io { source, .. } => source.raw_os_error(),
-            KernelError::Protocol { .. } => None,
+            KernelError::Protocol { .. } | KernelError::NotANamespace(_) => None,
         }
     }
 

@@ -45,10 +45,7 @@ impl Netns {
         };
         // A plain file is not a namespace: setns would fail later with a vaguer error.
         if !ns.is_nsfs()? {
-            return Err(KernelError::io(
-                format!("{} is not a network namespace", path.display()),
-                std::io::Error::from_raw_os_error(libc::EINVAL),
-            ));
+            return Err(KernelError::NotANamespace(path.display().to_string()));
         }
         Ok(ns)
     }

@@ -75,6 +75,17 @@ fn bad_input_gets_its_code_and_leaves_nothing() {
         &node.config,
     )
     .err(3);
+    // A path that exists but is not a namespace: the same.
+    let not_ns = node
+        .cni("ADD", "c1", "/proc/self/status", "eth0", &node.config)
+        .err(3);
+    assert!(
+        not_ns["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is not a network namespace"),
+        "{not_ns}"
+    );
     // Invalid config values.
     let mut conf = node.config.clone();
     conf["mtu"] = 20.into();
