@@ -40,13 +40,13 @@ pub struct PodLayout {
 
 /// One model of same-node pod networking.
 pub trait PodNetwork {
-    /// Prepares shared host state (the bridge); returns the index to enslave the host veth to.
+    /// Prepares shared host state; returns the bridge to enslave the host veth to, if any.
     fn prepare_host(
         &self,
         host: &mut RouteHandle,
         net: &NetworkSpec,
         pod: &PodAttachment,
-    ) -> Result<Option<u32>>;
+    ) -> Result<Option<Link>>;
     /// The MAC of the host-side veth, when the model fixes it.
     fn host_mac(&self) -> Option<[u8; 6]>;
     /// Configures the host side once the veth exists (host routes, link-local gateway).
@@ -129,14 +129,14 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
     let mut ph = RouteHandle::in_netns(&pod_ns)?;
     let port_name = host_veth_name(&net.name, &pod.container_id, &pod.ifname);
 
-    let master = m.prepare_host(&mut hh, net, pod)?;
+    let bridge = m.prepare_host(&mut hh, net, pod)?;
     let spec = VethSpec {
         name: &port_name,
         peer_name: &pod.ifname,
         peer_netns: pod_ns.as_fd(),
         mtu: net.mtu,
         mac: m.host_mac(),
-        master,
+        master: bridge.as_ref().map(|b| b.index),
         group: network_group(&net.name),
     };
     let taken = || DataplaneError::InterfaceExists {
@@ -158,7 +158,13 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
         }
         Err(e) => return Err(e.into()),
     }
-    let plumbed = plumb(m, host, &mut hh, &mut ph, net, pod, &port_name);
+    let plumbed = plumb(m, host, &mut hh, &mut ph, net, pod, &port_name).map(|mut a| {
+        a.bridge = bridge.map(|b| Interface {
+            name: b.name,
+            mac: format_mac(&b.mac),
+        });
+        a
+    });
     if plumbed.is_err() {
         // Roll back: deleting the host end removes the pod end and its routes too.
         let _ = hh.delete_link(&port_name);
@@ -166,6 +172,7 @@ pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<At
     plumbed
 }
 
+/// Configures both sides once the veth exists; the caller rolls back on error.
 fn plumb(
     m: &dyn PodNetwork,
     host: &Netns,
@@ -187,19 +194,8 @@ fn plumb(
     let pod_link = ph
         .link_by_name(&pod.ifname)?
         .ok_or_else(|| missing(&pod.ifname))?;
-    ph.set_up(pod_link.index)?;
     let layout = m.pod_layout(pod, &port)?;
-    for (addr, _) in &layout.addresses {
-        ph.replace_address(pod_link.index, *addr)?;
-    }
-    for (ip, mac) in &layout.neighbours {
-        ph.replace_neighbour(pod_link.index, *ip, mac)?;
-    }
-    for r in &layout.routes {
-        let mut route = Route::via(r.dst, r.gw, pod_link.index, RTPROT_PODNET);
-        route.onlink = r.onlink;
-        ph.replace_route(&route)?;
-    }
+    configure_pod(ph, &pod_link, &layout)?;
     m.configure_host_port(hh, &port, pod)?;
     sysctl::write_in(host, &m.host_sysctls(port_name, pod))?;
     let ruleset =
@@ -207,17 +203,8 @@ fn plumb(
     let mut nft = NftHandle::in_netns(host)?;
     nft.apply_network(&ruleset)?;
     nft.accept_in_foreign_drop_chains(&net.name, &net.pod_subnets)?;
-
-    let bridge = if net.model == Model::Bridge {
-        hh.link_by_name(&net.bridge)?.map(|b| Interface {
-            name: b.name,
-            mac: format_mac(&b.mac),
-        })
-    } else {
-        None
-    };
     Ok(Attached {
-        bridge,
+        bridge: None,
         host: Interface {
             name: port.name.clone(),
             mac: format_mac(&port.mac),
@@ -229,6 +216,23 @@ fn plumb(
         addresses: layout.addresses,
         routes: layout.routes,
     })
+}
+
+/// Brings the pod's interface up with its addresses, gateway neighbours and routes.
+fn configure_pod(ph: &mut RouteHandle, link: &Link, layout: &PodLayout) -> Result<()> {
+    ph.set_up(link.index)?;
+    for (addr, _) in &layout.addresses {
+        ph.replace_address(link.index, *addr)?;
+    }
+    for (ip, mac) in &layout.neighbours {
+        ph.replace_neighbour(link.index, *ip, mac)?;
+    }
+    for r in &layout.routes {
+        let mut route = Route::via(r.dst, r.gw, link.index, RTPROT_PODNET);
+        route.onlink = r.onlink;
+        ph.replace_route(&route)?;
+    }
+    Ok(())
 }
 
 /// How long a teardown waits for the kernel.

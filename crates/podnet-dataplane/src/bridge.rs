@@ -43,12 +43,12 @@ impl PodNetwork for BridgePodNetwork {
         host: &mut RouteHandle,
         net: &NetworkSpec,
         pod: &PodAttachment,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<Link>> {
         let bridge = host.ensure_bridge(&net.bridge, net.mtu)?;
         for gw in gateways(pod)? {
             host.replace_address(bridge.index, gw)?;
         }
-        Ok(Some(bridge.index))
+        Ok(Some(bridge))
     }
 
     fn host_mac(&self) -> Option<[u8; 6]> {

@@ -51,7 +51,7 @@ impl PodNetwork for RoutedPodNetwork {
         _host: &mut RouteHandle,
         _net: &NetworkSpec,
         _pod: &PodAttachment,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<Link>> {
         Ok(None)
     }
 
