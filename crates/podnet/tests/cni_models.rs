@@ -201,3 +201,32 @@ fn traffic_leaving_the_cluster_is_masqueraded_and_pod_traffic_is_not() {
         pod.del(&node);
     }
 }
+
+#[test]
+fn ipv6_only_pods_talk() {
+    for model in ["routed", "bridge"] {
+        let mut node = Node::new(model, "10.244.6.0/24", None);
+        node.config["ipam"]["ranges"] = serde_json::json!([[{"subnet": "fd00:10:244:6::/64"}]]);
+        let (a, b) = (Pod::new("a6"), Pod::new("b6"));
+        let ra = a.add(&node);
+        let rb = b.add(&node);
+        assert_eq!(
+            ra["ips"].as_array().unwrap().len(),
+            1,
+            "one IPv6 address only: {ra}"
+        );
+        let (a6, b6) = (result_ip(&ra, true), result_ip(&rb, true));
+        assert_eq!(
+            tcp_seen_source(&a.ns, &b.ns, b6),
+            Ok(a6),
+            "{model}: IPv6-only pods talk without NAT"
+        );
+        assert!(
+            !a.ns.exec_ok(&["ip", "-4", "route"]).contains("default"),
+            "{model}: no IPv4 default route"
+        );
+        a.del(&node);
+        b.del(&node);
+        node.assert_clean();
+    }
+}
