@@ -13,12 +13,12 @@ mod report;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use plugins::{Setup, SETUPS};
 use podnet_kernel::{Netns, RouteHandle};
+use podnet_lab::runtime::CniCall;
 
 /// Pods per configuration and phase.
 const PODS: usize = 100;
@@ -78,21 +78,15 @@ fn call(
     netns: &str,
     config: &str,
 ) -> (Duration, String) {
-    let mut c = Command::new(&setup.binary);
-    c.env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", &setup.cni_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    podnet_kernel::netns::enter_before_exec(&mut c, node);
+    let call = CniCall {
+        plugin: &setup.binary,
+        command: cmd,
+        container_id: id,
+        netns_path: netns,
+        ifname: "eth0",
+        config,
+    };
+    let mut c = call.command(node);
     let start = Instant::now();
     let mut child = c.spawn().expect("start plugin");
     child

@@ -9,8 +9,6 @@ pub struct Setup {
     pub label: &'static str,
     /// The plugin binary.
     pub binary: PathBuf,
-    /// `CNI_PATH` (for delegated IPAM).
-    pub cni_path: String,
     /// The network config, given the IPAM data directory.
     pub config: fn(&Path) -> String,
 }
@@ -51,25 +49,21 @@ pub static SETUPS: LazyLock<Vec<Setup>> = LazyLock::new(|| {
         Setup {
             label: "podnet routed",
             binary: podnet_binary(),
-            cni_path: podnet_dir(),
             config: |d| podnet_config("routed", true, d),
         },
         Setup {
             label: "podnet bridge",
             binary: podnet_binary(),
-            cni_path: podnet_dir(),
             config: |d| podnet_config("bridge", true, d),
         },
         Setup {
             label: "ref bridge+host-local",
             binary: Path::new(REFERENCE_DIR).join("bridge"),
-            cni_path: REFERENCE_DIR.into(),
             config: |d| reference_bridge(true, d),
         },
         Setup {
             label: "ref ptp+host-local",
             binary: Path::new(REFERENCE_DIR).join("ptp"),
-            cni_path: REFERENCE_DIR.into(),
             config: |d| {
                 serde_json::json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp",
                     "ipMasq": true, "mtu": 1500, "ipam": host_local(d)})
@@ -79,22 +73,12 @@ pub static SETUPS: LazyLock<Vec<Setup>> = LazyLock::new(|| {
         Setup {
             label: "podnet routed, no ipMasq",
             binary: podnet_binary(),
-            cni_path: podnet_dir(),
             config: |d| podnet_config("routed", false, d),
         },
         Setup {
             label: "ref bridge+host-local, no ipMasq",
             binary: Path::new(REFERENCE_DIR).join("bridge"),
-            cni_path: REFERENCE_DIR.into(),
             config: |d| reference_bridge(false, d),
         },
     ]
 });
-
-/// `CNI_PATH` for podnet: the directory it was built into.
-fn podnet_dir() -> String {
-    podnet_binary()
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
-}

@@ -26,16 +26,6 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// Default directory of the built-in IPAM's state.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet/ipam";
 
-/// A route entry of `ipam.routes`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RouteConf {
-    /// Destination.
-    pub dst: IpNet,
-    /// Next hop.
-    #[serde(default)]
-    pub gw: Option<IpAddr>,
-}
-
 /// The `ipam` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,7 +38,7 @@ pub struct IpamConf {
     pub ranges: Vec<RangeSet>,
     /// Extra routes for the pod.
     #[serde(default)]
-    pub routes: Vec<RouteConf>,
+    pub routes: Vec<ExtraRoute>,
     /// Where allocations are kept.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -222,18 +212,6 @@ impl NetConf {
             pod_subnets,
         }
     }
-
-    /// Extra routes for the pod from `ipam.routes`.
-    pub fn extra_routes(&self) -> Vec<ExtraRoute> {
-        self.ipam
-            .routes
-            .iter()
-            .map(|r| ExtraRoute {
-                dst: r.dst,
-                gw: r.gw,
-            })
-            .collect()
-    }
 }
 
 /// Accepts only versions podnet speaks (error code 1 otherwise).
@@ -327,7 +305,7 @@ mod tests {
         entry["cniVersion"] = list["cniVersion"].clone();
         let c = NetConf::parse(entry.to_string().as_bytes()).unwrap();
         assert_eq!(c.ipam.ranges.len(), 2);
-        assert_eq!(c.extra_routes().len(), 2);
+        assert_eq!(c.ipam.routes.len(), 2);
     }
 
     #[test]

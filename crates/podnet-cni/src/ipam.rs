@@ -7,7 +7,7 @@ use std::process::{Command as Process, Stdio};
 
 use ipnet::IpNet;
 use podnet_dataplane::PodAddress;
-use podnet_ipam::{namespace_id, Attachment, Ipam};
+use podnet_ipam::{Attachment, Ipam};
 use serde_json::Value;
 
 use crate::config::NetConf;
@@ -53,15 +53,20 @@ impl IpamBackend {
         }
     }
 
-    /// Allocates addresses for the attachment (`ADD`).
-    pub fn add(&self, env: &RuntimeEnv, stdin: &[u8]) -> Result<Lease, CniError> {
+    /// Allocates addresses for the attachment (`ADD`); `netns_id` is its namespace's (device, inode).
+    pub fn add(
+        &self,
+        env: &RuntimeEnv,
+        stdin: &[u8],
+        netns_id: Option<(u64, u64)>,
+    ) -> Result<Lease, CniError> {
         match self {
             IpamBackend::Builtin(ipam) => {
                 let who = Attachment {
                     container_id: env.container_id.clone(),
                     ifname: env.ifname.clone(),
                     netns_path: env.netns.clone(),
-                    netns_id: namespace_id(Path::new(&env.netns)),
+                    netns_id,
                 };
                 let allocs = ipam.allocate(&who)?;
                 Ok(builtin_lease(

@@ -1,6 +1,6 @@
 //! The CNI verbs: one function each, called by [`run`].
 
-use podnet_dataplane::{attach, check, detach, remove_stale, Attached, PodAttachment, Release};
+use podnet_dataplane::{attach, check, detach, remove_stale, Attached, PodAttachment};
 use podnet_kernel::Netns;
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ fn host_netns() -> Result<Netns, CniError> {
 fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
     let conf = NetConf::parse(stdin)?;
     // Refuse a missing namespace before anything is allocated.
-    Netns::open(&env.netns).map_err(|e| {
+    let pod_ns = Netns::open(&env.netns).map_err(|e| {
         let msg = match e {
             podnet_kernel::KernelError::NotANamespace(_) => e.to_string(),
             _ => format!("network namespace {} does not exist", env.netns),
@@ -70,10 +70,11 @@ fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
         .transpose()?;
     let host = host_netns()?;
     let ipam = IpamBackend::for_conf(&conf)?;
-    let lease = ipam.add(env, stdin)?;
+    let netns_id = pod_ns.id().ok().map(|id| (id.dev, id.ino));
+    let lease = ipam.add(env, stdin, netns_id)?;
     let pod = pod_attachment(env, &conf, &lease);
     let spec = conf.network_spec(lease.subnets.clone());
-    let attached = match attach(&host, &spec, &pod) {
+    let attached = match attach(&host, &pod_ns, &spec, &pod) {
         Ok(a) => a,
         Err(e) => {
             // Give the addresses back: a failed ADD leaves nothing behind.
@@ -96,7 +97,7 @@ fn pod_attachment(env: &RuntimeEnv, conf: &NetConf, lease: &Lease) -> PodAttachm
         netns_path: env.netns.clone(),
         ifname: env.ifname.clone(),
         addresses: lease.addresses.clone(),
-        routes: conf.extra_routes(),
+        routes: conf.ipam.routes.clone(),
     }
 }
 
@@ -154,14 +155,7 @@ fn del(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
     let spec = conf.network_spec(Vec::new());
     // Teardown collects: go on past a failure, report everything at the end.
     let mut failures: Vec<CniError> = Vec::new();
-    // DEL returns once the interfaces are unregistered instead of waiting ~20 ms more.
-    if let Err(e) = detach(
-        &host,
-        &spec,
-        &env.container_id,
-        &env.ifname,
-        Release::Unregistered,
-    ) {
+    if let Err(e) = detach(&host, &spec, &env.container_id, &env.ifname) {
         failures.push(e.into());
     }
     match IpamBackend::for_conf(&conf) {

@@ -119,14 +119,18 @@ fn open_pod_netns(path: &str) -> Result<Netns> {
     })
 }
 
-/// Plumbs `pod` into `net`, with `host` as the node's namespace.
+/// Plumbs `pod` into `net`, with `host` as the node's namespace and `pod_ns` the pod's.
 ///
 /// On failure everything this call created is removed again.
-pub fn attach(host: &Netns, net: &NetworkSpec, pod: &PodAttachment) -> Result<Attached> {
+pub fn attach(
+    host: &Netns,
+    pod_ns: &Netns,
+    net: &NetworkSpec,
+    pod: &PodAttachment,
+) -> Result<Attached> {
     let m = model(net.model);
-    let pod_ns = open_pod_netns(&pod.netns_path)?;
     let mut hh = RouteHandle::in_netns(host)?;
-    let mut ph = RouteHandle::in_netns(&pod_ns)?;
+    let mut ph = RouteHandle::in_netns(pod_ns)?;
     let port_name = host_veth_name(&net.name, &pod.container_id, &pod.ifname);
 
     let bridge = m.prepare_host(&mut hh, net, pod)?;
@@ -235,31 +239,15 @@ fn configure_pod(ph: &mut RouteHandle, link: &Link, layout: &PodLayout) -> Resul
     Ok(())
 }
 
-/// How long a teardown waits for the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    /// Until the kernel has released the interfaces, as `ip link del` does.
-    Wait,
-    /// Until the interfaces are unregistered (gone from both namespaces with
-    /// their routes); a forked child waits out the kernel's final RCU barrier.
-    Unregistered,
-}
-
 /// Removes the pod's interface; absent interfaces and namespaces are success.
 ///
-/// Deleting the host end removes the pod end and every route through it.
-pub fn detach(
-    host: &Netns,
-    net: &NetworkSpec,
-    container_id: &str,
-    ifname: &str,
-    release: Release,
-) -> Result<()> {
+/// Deleting the host end removes the pod end and every route through it. The
+/// call returns once the kernel has unregistered both ends; the kernel's final
+/// RCU barrier (~20 ms) is waited out by a forked child (see
+/// [`podnet_kernel::rtnl::delete_link_unregistered`]).
+pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str) -> Result<()> {
     let name = host_veth_name(&net.name, container_id, ifname);
-    match release {
-        Release::Wait => RouteHandle::in_netns(host)?.delete_link(&name)?,
-        Release::Unregistered => podnet_kernel::rtnl::delete_link_unregistered(host, &name)?,
-    };
+    podnet_kernel::rtnl::delete_link_unregistered(host, &name)?;
     Ok(())
 }
 

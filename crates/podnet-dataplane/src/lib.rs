@@ -15,7 +15,7 @@ pub mod names;
 pub mod routed;
 pub mod spec;
 
-pub use attach::{attach, check, detach, remove_stale, Attached, Release};
+pub use attach::{attach, check, detach, remove_stale, Attached};
 pub use bridge::BridgePodNetwork;
 pub use error::DataplaneError;
 pub use routed::RoutedPodNetwork;

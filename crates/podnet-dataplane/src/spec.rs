@@ -44,12 +44,13 @@ pub struct PodAddress {
     pub gateway: Option<IpAddr>,
 }
 
-/// An extra route for the pod (`ipam.routes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An extra route for the pod (`ipam.routes`, `{"dst": ..., "gw": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ExtraRoute {
     /// Destination.
     pub dst: IpNet,
     /// Next hop; the model's gateway when absent.
+    #[serde(default)]
     pub gw: Option<IpAddr>,
 }
 

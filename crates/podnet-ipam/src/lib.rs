@@ -162,11 +162,6 @@ impl Ipam {
         self.release_where(|a| !valid.contains(&(a.container_id.as_str(), a.ifname.as_str())))
     }
 
-    /// Releases every allocation whose namespace verifiably no longer exists.
-    pub fn reclaim_dead(&self) -> Result<Vec<Allocation>, IpamError> {
-        self.release_where(namespace_gone)
-    }
-
     /// Free addresses left in each range set (capped at `u64::MAX`), for STATUS.
     pub fn free_counts(&self) -> Result<Vec<u128>, IpamError> {
         let used = self.allocations()?;

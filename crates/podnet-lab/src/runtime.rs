@@ -25,20 +25,34 @@ pub struct CniCall<'a> {
     pub config: &'a str,
 }
 
+impl CniCall<'_> {
+    /// The plugin process as a runtime on `node` starts it: inside the node's namespace, a clean
+    /// environment with the `CNI_*` variables, `CNI_PATH` the plugin's own directory, piped stdio.
+    pub fn command(&self, node: &Netns) -> Command {
+        let dir = self.plugin.parent().unwrap_or(Path::new("/"));
+        let mut cmd = Command::new(self.plugin);
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("CNI_COMMAND", self.command)
+            .env("CNI_CONTAINERID", self.container_id)
+            .env("CNI_NETNS", self.netns_path)
+            .env("CNI_IFNAME", self.ifname)
+            .env("CNI_PATH", dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        podnet_kernel::netns::enter_before_exec(&mut cmd, node);
+        cmd
+    }
+}
+
 /// Runs the plugin inside the node's namespace, as a runtime on that node would.
 pub fn run_cni(node: &Netns, call: &CniCall<'_>) -> Result<String, LabError> {
-    let dir = call.plugin.parent().unwrap_or(Path::new("/"));
-    let mut cmd = Command::new(call.plugin);
-    cmd.env("CNI_COMMAND", call.command)
-        .env("CNI_CONTAINERID", call.container_id)
-        .env("CNI_NETNS", call.netns_path)
-        .env("CNI_IFNAME", call.ifname)
-        .env("CNI_PATH", dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    podnet_kernel::netns::enter_before_exec(&mut cmd, node);
-    let mut child = cmd
+    let mut child = call
+        .command(node)
         .spawn()
         .map_err(|e| LabError::io(format!("run {}", call.plugin.display()), e))?;
     if let Some(mut stdin) = child.stdin.take() {

@@ -74,25 +74,21 @@ fn main() -> ExitCode {
 }
 
 fn run_lab(name: &str, action: LabAction) -> Result<(), podnet_lab::LabError> {
-    if let LabAction::EchoServer { port } = action {
-        return podnet_lab::echo::serve(port);
-    }
-    let lab = Lab::new(name)?;
     match action {
         LabAction::Up { model, pods } => {
             let model = match model {
                 ModelArg::Routed => Model::Routed,
                 ModelArg::Bridge => Model::Bridge,
             };
-            lab.up(&LabOptions {
+            Lab::new(name)?.up(&LabOptions {
                 model,
                 pods,
                 plugin: plugin_path(),
             })
         }
-        LabAction::Status => lab.status(),
-        LabAction::Down => lab.down(),
-        LabAction::EchoServer { .. } => Ok(()),
+        LabAction::Status => Lab::new(name)?.status(),
+        LabAction::Down => Lab::new(name)?.down(),
+        LabAction::EchoServer { port } => podnet_lab::echo::serve(port),
     }
 }
 

@@ -75,11 +75,6 @@ impl MessageBuilder {
         self.attr(ty, &value.to_be_bytes())
     }
 
-    /// Appends a big-endian u64 attribute (nf_tables handles).
-    pub fn attr_u64_be(&mut self, ty: u16, value: u64) -> &mut Self {
-        self.attr(ty, &value.to_be_bytes())
-    }
-
     /// Opens a nested attribute; close it with [`MessageBuilder::end_nested`].
     pub fn begin_nested(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
@@ -101,9 +96,11 @@ impl MessageBuilder {
         self
     }
 
-    /// The message type this builder carries.
-    pub fn msg_type(&self) -> u16 {
-        u16::from_ne_bytes([self.buf[4], self.buf[5]])
+    /// Asks the kernel to acknowledge this message (`NLM_F_ACK`), so success is confirmed, not assumed.
+    pub fn with_ack(mut self) -> Self {
+        let flags = u16::from_ne_bytes([self.buf[6], self.buf[7]]) | libc::NLM_F_ACK as u16;
+        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
+        self
     }
 
     /// Finishes the message with sequence number `seq`.

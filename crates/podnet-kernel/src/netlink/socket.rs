@@ -242,9 +242,7 @@ impl NetlinkSocket {
     /// async-signal-safe system calls, so this is safe in a multi-threaded process.
     pub fn request_in_child(&mut self, msg: MessageBuilder, op: &str) -> Result<libc::pid_t> {
         let seq = self.next_seq();
-        let mut bytes = msg.finish(seq);
-        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]) | libc::NLM_F_ACK as u16;
-        bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
+        let bytes = msg.with_ack().finish(seq);
         let devnull = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -322,11 +320,7 @@ impl NetlinkSocket {
         sink: &mut dyn FnMut(&[u8]),
     ) -> Result<()> {
         let seq = self.next_seq();
-        // Ask for an ack so that success is confirmed, not assumed.
-        let mut bytes = msg.finish(seq);
-        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]) | libc::NLM_F_ACK as u16;
-        bytes[6..8].copy_from_slice(&flags.to_ne_bytes());
-        self.send(&bytes, op)?;
+        self.send(&msg.with_ack().finish(seq), op)?;
         match self.collect(seq, op, &mut |m, _| sink(m))? {
             Reply::Done => Ok(()),
             Reply::Failed(e) => Err(e),
@@ -342,13 +336,13 @@ impl NetlinkSocket {
         let last = msgs.len().saturating_sub(1);
         for (i, msg) in msgs.into_iter().enumerate() {
             let seq = self.next_seq();
-            let mut b = msg.finish(seq);
-            if i != 0 && i != last {
-                let flags = u16::from_ne_bytes([b[6], b[7]]) | libc::NLM_F_ACK as u16;
-                b[6..8].copy_from_slice(&flags.to_ne_bytes());
+            let msg = if i != 0 && i != last {
                 acked.push(seq);
-            }
-            bytes.extend_from_slice(&b);
+                msg.with_ack()
+            } else {
+                msg
+            };
+            bytes.extend_from_slice(&msg.finish(seq));
         }
         self.send(&bytes, op)?;
         let mut first_error = None;
@@ -399,28 +393,18 @@ impl NetlinkSocket {
 /// In a forked child: reads answers until the ack for `seq`; true when it reports success.
 ///
 /// # Safety
-/// `fd` must be a valid netlink socket; only system calls are made.
+/// `fd` must be a valid netlink socket. Only `recv` is called, and the parsing
+/// borrows `buf` without allocating, so this is fit for a child after `fork`.
 unsafe fn child_ack_ok(fd: libc::c_int, seq: u32, buf: &mut [u8]) -> bool {
     loop {
         let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
         if n < 0 {
             return false;
         }
-        let mut off = 0usize;
-        let n = n as usize;
-        while off + NLMSG_HDRLEN <= n {
-            let len =
-                u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-            let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            let s = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
-            if len < NLMSG_HDRLEN || off + len > n {
-                return false;
-            }
-            if s == seq && ty == NLMSG_ERROR && off + NLMSG_HDRLEN + 4 <= n {
-                let p = off + NLMSG_HDRLEN;
-                return i32::from_ne_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]) == 0;
-            }
-            off += codec::align(len);
+        let ack =
+            codec::messages(&buf[..n as usize]).find(|m| m.seq == seq && m.msg_type == NLMSG_ERROR);
+        if let Some(m) = ack {
+            return m.payload.get(0..4).is_some_and(|e| e == [0, 0, 0, 0]);
         }
     }
 }

@@ -139,14 +139,7 @@ impl NftHandle {
             (ruleset.postrouting_chain(), &ruleset.postrouting),
         ];
         for (name, rules) in chains {
-            let chain = BaseChain {
-                family: Family::Inet,
-                table: TABLE.into(),
-                name,
-                hook: 0,
-                policy: 0,
-            };
-            let have = match self.chain_comments(&chain) {
+            let have = match self.chain_comments(Family::Inet, TABLE, &name) {
                 Ok(c) => c,
                 Err(e) if e.is_not_found() => return Ok(false),
                 Err(e) => return Err(e),
@@ -174,7 +167,11 @@ impl NftHandle {
             if chain.table == TABLE || chain.hook != NF_INET_FORWARD || chain.policy != NF_DROP {
                 continue;
             }
-            if self.chain_comments(&chain)?.iter().any(|c| c == &tag) {
+            if self
+                .chain_comments(chain.family, &chain.table, &chain.name)?
+                .iter()
+                .any(|c| c == &tag)
+            {
                 continue;
             }
             let mut msgs = vec![batch_delimiter(NFNL_MSG_BATCH_BEGIN)];
@@ -255,14 +252,15 @@ impl NftHandle {
         Ok(out)
     }
 
-    fn chain_comments(&mut self, chain: &BaseChain) -> Result<Vec<String>> {
+    /// The comments of the rules in one chain, in order (`nft list chain`).
+    fn chain_comments(&mut self, family: Family, table: &str, chain: &str) -> Result<Vec<String>> {
         let mut m = MessageBuilder::new(
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
             libc::NLM_F_DUMP as u16,
         )
-        .header(&nfgenmsg(chain.family.raw(), 0));
-        m.attr_str(NFTA_RULE_TABLE, &chain.table)
-            .attr_str(NFTA_RULE_CHAIN, &chain.name);
+        .header(&nfgenmsg(family.raw(), 0));
+        m.attr_str(NFTA_RULE_TABLE, table)
+            .attr_str(NFTA_RULE_CHAIN, chain);
         let rules = self.sock.dump(m, "nft list chain")?;
         Ok(rules
             .iter()

@@ -233,10 +233,8 @@ pub fn delete_link_unregistered(netns: &crate::Netns, name: &str) -> Result<bool
         match watch.wait_notifications(std::time::Duration::from_millis(10), &op)? {
             Notifications::Messages(msgs) => {
                 let gone = msgs.iter().any(|(ty, payload)| {
-                    let index = payload
-                        .get(4..8)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as u32);
-                    *ty == libc::RTM_DELLINK && index == Some(link.index)
+                    *ty == libc::RTM_DELLINK
+                        && parse_link(payload).is_some_and(|l| l.index == link.index)
                 });
                 if gone {
                     return Ok(true);
