@@ -2,9 +2,11 @@
 # Installs what podnet's tests, lab and benchmark need on Debian (run as root).
 # The product itself needs none of these: it talks to the kernel over netlink.
 # iproute2, iptables, nftables and iputils-ping are the tests' cross-check tools;
-# containernetworking-plugins are the reference plugins we compare against.
+# containernetworking-plugins are the reference plugins we compare against;
+# etcd-server is the real etcd the etcd-backend tests and `lab up --store etcd` run;
+# iperf3 and curl are load and probe tools of the benchmarks and tests.
 set -euo pipefail
-packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins)
+packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins etcd-server iperf3 curl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use podnet_kernel::Netns;
 
+mod etcd;
+pub use etcd::{EtcdServer, TempDir, ETCD_PORT};
+
 /// Prefix of every namespace a podnet test creates.
 pub const TEST_PREFIX: &str = "pnt";
 

@@ -1,0 +1,70 @@
+//! Store errors, each naming the store and what failed.
+
+use podnet_cluster::ClusterError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached (etcd down, connection refused, timeout).
+    #[error("store {endpoint} unreachable: {reason}")]
+    Unreachable {
+        /// The etcd endpoint or file path.
+        endpoint: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The store answered something we cannot read.
+    #[error("store {endpoint}: unexpected reply to {op}: {detail}")]
+    Protocol {
+        /// The endpoint.
+        endpoint: String,
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A local file operation of the embedded store failed.
+    #[error("store {path}: {op}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored record that does not parse.
+    #[error("store record {key} is corrupt: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The parse error.
+        detail: String,
+    },
+    /// The cluster has not been initialised in this store.
+    #[error("the store holds no cluster yet; initialise it with a cluster spec")]
+    NoCluster,
+    /// The store already holds a different cluster spec.
+    #[error("the store already holds a different cluster spec ({stored}); refusing to change it")]
+    ClusterMismatch {
+        /// The stored spec, as JSON.
+        stored: String,
+    },
+    /// Another node already registered with this node's name from another address.
+    #[error("node {node} is registered with address {stored}, not {asked}")]
+    AddressMismatch {
+        /// Node name.
+        node: String,
+        /// Address in the store.
+        stored: String,
+        /// Address asked for.
+        asked: String,
+    },
+    /// Concurrent writers kept winning; gave up after several attempts.
+    #[error("store contention: {0} kept changing under us")]
+    Contention(String),
+    /// The cluster or node definition is invalid.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}

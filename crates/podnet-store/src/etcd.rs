@@ -1,0 +1,261 @@
+//! The etcd backend: etcd's v3 API through its JSON gateway (`/v3/kv/*`,
+//! `/v3/watch`, `/v3/lease/*`), over plain blocking HTTP.
+//!
+//! Why the gateway and not gRPC: the agent's calls are few and small, a
+//! blocking client needs no async runtime, and the binary stays small. Keys
+//! and values travel base64-encoded and 64-bit numbers as strings, as the
+//! gateway's JSON mapping prescribes.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::error::StoreError;
+use crate::kv::{KvBackend, Listing, Txn};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client of one etcd endpoint (`http://HOST:PORT`).
+pub struct EtcdKv {
+    base: String,
+    agent: ureq::Agent,
+    /// Lease IDs of the keys this client keeps alive.
+    leases: Mutex<HashMap<String, String>>,
+}
+
+impl EtcdKv {
+    /// A client for `endpoint`; nothing is contacted yet.
+    pub fn new(endpoint: &str) -> Result<Self, StoreError> {
+        if !endpoint.starts_with("http://") {
+            return Err(StoreError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: "only http:// endpoints are supported".into(),
+            });
+        }
+        Ok(EtcdKv {
+            base: endpoint.trim_end_matches('/').to_string(),
+            agent: agent(CALL_TIMEOUT),
+            leases: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn call(&self, path: &str, op: &'static str, body: Value) -> Result<Value, StoreError> {
+        let response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send_string(&body.to_string())
+            .map_err(|e| self.transport(op, e))?;
+        let text = response
+            .into_string()
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| self.protocol(op, e.to_string()))
+    }
+
+    fn transport(&self, op: &'static str, e: ureq::Error) -> StoreError {
+        match e {
+            ureq::Error::Status(code, r) => self.protocol(
+                op,
+                format!("HTTP {code}: {}", r.into_string().unwrap_or_default()),
+            ),
+            ureq::Error::Transport(t) => self.unreachable(t.to_string()),
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> StoreError {
+        StoreError::Unreachable {
+            endpoint: self.base.clone(),
+            reason,
+        }
+    }
+
+    fn protocol(&self, op: &'static str, detail: String) -> StoreError {
+        StoreError::Protocol {
+            endpoint: self.base.clone(),
+            op,
+            detail,
+        }
+    }
+
+    fn grant_and_put(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let ttl_s = ttl.as_secs().max(1);
+        let grant = self.call(
+            "/v3/lease/grant",
+            "lease grant",
+            json!({ "TTL": ttl_s.to_string() }),
+        )?;
+        let id = grant["ID"]
+            .as_str()
+            .ok_or_else(|| self.protocol("lease grant", grant.to_string()))?
+            .to_string();
+        self.call(
+            "/v3/kv/put",
+            "put",
+            json!({ "key": b64(key), "value": b64(value), "lease": id }),
+        )?;
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.insert(key.to_string(), id);
+        }
+        Ok(())
+    }
+}
+
+impl KvBackend for EtcdKv {
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let reply = self.call(
+            "/v3/kv/range",
+            "range",
+            json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)) }),
+        )?;
+        let mut entries = Vec::new();
+        for kv in reply["kvs"].as_array().into_iter().flatten() {
+            let key = unb64(&kv["key"]).ok_or_else(|| self.protocol("range", kv.to_string()))?;
+            let value = unb64(&kv["value"]).unwrap_or_default();
+            entries.push((key, value));
+        }
+        Ok(Listing {
+            revision: number(&reply["header"]["revision"]),
+            entries,
+        })
+    }
+
+    fn transact(&self, txn: &Txn) -> Result<bool, StoreError> {
+        let mut compare = Vec::new();
+        for k in &txn.absent {
+            compare.push(json!({ "key": b64(k), "target": "CREATE", "result": "EQUAL", "create_revision": "0" }));
+        }
+        for (k, v) in &txn.equal {
+            compare.push(
+                json!({ "key": b64(k), "target": "VALUE", "result": "EQUAL", "value": b64(v) }),
+            );
+        }
+        let mut success = Vec::new();
+        for k in &txn.deletes {
+            success.push(json!({ "request_delete_range": { "key": b64(k) } }));
+        }
+        for (k, v) in &txn.puts {
+            success.push(json!({ "request_put": { "key": b64(k), "value": b64(v) } }));
+        }
+        let reply = self.call(
+            "/v3/kv/txn",
+            "txn",
+            json!({ "compare": compare, "success": success }),
+        )?;
+        // The gateway omits false booleans.
+        Ok(reply["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    fn wait(&self, prefix: &str, after: u64, timeout: Duration) -> Result<Option<u64>, StoreError> {
+        let body = json!({ "create_request": {
+            "key": b64(prefix),
+            "range_end": b64(&prefix_end(prefix)),
+            "start_revision": (after + 1).to_string(),
+        }});
+        let response = agent(timeout)
+            .post(&format!("{}/v3/watch", self.base))
+            .send_string(&body.to_string())
+            .map_err(|e| self.transport("watch", e))?;
+        let reader = BufReader::new(response.into_reader());
+        wait_for_event(reader, self, after)
+    }
+
+    fn refresh_lease(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let known = self.leases.lock().ok().and_then(|l| l.get(key).cloned());
+        if let Some(id) = known {
+            let reply = self.call(
+                "/v3/lease/keepalive",
+                "lease keepalive",
+                json!({ "ID": id }),
+            )?;
+            if number(&reply["result"]["TTL"]) > 0 {
+                return Ok(());
+            }
+        }
+        // No lease yet, or it expired (etcd was away longer than the TTL).
+        self.grant_and_put(key, value, ttl)
+    }
+
+    fn endpoint(&self) -> String {
+        self.base.clone()
+    }
+}
+
+/// Reads watch messages until one carries events (or the stream ends or times out).
+fn wait_for_event(reader: impl Read, etcd: &EtcdKv, after: u64) -> Result<Option<u64>, StoreError> {
+    let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+    for message in stream {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) if e.is_io() => return Ok(None),
+            Err(e) => return Err(etcd.protocol("watch", e.to_string())),
+        };
+        let result = &message["result"];
+        let compacted = number(&result["compact_revision"]);
+        if compacted > 0 {
+            // What we wanted is compacted away: the caller must re-read everything.
+            return Ok(Some(compacted.max(after + 1)));
+        }
+        if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            return Ok(Some(number(&result["header"]["revision"]).max(after + 1)));
+        }
+        if message.get("error").is_some() {
+            return Err(etcd.protocol("watch", message.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn agent(read_timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout_read(read_timeout)
+        .timeout_write(CALL_TIMEOUT)
+        .build()
+}
+
+/// The key just past every key starting with `prefix` (etcd's `range_end`).
+fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).unwrap_or_default();
+        }
+    }
+    "\0".to_string()
+}
+
+fn b64(s: &str) -> String {
+    B64.encode(s.as_bytes())
+}
+
+fn unb64(v: &Value) -> Option<String> {
+    String::from_utf8(B64.decode(v.as_str()?).ok()?).ok()
+}
+
+/// etcd's int64 fields arrive as strings (and are omitted when zero).
+fn number(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(prefix_end("/podnet/"), "/podnet0");
+        assert_eq!(number(&json!("42")), 42);
+        assert_eq!(number(&Value::Null), 0);
+        assert_eq!(unb64(&json!(b64("x/y"))), Some("x/y".into()));
+    }
+}

@@ -1,0 +1,240 @@
+//! The embedded store: one JSON file in a directory, for one machine.
+//!
+//! Writers take an exclusive `flock` on `DIR/lock`, read `kv.json`, and
+//! replace it by atomic rename, bumping the revision; readers just read the
+//! file (a rename is atomic, so they see one whole revision). Waiters watch
+//! the directory with inotify and re-read the revision. Leases live in a
+//! second file, `leases.json`, with wall-clock expiry, so that heartbeats do
+//! not bump the revision and wake every agent.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::kv::{KvBackend, Listing, Txn};
+
+const DATA: &str = "kv.json";
+const LEASES: &str = "leases.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Data {
+    revision: u64,
+    entries: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    value: String,
+    expires_unix_ms: u64,
+}
+
+/// The embedded key-value store in directory `dir`.
+#[derive(Debug, Clone)]
+pub struct FileKv {
+    dir: PathBuf,
+}
+
+impl FileKv {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create directory", e))?;
+        Ok(FileKv { dir })
+    }
+
+    fn lock(&self) -> Result<File, StoreError> {
+        let path = self.dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, "open lock", e))?;
+        // SAFETY: flock on a descriptor we own; released when `f` closes.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&path, "flock", std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
+    fn read_json<T: Default + for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<T, StoreError> {
+        let path = self.dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                key: path.display().to_string(),
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(io_err(&path, "read", e)),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, "create", e))?;
+        f.write_all(&bytes).map_err(|e| io_err(&tmp, "write", e))?;
+        fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename", e))
+    }
+
+    fn live_leases(&self) -> Result<BTreeMap<String, Lease>, StoreError> {
+        let now = unix_ms();
+        let mut leases: BTreeMap<String, Lease> = self.read_json(LEASES)?;
+        leases.retain(|_, l| l.expires_unix_ms > now);
+        Ok(leases)
+    }
+}
+
+impl KvBackend for FileKv {
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let data: Data = self.read_json(DATA)?;
+        let mut entries: BTreeMap<String, String> = data
+            .entries
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect();
+        for (k, l) in self.live_leases()? {
+            if k.starts_with(prefix) {
+                entries.insert(k, l.value);
+            }
+        }
+        Ok(Listing {
+            revision: data.revision,
+            entries: entries.into_iter().collect(),
+        })
+    }
+
+    fn transact(&self, txn: &Txn) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        let mut data: Data = self.read_json(DATA)?;
+        let ok = txn.absent.iter().all(|k| !data.entries.contains_key(k))
+            && txn
+                .equal
+                .iter()
+                .all(|(k, v)| data.entries.get(k) == Some(v));
+        if !ok {
+            return Ok(false);
+        }
+        for k in &txn.deletes {
+            data.entries.remove(k);
+        }
+        for (k, v) in &txn.puts {
+            data.entries.insert(k.clone(), v.clone());
+        }
+        data.revision += 1;
+        self.write_json(DATA, &data)?;
+        Ok(true)
+    }
+
+    fn wait(
+        &self,
+        _prefix: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let watch = DirWatch::new(&self.dir)?;
+        loop {
+            let data: Data = self.read_json(DATA)?;
+            if data.revision > after {
+                return Ok(Some(data.revision));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            watch.wait(left);
+        }
+    }
+
+    fn refresh_lease(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let mut leases = self.live_leases()?;
+        leases.insert(
+            key.to_string(),
+            Lease {
+                value: value.to_string(),
+                expires_unix_ms: unix_ms() + ttl.as_millis() as u64,
+            },
+        );
+        self.write_json(LEASES, &leases)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("file:{}", self.dir.display())
+    }
+}
+
+/// An inotify watch for files renamed into a directory.
+struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> Result<Self, StoreError> {
+        // SAFETY: plain syscalls; the descriptor is owned right after creation.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if raw < 0 {
+            return Err(io_err(
+                dir,
+                "inotify_init1",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|e| io_err(dir, "path", std::io::Error::other(e)))?;
+        // SAFETY: valid descriptor and NUL-terminated path.
+        let wd =
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MOVED_TO) };
+        if wd < 0 {
+            return Err(io_err(
+                dir,
+                "inotify_add_watch",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(DirWatch { fd })
+    }
+
+    /// Blocks until an event arrives or `timeout` passes, then drains events.
+    fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading into a local buffer from our non-blocking descriptor.
+        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn io_err(path: &Path, op: &'static str, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        op,
+        source,
+    }
+}

@@ -1,0 +1,42 @@
+//! The key-value contract both backends implement.
+
+use std::time::Duration;
+
+use crate::error::StoreError;
+
+/// Keys under a prefix at one revision of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The store revision the listing was read at.
+    pub revision: u64,
+    /// `(key, value)` pairs, sorted by key.
+    pub entries: Vec<(String, String)>,
+}
+
+/// An all-or-nothing write: applied only if every condition holds.
+#[derive(Debug, Clone, Default)]
+pub struct Txn {
+    /// Keys that must not exist.
+    pub absent: Vec<String>,
+    /// Keys that must hold exactly this value.
+    pub equal: Vec<(String, String)>,
+    /// Keys to write.
+    pub puts: Vec<(String, String)>,
+    /// Keys to delete.
+    pub deletes: Vec<String>,
+}
+
+/// A key-value store with revisions, conditional transactions, change waits and leases.
+pub trait KvBackend: Send + Sync {
+    /// Every key under `prefix`, at one revision.
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// Applies `txn` atomically; `Ok(false)` when a condition failed (nothing written).
+    fn transact(&self, txn: &Txn) -> Result<bool, StoreError>;
+    /// Waits up to `timeout` for a change under `prefix` after revision `after`;
+    /// returns the new revision, or `None` on timeout. May return early.
+    fn wait(&self, prefix: &str, after: u64, timeout: Duration) -> Result<Option<u64>, StoreError>;
+    /// Writes `key` so that it disappears `ttl` after the last refresh (a lease).
+    fn refresh_lease(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Where this store lives, for messages.
+    fn endpoint(&self) -> String;
+}
