@@ -16,4 +16,7 @@ pub mod sysctl;
 
 pub use error::{KernelError, Result};
 pub use netns::{Netns, NetnsId};
-pub use rtnl::{Address, Link, Route, RouteHandle, RouteScope, VethSpec};
+pub use rtnl::{
+    Address, FdbEntry, Link, Neighbour, Route, RouteHandle, RouteScope, VethSpec, VxlanInfo,
+    VxlanSpec,
+};

@@ -6,18 +6,18 @@ use super::RouteHandle;
 use crate::error::{KernelError, Result};
 use crate::netlink::codec::{self, MessageBuilder};
 
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
+pub(super) const IFLA_ADDRESS: u16 = 1;
+pub(super) const IFLA_IFNAME: u16 = 3;
+pub(super) const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_IFALIAS: u16 = 20;
-const IFLA_LINKINFO: u16 = 18;
+pub(super) const IFLA_LINKINFO: u16 = 18;
 const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
+pub(super) const IFLA_INFO_KIND: u16 = 1;
+pub(super) const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
-const IFF_UP: u32 = libc::IFF_UP as u32;
+pub(super) const IFF_UP: u32 = libc::IFF_UP as u32;
 
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct Link {
     pub alias: Option<String>,
     /// Interface group (`ip link set NAME group N`).
     pub group: u32,
+    /// VXLAN settings, for a VXLAN link.
+    pub vxlan: Option<super::vxlan::VxlanInfo>,
 }
 
 /// A veth pair to create with its peer placed directly in another namespace.
@@ -63,7 +65,7 @@ pub struct VethSpec<'a> {
     pub group: u32,
 }
 
-fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
+pub(super) fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
     let mut h = [0u8; 16];
     h[0] = libc::AF_UNSPEC as u8;
     h[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
@@ -288,6 +290,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         kind: None,
         alias: None,
         group: 0,
+        vxlan: None,
     };
     for (ty, p) in codec::attrs(&payload[16..]) {
         match ty {
@@ -298,7 +301,10 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_IFALIAS => link.alias = Some(codec::attr_string(p)),
             IFLA_GROUP => link.group = codec::attr_u32(p).unwrap_or(0),
             IFLA_LINKINFO => {
-                link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string)
+                link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string);
+                if link.kind.as_deref() == Some("vxlan") {
+                    link.vxlan = codec::find_attr(p, IFLA_INFO_DATA).map(super::vxlan::parse_info);
+                }
             }
             _ => {}
         }

@@ -13,15 +13,23 @@ mod address;
 mod link;
 mod neighbour;
 mod route;
+mod vxlan;
 
 pub use address::Address;
 pub use link::{delete_link_unregistered, set_up_by_name, Link, VethSpec};
+pub use neighbour::{FdbEntry, Neighbour};
 pub use route::{Route, RouteScope};
+pub use vxlan::{VxlanInfo, VxlanSpec};
 
 /// The route protocol number podnet marks its routes with (`proto 112`).
 ///
 /// It lets GC and CHECK find exactly podnet's routes, as `proto bird` does for Calico.
 pub const RTPROT_PODNET: u8 = 112;
+
+/// The route protocol of the node agent's routes to other nodes' pods (`proto 113`).
+///
+/// Separate from the plugin's [`RTPROT_PODNET`] so that each owner finds exactly its own routes.
+pub const RTPROT_PODNET_NODES: u8 = 113;
 
 /// A `NETLINK_ROUTE` socket bound to one network namespace.
 #[derive(Debug)]

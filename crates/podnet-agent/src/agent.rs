@@ -1,0 +1,178 @@
+//! The agent's life: start (register, configure), then reconcile on every change.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use podnet_cluster::{plan_remote_nodes, pod_mtu, ClusterSpec, Node};
+use podnet_dataplane::Model;
+use podnet_kernel::{sysctl, RouteHandle};
+use podnet_store::ClusterStore;
+
+use crate::cniconf::{render_conflist, write_if_changed};
+use crate::datapath::{DatapathChanges, NodeDatapath};
+use crate::error::{kernel, AgentError};
+use crate::underlay::Underlay;
+
+/// Everything an agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The node's name in the cluster.
+    pub node: String,
+    /// The node's underlay address (held by one of its interfaces).
+    pub address: IpAddr,
+    /// Store URL (`file:DIR` or `etcd:http://HOST:PORT`).
+    pub store: String,
+    /// Initialise the cluster with this spec if the store has none.
+    pub cluster: Option<ClusterSpec>,
+    /// Pod CIDR blocks to ask for instead of the next free ones.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Same-node pod model written into the CNI config.
+    pub model: Model,
+    /// Directory of the CNI config the agent writes.
+    pub cni_conf_dir: PathBuf,
+    /// IPAM state directory written into the CNI config (plugin default when absent).
+    pub ipam_dir: Option<PathBuf>,
+    /// Full reconcile at least this often, to repair drift nobody announced.
+    pub resync: Duration,
+    /// Liveness lease TTL; the agent renews it every third of it.
+    pub lease_ttl: Duration,
+}
+
+/// A started agent: registered, configured, ready to reconcile.
+pub struct Agent {
+    config: AgentConfig,
+    store: ClusterStore,
+    cluster: ClusterSpec,
+    node: Node,
+    underlay: Underlay,
+    datapath: NodeDatapath,
+    revision: u64,
+}
+
+impl Agent {
+    /// Registers the node and writes its CNI config. The store is asked
+    /// first, so an unreachable store or a refused registration changes
+    /// nothing on the node.
+    pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let store = podnet_store::open(&config.store)?;
+        let cluster = match &config.cluster {
+            Some(spec) => store.init_cluster(spec)?,
+            None => store
+                .cluster()?
+                .ok_or(podnet_store::StoreError::NoCluster)?,
+        };
+        let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
+        let underlay = Underlay::discover(&mut h, config.address)?;
+        let node = store.register_node(&config.node, config.address, &config.pod_cidrs)?;
+        let mtu = pod_mtu(cluster.backend, underlay.mtu, underlay.address, cluster.mtu);
+        let conf = render_conflist(
+            &cluster,
+            &node.pod_cidrs,
+            config.model,
+            mtu,
+            config.ipam_dir.as_deref(),
+        );
+        write_if_changed(&config.cni_conf_dir, &conf)?;
+        sysctl::write("net/ipv4/ip_forward", "1").map_err(kernel("enable IPv4 forwarding"))?;
+        if node.pod_cidrs.iter().any(|c| c.addr().is_ipv6()) {
+            sysctl::write("net/ipv6/conf/all/forwarding", "1")
+                .map_err(kernel("enable IPv6 forwarding"))?;
+        }
+        log(&format!(
+            "node {} at {} ({} mtu {}): blocks {:?}, backend {:?}, pod mtu {mtu}",
+            node.name, node.address, underlay.name, underlay.mtu, node.pod_cidrs, cluster.backend
+        ));
+        Ok(Agent {
+            config,
+            store,
+            cluster,
+            node,
+            underlay,
+            datapath: NodeDatapath::new(h),
+            revision: 0,
+        })
+    }
+
+    /// The node's record in the store.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Reads the cluster and makes the datapath match it once. `Ok(None)`
+    /// when this node is no longer registered (it was removed: time to stop).
+    pub fn reconcile_once(&mut self) -> Result<Option<DatapathChanges>, AgentError> {
+        let view = self.store.snapshot()?;
+        if !view.nodes.iter().any(|n| n.name == self.node.name) {
+            return Ok(None);
+        }
+        let remotes = plan_remote_nodes(
+            self.cluster.backend,
+            &self.node.name,
+            &self.underlay.segments,
+            &view.nodes,
+        );
+        let changes =
+            self.datapath
+                .reconcile(&self.cluster, &self.node, &self.underlay, &remotes)?;
+        self.revision = view.revision;
+        if !changes.is_empty() {
+            log(&format!(
+                "revision {}: {} remote nodes, {} added, {} removed",
+                view.revision,
+                remotes.len(),
+                changes.added,
+                changes.removed
+            ));
+        }
+        Ok(Some(changes))
+    }
+
+    /// Reconciles on every store change (and every `resync`) until `stop` is
+    /// set or the node is removed from the cluster. Store outages are logged
+    /// and retried: the kernel keeps the last good state meanwhile.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let heartbeat_every = self.config.lease_ttl / 3;
+        let mut last_heartbeat: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        while !stop.load(Ordering::Relaxed) {
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= heartbeat_every) {
+                match self.store.heartbeat(&self.node.name, self.config.lease_ttl) {
+                    Ok(()) => last_heartbeat = Some(Instant::now()),
+                    Err(e) => log(&format!("heartbeat: {e}")),
+                }
+            }
+            match self.reconcile_once() {
+                Ok(Some(_)) => backoff = Duration::from_millis(100),
+                Ok(None) => {
+                    log("this node was removed from the cluster; stopping");
+                    return;
+                }
+                Err(e) => {
+                    log(&format!(
+                        "reconcile: {e}; keeping the current datapath, retrying"
+                    ));
+                    std::thread::park_timeout(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+            let wait = self.config.resync.min(heartbeat_every);
+            if let Err(e) = self.store.wait_for_change(self.revision, wait) {
+                log(&format!("watch: {e}"));
+                std::thread::park_timeout(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn log(message: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    eprintln!("{t:.3} podnet-agent: {message}");
+}

@@ -1,0 +1,39 @@
+//! Agent errors, each naming what it was doing.
+
+use podnet_kernel::KernelError;
+use podnet_store::StoreError;
+
+/// Why the agent could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A kernel operation failed.
+    #[error("{context}: {source}")]
+    Kernel {
+        /// What the agent was doing.
+        context: String,
+        /// The kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// No interface of this node holds the configured address.
+    #[error("no interface holds node address {0}; pass the node's underlay address")]
+    NoUnderlay(std::net::IpAddr),
+    /// Writing the CNI config failed.
+    #[error("write CNI config {path}: {source}")]
+    CniConfig {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Wraps a kernel error with what the agent was doing.
+pub(crate) fn kernel(context: impl Into<String>) -> impl FnOnce(KernelError) -> AgentError {
+    let context = context.into();
+    move |source| AgentError::Kernel { context, source }
+}

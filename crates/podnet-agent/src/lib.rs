@@ -1,0 +1,22 @@
+//! The node agent: one per node.
+//!
+//! It registers its node in the cluster store (which hands out the node's pod
+//! CIDR blocks), writes the node's CNI network config with the MTU derived
+//! from the underlay interface, and then keeps the node's cross-node datapath
+//! equal to the cluster: read a snapshot, compute the desired routes, VXLAN
+//! neighbours and FDB entries, diff them against the kernel, apply only the
+//! difference, wait for the next change. Restarting it changes nothing that is
+//! already right, so pod traffic is not disturbed; what belongs to nodes that
+//! left is removed.
+
+mod agent;
+mod cniconf;
+mod datapath;
+mod error;
+mod underlay;
+
+pub use agent::{Agent, AgentConfig};
+pub use cniconf::{render_conflist, CNI_CONF_FILE, NETWORK_NAME};
+pub use datapath::{DatapathChanges, NodeDatapath, VXLAN_DEVICE};
+pub use error::AgentError;
+pub use underlay::Underlay;
