@@ -32,6 +32,16 @@ pub enum LabError {
     #[error("no lab is running; start one with `podnet lab up`")]
     NotRunning,
     /// The connectivity matrix has failures.
+    /// A lab spec (cluster.yaml or flags) that cannot be built.
+    #[error("{0}")]
+    Spec(String),
+    /// Something the lab waited for did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The cluster store failed.
+    #[error(transparent)]
+    Store(#[from] podnet_store::StoreError),
+    /// {0} connectivity checks failed.
     #[error("{0} of the connectivity checks failed")]
     Unreachable(usize),
 }

@@ -1,51 +1,43 @@
-//! The lab: a node and its pods, built from network namespaces on this machine.
+//! The lab: a whole multi-node cluster built from network namespaces on this machine.
 //!
-//! `up` creates a node namespace and N pod namespaces, runs the real CNI
-//! plugin for each pod exactly as a runtime would (inside the node's
-//! namespace, config on stdin), starts an echo server in every pod and on the
-//! node, and prints the connectivity matrix. Lab namespaces have no route out
-//! of the machine: the node only has its loopback and its pods' veths.
+//! `up` builds a fabric (L2 segments, each a bridge in its own namespace,
+//! joined by a router namespace), plugs node namespaces into it, starts the
+//! cluster store (embedded, or a real etcd in a control-plane namespace) and
+//! one `podnet agent` process per node, then creates pods on every node by
+//! running the real CNI plugin inside the node with the config the node's
+//! agent wrote, exactly as a container runtime would. `check` prints the
+//! connectivity matrix. Lab namespaces have no route out of the machine.
 //!
 //! Several labs can coexist: each has a name (default `lab`) that prefixes
-//! everything it makes (`podnet-NAME-node`, `podnet-NAME-pod1`, ...).
+//! everything it makes (`podnet-NAME-node1`, `podnet-NAME-seg1`, ...).
 
+mod control;
 pub mod echo;
 pub mod error;
+pub mod fabric;
 pub mod matrix;
+mod pods;
 pub mod runtime;
+pub mod spec;
 mod state;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use podnet_cluster::Backend;
 pub use podnet_dataplane::Model;
-use podnet_kernel::{Netns, RouteHandle};
+use podnet_kernel::Netns;
 
+pub use control::ETCD_PORT;
 pub use error::LabError;
-use runtime::{run_cni, spawn_daemon, CniCall};
-pub use state::{LabPod, LabState};
+pub use spec::{FabricSpec, LabSpec, SegmentSpec, StoreKind};
+pub use state::{LabNode, LabPod, LabState};
 
-/// The node's own address (RFC 2544 benchmarking range, on the node's loopback).
-pub const NODE_IP: &str = "198.18.0.1";
-/// Root of the labs' state directories (IPAM data included).
+/// Root of the labs' state directories (store, CNI configs, IPAM data, logs).
 pub const STATE_ROOT: &str = "/run/podnet-lab";
 /// The default lab name.
 pub const DEFAULT_NAME: &str = "lab";
-/// How long an echo server may take to start listening.
-const READY_DEADLINE: Duration = Duration::from_secs(10);
-
-/// What `lab up` builds.
-#[derive(Debug, Clone)]
-pub struct LabOptions {
-    /// Same-node model.
-    pub model: Model,
-    /// Number of pods.
-    pub pods: usize,
-    /// The podnet binary, used as the CNI plugin and the echo server.
-    pub plugin: PathBuf,
-}
 
 /// One lab, known by its name.
 #[derive(Debug, Clone)]
@@ -57,10 +49,9 @@ impl Lab {
     /// The lab called `name` (alphanumeric, at most 16 characters).
     pub fn new(name: &str) -> Result<Self, LabError> {
         if name.is_empty() || name.len() > 16 || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(LabError::io(
-                format!("lab name {name:?} must be 1-16 letters or digits"),
-                std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            ));
+            return Err(LabError::Spec(format!(
+                "lab name {name:?} must be 1-16 letters or digits"
+            )));
         }
         Ok(Lab {
             name: name.to_string(),
@@ -72,14 +63,9 @@ impl Lab {
         format!("podnet-{}-", self.name)
     }
 
-    /// The node's namespace name.
-    pub fn node_ns(&self) -> String {
-        format!("{}node", self.prefix())
-    }
-
-    /// The CNI network name of this lab.
-    pub fn network(&self) -> String {
-        format!("podnet-{}", self.name)
+    /// Namespace of node `node`.
+    pub fn node_ns(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix())
     }
 
     /// Where this lab keeps its state.
@@ -96,107 +82,159 @@ impl Lab {
             .collect()
     }
 
-    /// The CNI network config the lab hands the plugin.
-    pub fn network_config(&self, model: Model) -> String {
-        let model = match model {
-            Model::Bridge => "bridge",
-            Model::Routed => "routed",
-        };
-        serde_json::json!({
-            "cniVersion": "1.1.0",
-            "name": self.network(),
-            "type": "podnet",
-            "model": model,
-            "mtu": 1500,
-            "ipMasq": true,
-            "clusterCIDRs": ["10.244.0.0/16", "fd00:10:244::/56"],
-            "ipam": {
-                "ranges": [[{"subnet": "10.244.1.0/24"}], [{"subnet": "fd00:10:244:1::/64"}]],
-                "dataDir": self.state_dir().join("ipam"),
-            }
-        })
-        .to_string()
+    /// The lab's recorded state.
+    pub fn state(&self) -> Result<LabState, LabError> {
+        state::read(self)
     }
 
-    /// Builds the lab and prints its connectivity matrix; cleans up if anything fails.
-    pub fn up(&self, opts: &LabOptions) -> Result<(), LabError> {
+    /// Builds the lab and prints its connectivity matrix; removes everything if building fails.
+    pub fn up(&self, spec: &LabSpec, plugin: &Path) -> Result<(), LabError> {
+        spec.validate()?;
         let existing = self.namespaces();
         if !existing.is_empty() || state::exists(self) {
             return Err(LabError::AlreadyUp(existing.join(", ")));
         }
-        let state = match self.build(opts) {
-            Ok(state) => state,
-            Err(e) => {
-                let _ = self.remove_all();
-                return Err(e);
-            }
-        };
-        self.print_pods(&state);
-        match matrix::print(self, &state)? {
-            0 => {
-                println!(
-                    "\nlab is up: `podnet lab status` to re-check, `podnet lab down` to remove it"
-                );
-                Ok(())
-            }
-            n => Err(LabError::Unreachable(n)),
+        if let Err(e) = self.build(spec, plugin) {
+            let _ = self.remove_all();
+            return Err(e);
         }
+        self.check()?;
+        println!("\nlab is up: `podnet lab check` to re-check, `podnet lab down` to remove it");
+        Ok(())
     }
 
-    fn build(&self, opts: &LabOptions) -> Result<LabState, LabError> {
+    fn build(&self, spec: &LabSpec, plugin: &Path) -> Result<(), LabError> {
         let mut state = LabState {
-            model: opts.model,
-            plugin: opts.plugin.clone(),
+            spec: spec.clone(),
+            plugin: plugin.to_path_buf(),
+            nodes: Vec::new(),
             pods: Vec::new(),
         };
         state::write(self, &state)?;
-        let node = Netns::create_named(&self.node_ns())?;
-        let mut h = RouteHandle::in_netns(&node)?;
-        let lo = h.link_by_name("lo")?.ok_or(LabError::NotRunning)?;
-        h.replace_address(
-            lo.index,
-            IpNet::new(NODE_IP.parse().expect("static"), 32).expect("static"),
-        )?;
-        start_echo(&node, &opts.plugin)?;
-        let config = self.network_config(opts.model);
-        for i in 1..=opts.pods {
-            let name = format!("{}pod{i}", self.prefix());
-            let pod_ns = Netns::create_named(&name)?;
-            let netns_path = format!("/run/netns/{name}");
-            let call = CniCall {
-                plugin: &opts.plugin,
-                command: "ADD",
-                container_id: &name,
-                netns_path: &netns_path,
-                ifname: "eth0",
-                config: &config,
-            };
-            let ips = result_ips(&run_cni(&node, &call)?);
-            start_echo(&pod_ns, &opts.plugin)?;
-            state.pods.push(LabPod { name, ips });
-            state::write(self, &state)?;
+        fabric::build(self, spec.fabric.segments.len(), spec.fabric.mtu)?;
+        control::start_store(self, &state)?;
+        for (s, seg) in spec.fabric.segments.iter().enumerate() {
+            for _ in 0..seg.nodes {
+                self.join_node(&mut state, s + 1)?;
+            }
         }
-        Ok(state)
+        for node in state.nodes.clone() {
+            pods::create(self, &mut state, &node.name, spec.pods_per_node)?;
+        }
+        Ok(())
     }
 
-    fn print_pods(&self, state: &LabState) {
+    /// Adds a node on segment `segment` (1-based) with its agent, and no pods
+    /// yet; returns its name. The node registers and gets its block.
+    pub fn add_node(&self, segment: usize) -> Result<String, LabError> {
+        let mut state = state::read(self)?;
+        if segment == 0 || segment > state.spec.fabric.segments.len() {
+            return Err(LabError::Spec(format!("the lab has no segment {segment}")));
+        }
+        self.join_node(&mut state, segment)
+    }
+
+    fn join_node(&self, state: &mut LabState, segment: usize) -> Result<String, LabError> {
+        let index = state
+            .nodes
+            .iter()
+            .filter_map(|n| n.name.trim_start_matches("node").parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let name = format!("node{index}");
+        let node = LabNode {
+            ns: self.node_ns(&name),
+            name: name.clone(),
+            segment,
+            address: fabric::segment_address(segment, index as u8),
+        };
+        let netns = Netns::create_named(&node.ns)?;
+        state.nodes.push(node.clone());
+        state::write(self, state)?;
+        let gateway =
+            (state.spec.fabric.segments.len() > 1).then(|| fabric::router_address(segment));
+        let addr = IpNet::new(node.address, 24).expect("valid prefix");
+        fabric::plug(
+            self,
+            segment,
+            &netns,
+            &name,
+            "eth0",
+            addr,
+            state.spec.fabric.mtu,
+            gateway,
+        )?;
+        control::start_agent(self, state, &node)?;
+        Ok(name)
+    }
+
+    /// Creates `count` more pods on node `node`.
+    pub fn add_pods(&self, node: &str, count: usize) -> Result<Vec<LabPod>, LabError> {
+        let mut state = state::read(self)?;
+        pods::create(self, &mut state, node, count)
+    }
+
+    /// Removes node `node`: its pods (CNI DEL), its agent, its namespace, and
+    /// its record in the cluster store, so that every other node forgets it.
+    pub fn remove_node(&self, node: &str) -> Result<(), LabError> {
+        let mut state = state::read(self)?;
+        let n = state.node(node)?.clone();
+        pods::delete_on(self, &mut state, node)?;
+        if let Ok(ns) = Netns::open_named(&n.ns) {
+            podnet_kernel::netns::kill_processes_in(&ns);
+        }
+        Netns::remove_named(&n.ns)?;
+        let name = n.name.clone();
+        self.with_store(state.spec.store, move |s| Ok(s.remove_node(&name)?))?;
+        state.nodes.retain(|x| x.name != node);
+        state::write(self, &state)
+    }
+
+    /// Kills node `node`'s agent (SIGKILL) and starts a new one.
+    pub fn restart_agent(&self, node: &str) -> Result<(), LabError> {
+        let state = state::read(self)?;
+        let n = state.node(node)?;
+        // Only the agent runs in a node's namespace (echo servers run in pods).
+        podnet_kernel::netns::kill_processes_in(&Netns::open_named(&n.ns)?);
+        control::start_agent(self, &state, n).map(|_| ())
+    }
+
+    /// Prints nodes (block, liveness) and the connectivity matrix; an error if any probe failed.
+    pub fn check(&self) -> Result<(), LabError> {
+        let state = state::read(self)?;
+        let view = self.with_store(state.spec.store, |s| Ok(s.snapshot()?))?;
         println!(
-            "node {}: {NODE_IP} (model {:?})",
-            self.node_ns(),
-            state.model
+            "cluster: backend {:?}, model {:?}, store {:?}, fabric mtu {}",
+            state.spec.backend, state.spec.model, state.spec.store, state.spec.fabric.mtu
         );
-        for p in &state.pods {
-            let ips: Vec<String> = p.ips.iter().map(|i| i.to_string()).collect();
-            println!("  pod {}: {}", p.name, ips.join(", "));
+        for n in &state.nodes {
+            let record = view.nodes.iter().find(|x| x.name == n.name);
+            let blocks: Vec<String> = record
+                .map(|r| r.pod_cidrs.iter().map(IpNet::to_string).collect())
+                .unwrap_or_default();
+            let alive = if view.alive.contains(&n.name) {
+                "alive"
+            } else {
+                "NOT ALIVE"
+            };
+            let pods: Vec<String> = state
+                .pods
+                .iter()
+                .filter(|p| p.node == n.name)
+                .map(|p| p.ips.first().map(|i| i.to_string()).unwrap_or_default())
+                .collect();
+            println!(
+                "  {} (segment {}, {}): block {}, {alive}, pods {}",
+                n.name,
+                n.segment,
+                n.address,
+                blocks.join(" "),
+                pods.join(" ")
+            );
         }
         println!();
-    }
-
-    /// Prints the lab's pods and re-runs the connectivity matrix.
-    pub fn status(&self) -> Result<(), LabError> {
-        let state = state::read(self)?;
-        self.print_pods(&state);
-        match matrix::print(self, &state)? {
+        match matrix::print(&state, &view.nodes)? {
             0 => Ok(()),
             n => Err(LabError::Unreachable(n)),
         }
@@ -211,29 +249,20 @@ impl Lab {
 
     /// Works from whatever is left, so it also cleans up after a crashed `up`.
     fn remove_all(&self) -> Result<usize, LabError> {
-        let names = self.namespaces();
-        let node_ns = self.node_ns();
-        if let (Ok(state), Ok(node)) = (state::read(self), Netns::open_named(&node_ns)) {
-            let config = self.network_config(state.model);
-            for name in names.iter().filter(|n| **n != node_ns) {
-                let netns_path = format!("/run/netns/{name}");
-                let call = CniCall {
-                    plugin: &state.plugin,
-                    command: "DEL",
-                    container_id: name,
-                    netns_path: &netns_path,
-                    ifname: "eth0",
-                    config: &config,
-                };
-                if let Err(e) = run_cni(&node, &call) {
+        if let Ok(mut state) = state::read(self) {
+            for node in state.nodes.clone() {
+                if let Err(e) = pods::delete_on(self, &mut state, &node.name) {
                     eprintln!("warning: {e}");
                 }
             }
         }
+        let names = self.namespaces();
         for name in &names {
             if let Ok(ns) = Netns::open_named(name) {
                 podnet_kernel::netns::kill_processes_in(&ns);
             }
+        }
+        for name in &names {
             Netns::remove_named(name)?;
         }
         state::remove(self)?;
@@ -241,25 +270,5 @@ impl Lab {
     }
 }
 
-/// Starts the echo server inside `netns` and waits until it listens.
-fn start_echo(netns: &Netns, podnet: &Path) -> Result<(), LabError> {
-    let port = echo::ECHO_PORT.to_string();
-    spawn_daemon(netns, podnet, &["lab", "echo-server", "--port", &port])?;
-    echo::wait_listening(netns, echo::ECHO_PORT, READY_DEADLINE)
-}
-
-fn result_ips(result_json: &str) -> Vec<IpAddr> {
-    let v: serde_json::Value = serde_json::from_str(result_json).unwrap_or_default();
-    v["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| {
-            ip["address"]
-                .as_str()?
-                .parse::<IpNet>()
-                .ok()
-                .map(|n| n.addr())
-        })
-        .collect()
-}
+/// How long an echo server may take to start listening.
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(10);

@@ -1,98 +1,129 @@
-//! The connectivity matrix: every pod to every pod, the node to every pod, every pod to the node.
+//! The connectivity matrix: every pod to every pod, every node to every pod,
+//! over TCP, with the source address each receiver saw.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use podnet_cluster::Node;
 use podnet_kernel::Netns;
 
 use crate::echo::{probe, ECHO_PORT};
 use crate::error::LabError;
-use crate::{Lab, LabState, NODE_IP};
+use crate::state::LabState;
 
-/// One endpoint of the matrix: a namespace and the IPv4 address it is reached at.
-struct Endpoint {
-    label: String,
-    netns: Netns,
-    ip: IpAddr,
-}
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The outcome of one probe.
+/// One probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {
-    /// Reached; the receiver saw this source address, which is the sender's own.
+    /// Reached, and the receiver saw the address the sender should have.
     Reached(IpAddr),
-    /// Reached, but the receiver saw a source address that is not the sender's (NAT).
+    /// Reached, but the receiver saw another address (NAT where none belongs).
     Translated(IpAddr),
     /// Not reached.
     Failed(String),
 }
 
-fn endpoints(lab: &Lab, state: &LabState) -> Result<Vec<Endpoint>, LabError> {
-    let mut out = vec![Endpoint {
-        label: "node".into(),
-        netns: Netns::open_named(&lab.node_ns())?,
-        ip: NODE_IP.parse().expect("static"),
-    }];
+struct Client {
+    label: String,
+    netns: Netns,
+    /// Source addresses the receiver may legitimately see.
+    expected: BTreeSet<IpAddr>,
+}
+
+/// Short label of a pod: `node2/pod1` becomes `n2p1`.
+fn short(node: &str, pod: &str) -> String {
+    let n = node.trim_start_matches("node");
+    let p = pod.rsplit("-pod").next().unwrap_or(pod);
+    format!("n{n}p{p}")
+}
+
+fn clients(state: &LabState, nodes: &[Node]) -> Result<Vec<Client>, LabError> {
+    let mut out = Vec::new();
     for p in &state.pods {
-        let ip = p
-            .ips
-            .iter()
-            .copied()
-            .find(IpAddr::is_ipv4)
-            .ok_or(LabError::NotRunning)?;
-        let label = p.name.trim_start_matches(&lab.prefix()).to_string();
-        out.push(Endpoint {
-            label,
+        out.push(Client {
+            label: short(&p.node, &p.name),
             netns: Netns::open_named(&p.name)?,
-            ip,
+            expected: p.ips.iter().copied().collect(),
+        });
+    }
+    for n in &state.nodes {
+        // A node talks from its fabric address, or from the first address of
+        // its block when the path is VXLAN (that address is on the VXLAN device).
+        let mut expected: BTreeSet<IpAddr> = [n.address].into();
+        if let Some(node) = nodes.iter().find(|x| x.name == n.name) {
+            expected.extend(node.pod_cidrs.iter().map(|c| c.network()));
+        }
+        out.push(Client {
+            label: n.name.clone(),
+            netns: Netns::open_named(&n.ns)?,
+            expected,
         });
     }
     Ok(out)
 }
 
-/// Probes every pair and prints the matrix; returns the number of failed cells.
-pub fn print(lab: &Lab, state: &LabState) -> Result<usize, LabError> {
-    let eps = endpoints(lab, state)?;
-    let width = 18;
-    print!("{:<8}", "from\\to");
-    for to in &eps {
-        print!("{:<width$}", format!("{} {}", to.label, to.ip));
+/// Probes every client to every pod, prints the matrix, returns the number of failures.
+pub fn print(state: &LabState, nodes: &[Node]) -> Result<usize, LabError> {
+    let clients = clients(state, nodes)?;
+    let servers: Vec<(String, IpAddr)> = state
+        .pods
+        .iter()
+        .filter_map(|p| {
+            Some((
+                short(&p.node, &p.name),
+                p.ips.iter().copied().find(IpAddr::is_ipv4)?,
+            ))
+        })
+        .collect();
+    println!("connectivity (row: client, column: server pod; ok = the server saw the client's own address)");
+    print!("{:<8}", "");
+    for (label, _) in &servers {
+        print!("{label:>6}");
     }
     println!();
     let mut failures = 0;
-    for from in &eps {
-        print!("{:<8}", from.label);
-        for to in &eps {
-            if from.label == to.label {
-                print!("{:<width$}", "-");
+    let mut node_sources = Vec::new();
+    for c in &clients {
+        print!("{:<8}", c.label);
+        let mut seen_here = BTreeSet::new();
+        for (label, ip) in &servers {
+            if *label == c.label {
+                print!("{:>6}", "-");
                 continue;
             }
-            let cell = match probe(&from.netns, to.ip, ECHO_PORT, Duration::from_secs(3)) {
-                // The node may use any of its own addresses (its loopback one, or the bridge gateway).
-                Ok(seen)
-                    if seen == from.ip || (from.label == "node" && !is_pod_ip(state, seen)) =>
-                {
-                    Cell::Reached(seen)
-                }
+            let cell = match probe(&c.netns, *ip, ECHO_PORT, PROBE_TIMEOUT) {
+                Ok(seen) if c.expected.contains(&seen) => Cell::Reached(seen),
                 Ok(seen) => Cell::Translated(seen),
                 Err(e) => Cell::Failed(e),
             };
             let text = match &cell {
-                Cell::Reached(seen) => format!("ok src={seen}"),
-                Cell::Translated(seen) => format!("NAT src={seen}"),
-                Cell::Failed(_) => "FAIL".to_string(),
+                Cell::Reached(seen) => {
+                    seen_here.insert(*seen);
+                    "ok"
+                }
+                Cell::Translated(_) => "NAT",
+                Cell::Failed(_) => "FAIL",
             };
             if !matches!(cell, Cell::Reached(_)) {
                 failures += 1;
+                eprintln!("  {} -> {label} ({ip}): {cell:?}", c.label);
             }
-            print!("{text:<width$}");
+            print!("{text:>6}");
         }
         println!();
+        if c.label.starts_with("node") {
+            node_sources.push((c.label.clone(), seen_here));
+        }
     }
-    println!("\n(each cell: a TCP connection from the row's namespace to the column's echo server; src = the source address the receiver saw)");
+    println!(
+        "\nsource addresses the pods saw: each pod saw every other pod's own address (no NAT)"
+    );
+    for (node, seen) in node_sources {
+        let list: Vec<String> = seen.iter().map(IpAddr::to_string).collect();
+        println!("  from {node}: {}", list.join(", "));
+    }
     Ok(failures)
-}
-
-fn is_pod_ip(state: &LabState, ip: IpAddr) -> bool {
-    state.pods.iter().any(|p| p.ips.contains(&ip))
 }

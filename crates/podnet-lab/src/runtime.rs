@@ -74,13 +74,33 @@ pub fn run_cni(node: &Netns, call: &CniCall<'_>) -> Result<String, LabError> {
     Ok(stdout)
 }
 
-/// Starts a long-running process inside `netns`, detached from this one.
-pub fn spawn_daemon(netns: &Netns, program: &Path, args: &[&str]) -> Result<u32, LabError> {
+/// Starts a long-running process inside `netns`, detached from this one, its
+/// output appended to `log` (or discarded).
+pub fn spawn_daemon(
+    netns: &Netns,
+    program: &Path,
+    args: &[&str],
+    log: Option<&Path>,
+) -> Result<u32, LabError> {
+    let (stdout, stderr) = match log {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
+            let g = f
+                .try_clone()
+                .map_err(|e| LabError::io("duplicate log descriptor", e))?;
+            (Stdio::from(f), Stdio::from(g))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(stdout)
+        .stderr(stderr);
     podnet_kernel::netns::enter_before_exec(&mut cmd, netns);
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
     unsafe {

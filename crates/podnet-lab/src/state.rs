@@ -1,37 +1,65 @@
-//! The lab's state file: which model, which plugin, which pods.
+//! The lab's record of what it built, in its state directory.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Lab, LabError, Model};
+use crate::spec::LabSpec;
+use crate::{Lab, LabError};
 
-/// One pod of the lab.
+/// A node of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabNode {
+    /// Node name in the cluster (`node1`, ...).
+    pub name: String,
+    /// Its namespace.
+    pub ns: String,
+    /// The segment it is plugged into (1-based).
+    pub segment: usize,
+    /// Its fabric address.
+    pub address: IpAddr,
+}
+
+/// A pod of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabPod {
-    /// Namespace and container ID.
+    /// Namespace name (also the container ID).
     pub name: String,
-    /// Addresses the plugin assigned.
+    /// The node it runs on.
+    pub node: String,
+    /// Addresses the plugin gave it.
     pub ips: Vec<IpAddr>,
 }
 
-/// What a lab is made of.
+/// Everything a lab is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
-    /// Model in use.
-    pub model: Model,
-    /// The plugin binary.
+    /// What was asked for.
+    pub spec: LabSpec,
+    /// The podnet binary (plugin, agent, echo server).
     pub plugin: PathBuf,
-    /// The pods.
+    /// Nodes, in order of creation.
+    pub nodes: Vec<LabNode>,
+    /// Pods, in order of creation.
     pub pods: Vec<LabPod>,
+}
+
+impl LabState {
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&LabNode, LabError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LabError::Spec(format!("the lab has no node {name}")))
+    }
 }
 
 fn path(lab: &Lab) -> PathBuf {
     lab.state_dir().join("lab.json")
 }
 
-/// True when the lab has a state file.
+/// Whether the lab has a state file.
 pub fn exists(lab: &Lab) -> bool {
     path(lab).exists()
 }
@@ -53,7 +81,7 @@ pub fn write(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     std::fs::write(path(lab), json).map_err(|e| LabError::io("write lab state", e))
 }
 
-/// Removes the lab's state directory; absent is fine.
+/// Removes the state directory.
 pub fn remove(lab: &Lab) -> Result<(), LabError> {
     match std::fs::remove_dir_all(lab.state_dir()) {
         Ok(()) => Ok(()),

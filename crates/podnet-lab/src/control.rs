@@ -1,0 +1,172 @@
+//! The lab's control plane: the cluster store (embedded file or a real etcd
+//! server in its own namespace) and one agent process per node.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use podnet_kernel::Netns;
+use podnet_store::ClusterStore;
+
+use crate::error::LabError;
+use crate::fabric::{self, control_address};
+use crate::runtime::spawn_daemon;
+use crate::spec::StoreKind;
+use crate::state::{LabNode, LabState};
+use crate::Lab;
+
+/// etcd's client port.
+pub const ETCD_PORT: u16 = 2379;
+/// How long a store or an agent may take to come up.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Lab {
+    /// The store URL the lab's agents use.
+    pub fn store_url(&self, kind: StoreKind) -> String {
+        match kind {
+            StoreKind::Embedded => format!("file:{}", self.state_dir().join("store").display()),
+            StoreKind::Etcd => format!("etcd:http://{}:{ETCD_PORT}", control_address()),
+        }
+    }
+
+    /// Runs `f` with a client of the lab's store, from a namespace that reaches it.
+    pub fn with_store<T: Send>(
+        &self,
+        kind: StoreKind,
+        f: impl FnOnce(&ClusterStore) -> Result<T, LabError> + Send,
+    ) -> Result<T, LabError> {
+        let url = self.store_url(kind);
+        let ns = Netns::open_named(&self.control_ns())?;
+        ns.run(move || f(&podnet_store::open(&url)?))?
+    }
+
+    /// Directory of node `name`'s files (CNI config, IPAM state, agent log).
+    pub fn node_dir(&self, name: &str) -> PathBuf {
+        self.state_dir().join("nodes").join(name)
+    }
+}
+
+/// Creates the control-plane namespace on segment 1 and, for etcd, starts the server.
+pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
+    let ctl = Netns::create_named(&lab.control_ns())?;
+    let addr = IpNet::new(control_address(), 24).expect("valid prefix");
+    let gateway = (state.spec.fabric.segments.len() > 1).then(|| fabric::router_address(1));
+    fabric::plug(
+        lab,
+        1,
+        &ctl,
+        "ctl",
+        "eth0",
+        addr,
+        state.spec.fabric.mtu,
+        gateway,
+    )?;
+    if state.spec.store == StoreKind::Embedded {
+        return Ok(());
+    }
+    let data = lab.state_dir().join("etcd");
+    let client = format!("http://{}:{ETCD_PORT}", control_address());
+    let peer = format!("http://{}:{}", control_address(), ETCD_PORT + 1);
+    let initial = format!("lab={peer}");
+    let data_arg = data.display().to_string();
+    let args = [
+        "--name",
+        "lab",
+        "--data-dir",
+        &data_arg,
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &initial,
+    ];
+    let log = lab.state_dir().join("etcd.log");
+    spawn_daemon(&ctl, Path::new(&etcd_binary()), &args, Some(&log))?;
+    wait_for(START_DEADLINE, "etcd to answer", || {
+        lab.with_store(StoreKind::Etcd, |s| Ok(s.snapshot()?))
+            .is_ok()
+    })
+}
+
+fn etcd_binary() -> String {
+    std::env::var("PODNET_ETCD").unwrap_or_else(|_| "etcd".into())
+}
+
+/// Starts node `node`'s agent in its namespace and waits for its CNI config.
+pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result<String, LabError> {
+    let dir = lab.node_dir(&node.name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LabError::io(format!("create {}", dir.display()), e))?;
+    let cluster_file = lab.state_dir().join("cluster.json");
+    let cluster_json = serde_json::to_string(&state.spec.cluster()).unwrap_or_default();
+    std::fs::write(&cluster_file, cluster_json)
+        .map_err(|e| LabError::io("write cluster.json", e))?;
+    let conf = dir.join("cni").join(podnet_agent::CNI_CONF_FILE);
+    let _ = std::fs::remove_file(&conf);
+    let netns = Netns::open_named(&node.ns)?;
+    let model = match state.spec.model {
+        podnet_dataplane::Model::Bridge => "bridge",
+        podnet_dataplane::Model::Routed => "routed",
+    };
+    let (addr, store) = (node.address.to_string(), lab.store_url(state.spec.store));
+    let (cni_dir, ipam_dir) = (dir.join("cni"), dir.join("ipam"));
+    let (cluster_arg, cni_arg, ipam_arg) = (
+        cluster_file.display().to_string(),
+        cni_dir.display().to_string(),
+        ipam_dir.display().to_string(),
+    );
+    let args = [
+        "agent",
+        "--node",
+        &node.name,
+        "--address",
+        &addr,
+        "--store",
+        &store,
+        "--cluster",
+        &cluster_arg,
+        "--model",
+        model,
+        "--cni-conf-dir",
+        &cni_arg,
+        "--ipam-dir",
+        &ipam_arg,
+    ];
+    let log = dir.join("agent.log");
+    spawn_daemon(&netns, &state.plugin, &args, Some(&log))?;
+    wait_for(
+        START_DEADLINE,
+        &format!(
+            "agent of {} to write its CNI config (log: {})",
+            node.name,
+            log.display()
+        ),
+        || conf.exists(),
+    )?;
+    std::fs::read_to_string(&conf).map_err(|e| LabError::io(format!("read {}", conf.display()), e))
+}
+
+/// Polls `ready` with growing pauses until it holds or `deadline` passes.
+pub(crate) fn wait_for(
+    deadline: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), LabError> {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(LabError::Timeout(format!("waited {deadline:?} for {what}")));
+        }
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}

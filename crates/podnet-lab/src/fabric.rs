@@ -1,0 +1,121 @@
+//! The lab's fabric: L2 segments (a bridge each, in its own namespace), a
+//! router namespace joining them, and the veth that plugs a namespace into a
+//! segment. Addresses come from 198.18.0.0/15 (RFC 2544, benchmarking); no
+//! lab namespace has a route out of the machine.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+
+use ipnet::IpNet;
+use podnet_kernel::{sysctl, Netns, Route, RouteHandle, VethSpec};
+
+use crate::error::LabError;
+use crate::Lab;
+
+/// Name of the bridge inside each segment namespace.
+const BRIDGE: &str = "fabric";
+/// Host part of the router's address on every segment.
+const ROUTER_HOST: u8 = 254;
+/// Host part of the control plane's address on segment 1.
+const CONTROL_HOST: u8 = 250;
+
+/// The prefix of segment `s` (1-based): `198.18.S.0/24`.
+pub fn segment_prefix(s: usize) -> IpNet {
+    IpNet::new(IpAddr::V4(Ipv4Addr::new(198, 18, s as u8, 0)), 24).expect("valid prefix")
+}
+
+/// Address `host` on segment `s`.
+pub fn segment_address(s: usize, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 18, s as u8, host))
+}
+
+/// The router's address on segment `s`: every node's default gateway.
+pub fn router_address(s: usize) -> IpAddr {
+    segment_address(s, ROUTER_HOST)
+}
+
+/// The control plane's address (etcd listens here).
+pub fn control_address() -> IpAddr {
+    segment_address(1, CONTROL_HOST)
+}
+
+impl Lab {
+    /// Namespace of segment `s`.
+    pub fn segment_ns(&self, s: usize) -> String {
+        format!("{}seg{s}", self.prefix())
+    }
+
+    /// Namespace of the router between segments.
+    pub fn router_ns(&self) -> String {
+        format!("{}router", self.prefix())
+    }
+
+    /// Namespace of the control plane (etcd).
+    pub fn control_ns(&self) -> String {
+        format!("{}ctl", self.prefix())
+    }
+}
+
+/// Creates every segment (namespace + bridge) and, with several segments, the router.
+pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError> {
+    for s in 1..=segments {
+        let ns = Netns::create_named(&lab.segment_ns(s))?;
+        RouteHandle::in_netns(&ns)?.ensure_bridge(BRIDGE, mtu)?;
+    }
+    if segments > 1 {
+        let router = Netns::create_named(&lab.router_ns())?;
+        for s in 1..=segments {
+            let port = format!("seg{s}");
+            let addr = IpNet::new(router_address(s), 24).expect("valid prefix");
+            plug(
+                lab,
+                s,
+                &router,
+                &format!("router{s}"),
+                &port,
+                addr,
+                mtu,
+                None,
+            )?;
+        }
+        sysctl::write_in(&router, &[("net/ipv4/ip_forward".into(), "1".into())])?;
+    }
+    Ok(())
+}
+
+/// Plugs `netns` into segment `s`: a veth whose segment end (`port`) joins the
+/// bridge and whose other end (`ifname`) holds `address`; with `gateway`, the
+/// namespace's default route goes there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plug(
+    lab: &Lab,
+    s: usize,
+    netns: &Netns,
+    port: &str,
+    ifname: &str,
+    address: IpNet,
+    mtu: u32,
+    gateway: Option<IpAddr>,
+) -> Result<(), LabError> {
+    let seg = Netns::open_named(&lab.segment_ns(s))?;
+    let mut sh = RouteHandle::in_netns(&seg)?;
+    let bridge = sh.link_by_name(BRIDGE)?.ok_or(LabError::NotRunning)?;
+    sh.create_veth(&VethSpec {
+        name: port,
+        peer_name: ifname,
+        peer_netns: netns.as_fd(),
+        mtu,
+        mac: None,
+        master: Some(bridge.index),
+        group: 0,
+    })?;
+    let mut h = RouteHandle::in_netns(netns)?;
+    let link = h.link_by_name(ifname)?.ok_or(LabError::NotRunning)?;
+    h.replace_address(link.index, address)?;
+    h.set_up(link.index)?;
+    if let Some(gw) = gateway {
+        let default: IpNet = "0.0.0.0/0".parse().expect("static prefix");
+        h.replace_route(&Route::via(default, gw, link.index, libc::RTPROT_STATIC))?;
+    }
+    Ok(())
+}

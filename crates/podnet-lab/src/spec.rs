@@ -1,0 +1,186 @@
+//! What a lab is made of: `cluster.yaml`, or the flags of `podnet lab up`.
+
+use ipnet::IpNet;
+use podnet_cluster::{Backend, ClusterSpec, VxlanSettings};
+use podnet_dataplane::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::error::LabError;
+
+/// Where the lab's agents keep the cluster state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded file store in the lab's state directory.
+    #[default]
+    Embedded,
+    /// A real etcd server in the lab's control-plane namespace.
+    Etcd,
+}
+
+/// One L2 segment of the fabric: a bridge in its own namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SegmentSpec {
+    /// How many nodes sit on this segment.
+    pub nodes: usize,
+}
+
+/// The fabric between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FabricSpec {
+    /// MTU of every fabric link (default 1500).
+    #[serde(default = "default_mtu")]
+    pub mtu: u32,
+    /// The segments; more than one are joined by a router namespace.
+    pub segments: Vec<SegmentSpec>,
+}
+
+fn default_mtu() -> u32 {
+    1500
+}
+fn default_pods() -> usize {
+    2
+}
+fn default_cidrs() -> Vec<IpNet> {
+    vec!["10.244.0.0/16".parse().expect("static prefix")]
+}
+
+/// A whole lab cluster (the schema of `cluster.yaml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabSpec {
+    /// Cross-node backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Same-node model.
+    #[serde(default)]
+    pub model: Model,
+    /// Cluster store.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Cluster pod CIDRs (default 10.244.0.0/16).
+    #[serde(rename = "clusterCIDRs", default = "default_cidrs")]
+    pub cluster_cidrs: Vec<IpNet>,
+    /// VXLAN settings.
+    #[serde(default)]
+    pub vxlan: VxlanSettings,
+    /// Pod MTU override (derived from the fabric when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Pods created on each node.
+    #[serde(default = "default_pods")]
+    pub pods_per_node: usize,
+    /// The fabric.
+    pub fabric: FabricSpec,
+}
+
+impl LabSpec {
+    /// The common case from flags: `nodes` spread over `segments` as evenly as possible.
+    pub fn from_flags(
+        nodes: usize,
+        segments: usize,
+        pods_per_node: usize,
+        backend: Backend,
+        model: Model,
+    ) -> Self {
+        let segments = segments.max(1);
+        let fabric = FabricSpec {
+            mtu: default_mtu(),
+            segments: (0..segments)
+                .map(|s| SegmentSpec {
+                    nodes: nodes / segments + usize::from(s < nodes % segments),
+                })
+                .collect(),
+        };
+        LabSpec {
+            backend,
+            model,
+            store: StoreKind::Embedded,
+            cluster_cidrs: default_cidrs(),
+            vxlan: VxlanSettings::default(),
+            mtu: None,
+            pods_per_node,
+            fabric,
+        }
+    }
+
+    /// Parses `cluster.yaml`.
+    pub fn from_yaml(text: &str) -> Result<Self, LabError> {
+        serde_yaml::from_str(text).map_err(|e| LabError::Spec(format!("cluster.yaml: {e}")))
+    }
+
+    /// The cluster spec the agents are started with.
+    pub fn cluster(&self) -> ClusterSpec {
+        let mut c = ClusterSpec::new(self.cluster_cidrs.clone(), self.backend);
+        c.vxlan = self.vxlan;
+        c.mtu = self.mtu;
+        c
+    }
+
+    /// Total number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.fabric.segments.iter().map(|s| s.nodes).sum()
+    }
+
+    /// Checks sizes and the cluster spec before anything is built.
+    pub fn validate(&self) -> Result<(), LabError> {
+        self.cluster()
+            .validate()
+            .map_err(|e| LabError::Spec(e.to_string()))?;
+        let nodes = self.node_count();
+        if nodes == 0 || nodes > 200 {
+            return Err(LabError::Spec(format!(
+                "a lab has 1 to 200 nodes, not {nodes}"
+            )));
+        }
+        if self.fabric.segments.len() > 50 {
+            return Err(LabError::Spec("a lab has at most 50 segments".into()));
+        }
+        if self.pods_per_node > 100 {
+            return Err(LabError::Spec("at most 100 pods per node".into()));
+        }
+        if !(1280..=65535).contains(&self.fabric.mtu) {
+            return Err(LabError::Spec(format!(
+                "fabric MTU {} is out of range (1280-65535)",
+                self.fabric.mtu
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_cluster_yaml_parses() {
+        let text = include_str!("../../../examples/cluster.yaml");
+        let spec = LabSpec::from_yaml(text).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.node_count(), 3);
+        assert_eq!(spec.fabric.segments.len(), 2);
+    }
+
+    #[test]
+    fn flags_spread_nodes_over_segments() {
+        let s = LabSpec::from_flags(5, 2, 1, Backend::Auto, Model::Routed);
+        assert_eq!(
+            s.fabric.segments,
+            vec![SegmentSpec { nodes: 3 }, SegmentSpec { nodes: 2 }]
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_named() {
+        assert!(LabSpec::from_yaml("fabric: {segments: []}\nbogus: 1").is_err());
+        let mut s = LabSpec::from_flags(2, 1, 1, Backend::Auto, Model::Routed);
+        s.cluster_cidrs = vec![
+            "10.0.0.0/16".parse().unwrap(),
+            "10.0.1.0/24".parse().unwrap(),
+        ];
+        assert!(s.validate().unwrap_err().to_string().contains("overlap"));
+    }
+}

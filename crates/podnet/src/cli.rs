@@ -1,0 +1,317 @@
+//! The command line: parse, call one library function, report its error.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use podnet_agent::{Agent, AgentConfig};
+use podnet_cluster::{Backend, ClusterSpec};
+use podnet_lab::{Lab, LabSpec, Model, StoreKind};
+
+/// podnet: a Kubernetes pod network.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the node agent: register the node, write its CNI config, keep cross-node routes right.
+    Agent(AgentArgs),
+    /// Inspect or change the cluster in its store.
+    Cluster {
+        /// Store URL: `file:DIR` (embedded) or `etcd:http://HOST:PORT`.
+        #[arg(long, default_value = "file:/var/lib/podnet/store")]
+        store: String,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// A whole cluster (fabric, nodes, agents, pods) built from network namespaces on this machine.
+    Lab {
+        /// Name of the lab; prefixes its namespaces (`podnet-NAME-node1`, ...).
+        #[arg(long, global = true, default_value = podnet_lab::DEFAULT_NAME)]
+        name: String,
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// This node's name in the cluster.
+    #[arg(long)]
+    node: String,
+    /// This node's underlay address (held by one of its interfaces).
+    #[arg(long)]
+    address: IpAddr,
+    /// Store URL: `file:DIR` (embedded) or `etcd:http://HOST:PORT`.
+    #[arg(long, default_value = "file:/var/lib/podnet/store")]
+    store: String,
+    /// Cluster spec (YAML or JSON) to initialise the store with if it has none.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// Ask for this pod CIDR block (once per family) instead of the next free one.
+    #[arg(long = "pod-cidr")]
+    pod_cidrs: Vec<IpNet>,
+    /// Same-node model written into the CNI config.
+    #[arg(long, value_enum, default_value = "routed")]
+    model: ModelArg,
+    /// Where to write the CNI config.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// IPAM state directory for the CNI config (the plugin's default when absent).
+    #[arg(long)]
+    ipam_dir: Option<PathBuf>,
+    /// Full reconcile at least this often, in seconds.
+    #[arg(long, default_value_t = 10)]
+    resync_secs: u64,
+    /// Liveness lease TTL in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_ttl_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Store a cluster spec (YAML or JSON) if the store has none.
+    Init {
+        /// The spec file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Print the cluster spec and its nodes.
+    Status,
+    /// Remove a node (its block is freed; other nodes drop their routes to it).
+    RemoveNode {
+        /// Node name.
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Build a lab cluster and print its connectivity matrix.
+    Up(LabUpArgs),
+    /// Print the lab's nodes and its connectivity matrix; fails on any unexpected result.
+    #[command(alias = "status")]
+    Check,
+    /// Remove everything the lab made (also after a crashed `lab up`).
+    Down,
+    /// Add a node (with its agent, no pods) on a segment.
+    AddNode {
+        /// Segment number (1-based).
+        #[arg(long, default_value_t = 1)]
+        segment: usize,
+    },
+    /// Add pods to a node.
+    AddPods {
+        /// Node name.
+        node: String,
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Remove a node: its pods, agent, namespace and cluster record.
+    RemoveNode {
+        /// Node name.
+        node: String,
+    },
+    /// Kill a node's agent and start a new one.
+    RestartAgent {
+        /// Node name.
+        node: String,
+    },
+    /// Serve TCP echo in the current namespace (started inside each lab pod).
+    #[command(hide = true)]
+    EchoServer {
+        /// Port to listen on.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(clap::Args)]
+struct LabUpArgs {
+    /// Cluster file (see examples/cluster.yaml); the flags below are ignored when given.
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Number of L2 segments the nodes are spread over (joined by a router).
+    #[arg(long, default_value_t = 1)]
+    segments: usize,
+    /// Pods on each node.
+    #[arg(long, default_value_t = 2)]
+    pods_per_node: usize,
+    /// Cross-node backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Same-node model.
+    #[arg(long, value_enum, default_value = "routed")]
+    model: ModelArg,
+    /// Cluster store.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreArg,
+    /// MTU of the fabric links.
+    #[arg(long, default_value_t = 1500)]
+    fabric_mtu: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Routed,
+    Bridge,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    HostGw,
+    Vxlan,
+    Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreArg {
+    Embedded,
+    Etcd,
+}
+
+impl From<ModelArg> for Model {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Routed => Model::Routed,
+            ModelArg::Bridge => Model::Bridge,
+        }
+    }
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::HostGw => Backend::HostGw,
+            BackendArg::Vxlan => Backend::Vxlan,
+            BackendArg::Auto => Backend::Auto,
+        }
+    }
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Top::Agent(args) => run_agent(args),
+        Top::Cluster { store, action } => run_cluster(&store, action),
+        Top::Lab { name, action } => run_lab(&name, action),
+    }
+}
+
+fn read_cluster_spec(path: &PathBuf) -> Result<ClusterSpec, Box<dyn std::error::Error>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let spec: ClusterSpec =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    spec.validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(spec)
+}
+
+fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = args.cluster.as_ref().map(read_cluster_spec).transpose()?;
+    let config = AgentConfig {
+        node: args.node,
+        address: args.address,
+        store: args.store,
+        cluster,
+        pod_cidrs: args.pod_cidrs,
+        model: args.model.into(),
+        cni_conf_dir: args.cni_conf_dir,
+        ipam_dir: args.ipam_dir,
+        resync: Duration::from_secs(args.resync_secs.max(1)),
+        lease_ttl: Duration::from_secs(args.lease_ttl_secs.max(3)),
+    };
+    let mut agent = Agent::start(config)?;
+    agent.run(&AtomicBool::new(false));
+    Ok(())
+}
+
+fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::error::Error>> {
+    let store = podnet_store::open(store)?;
+    match action {
+        ClusterAction::Init { file } => {
+            let spec = store.init_cluster(&read_cluster_spec(&file)?)?;
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+        }
+        ClusterAction::Status => {
+            let view = store.snapshot()?;
+            match &view.cluster {
+                Some(c) => println!("{}", serde_json::to_string_pretty(c)?),
+                None => println!("no cluster in {}", store.endpoint()),
+            }
+            for n in &view.nodes {
+                let alive = if view.alive.contains(&n.name) {
+                    "alive"
+                } else {
+                    "not alive"
+                };
+                let blocks: Vec<String> = n.pod_cidrs.iter().map(|c| c.to_string()).collect();
+                println!("{} {} {} {alive}", n.name, n.address, blocks.join(","));
+            }
+        }
+        ClusterAction::RemoveNode { node } => {
+            if !store.remove_node(&node)? {
+                return Err(format!("no node {node} in {}", store.endpoint()).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Error>> {
+    let lab = Lab::new(name)?;
+    match action {
+        LabAction::Up(args) => {
+            let spec = match &args.file {
+                Some(path) => LabSpec::from_yaml(
+                    &std::fs::read_to_string(path)
+                        .map_err(|e| format!("read {}: {e}", path.display()))?,
+                )?,
+                None => {
+                    let mut spec = LabSpec::from_flags(
+                        args.nodes,
+                        args.segments,
+                        args.pods_per_node,
+                        args.backend.into(),
+                        args.model.into(),
+                    );
+                    spec.store = match args.store {
+                        StoreArg::Embedded => StoreKind::Embedded,
+                        StoreArg::Etcd => StoreKind::Etcd,
+                    };
+                    spec.fabric.mtu = args.fabric_mtu;
+                    spec
+                }
+            };
+            lab.up(&spec, &plugin_path())?;
+        }
+        LabAction::Check => lab.check()?,
+        LabAction::Down => lab.down()?,
+        LabAction::AddNode { segment } => println!("{}", lab.add_node(segment)?),
+        LabAction::AddPods { node, count } => {
+            for p in lab.add_pods(&node, count)? {
+                println!("{} {:?}", p.name, p.ips);
+            }
+        }
+        LabAction::RemoveNode { node } => lab.remove_node(&node)?,
+        LabAction::RestartAgent { node } => lab.restart_agent(&node)?,
+        LabAction::EchoServer { port } => podnet_lab::echo::serve(port)?,
+    }
+    Ok(())
+}
+
+fn plugin_path() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "podnet".into())
+}
