@@ -197,16 +197,29 @@ impl AsFd for Netns {
     }
 }
 
-/// Kills (SIGKILL) every process, other than this one, whose network namespace is `netns`.
+/// Kills (SIGKILL) every process, other than this one, whose network
+/// namespace is `netns`, and waits (up to 5 s) until they have left it.
 ///
 /// For servers a lab or a test started inside its namespaces: the namespace
-/// is only freed once nothing lives in it any more.
+/// is only freed once nothing lives in it any more, and a restarted server
+/// must not meet its predecessor's sockets.
 pub fn kill_processes_in(netns: &Netns) {
     let Ok(id) = netns.id() else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut pause = std::time::Duration::from_millis(1);
+    while signal_processes_in(id) > 0 && std::time::Instant::now() < deadline {
+        std::thread::park_timeout(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGKILL to every other process in namespace `id`; returns how many there were.
+fn signal_processes_in(id: NetnsId) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return 0;
     };
     let me = std::process::id();
+    let mut found = 0;
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -219,8 +232,10 @@ pub fn kill_processes_in(netns: &Netns) {
         if pid != me && netns_id_at(Path::new(&path)) == Some(id) {
             // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            found += 1;
         }
     }
+    found
 }
 
 /// Makes `cmd` start inside `netns` (`ip netns exec`): the child calls `setns` before `exec`.

@@ -64,6 +64,11 @@ pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     if state.spec.store == StoreKind::Embedded {
         return Ok(());
     }
+    start_etcd(lab, &ctl)
+}
+
+/// Starts etcd in the control-plane namespace (on its existing data) and waits until it answers.
+pub(crate) fn start_etcd(lab: &Lab, ctl: &Netns) -> Result<(), LabError> {
     let data = lab.state_dir().join("etcd");
     let client = format!("http://{}:{ETCD_PORT}", control_address());
     let peer = format!("http://{}:{}", control_address(), ETCD_PORT + 1);
@@ -86,7 +91,7 @@ pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
         &initial,
     ];
     let log = lab.state_dir().join("etcd.log");
-    spawn_daemon(&ctl, Path::new(&etcd_binary()), &args, Some(&log))?;
+    spawn_daemon(ctl, Path::new(&etcd_binary()), &args, Some(&log))?;
     wait_for(START_DEADLINE, "etcd to answer", || {
         lab.with_store(StoreKind::Etcd, |s| Ok(s.snapshot()?))
             .is_ok()

@@ -193,11 +193,33 @@ impl Lab {
 
     /// Kills node `node`'s agent (SIGKILL) and starts a new one.
     pub fn restart_agent(&self, node: &str) -> Result<(), LabError> {
+        self.stop_agent(node)?;
+        self.start_agent(node)
+    }
+
+    /// Kills node `node`'s agent (SIGKILL); the node's datapath stays as it is.
+    pub fn stop_agent(&self, node: &str) -> Result<(), LabError> {
         let state = state::read(self)?;
-        let n = state.node(node)?;
         // Only the agent runs in a node's namespace (echo servers run in pods).
-        podnet_kernel::netns::kill_processes_in(&Netns::open_named(&n.ns)?);
-        control::start_agent(self, &state, n).map(|_| ())
+        podnet_kernel::netns::kill_processes_in(&Netns::open_named(&state.node(node)?.ns)?);
+        Ok(())
+    }
+
+    /// Starts node `node`'s agent and waits for it to write its CNI config.
+    pub fn start_agent(&self, node: &str) -> Result<(), LabError> {
+        let state = state::read(self)?;
+        control::start_agent(self, &state, state.node(node)?).map(|_| ())
+    }
+
+    /// Kills the lab's etcd server (a store outage); its data stays.
+    pub fn stop_etcd(&self) -> Result<(), LabError> {
+        podnet_kernel::netns::kill_processes_in(&Netns::open_named(&self.control_ns())?);
+        Ok(())
+    }
+
+    /// Starts the lab's etcd server again on its data.
+    pub fn start_etcd(&self) -> Result<(), LabError> {
+        control::start_etcd(self, &Netns::open_named(&self.control_ns())?)
     }
 
     /// Prints nodes (block, liveness) and the connectivity matrix; an error if any probe failed.
@@ -234,7 +256,7 @@ impl Lab {
             );
         }
         println!();
-        match matrix::print(&state, &view.nodes)? {
+        match matrix::print(&state)? {
             0 => Ok(()),
             n => Err(LabError::Unreachable(n)),
         }

@@ -5,8 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use podnet_cluster::Node;
-use podnet_kernel::Netns;
+use podnet_kernel::{Netns, RouteHandle};
 
 use crate::echo::{probe, ECHO_PORT};
 use crate::error::LabError;
@@ -40,7 +39,7 @@ fn short(node: &str, pod: &str) -> String {
     format!("n{n}p{p}")
 }
 
-fn clients(state: &LabState, nodes: &[Node]) -> Result<Vec<Client>, LabError> {
+fn clients(state: &LabState) -> Result<Vec<Client>, LabError> {
     let mut out = Vec::new();
     for p in &state.pods {
         out.push(Client {
@@ -50,15 +49,19 @@ fn clients(state: &LabState, nodes: &[Node]) -> Result<Vec<Client>, LabError> {
         });
     }
     for n in &state.nodes {
-        // A node talks from its fabric address, or from the first address of
-        // its block when the path is VXLAN (that address is on the VXLAN device).
-        let mut expected: BTreeSet<IpAddr> = [n.address].into();
-        if let Some(node) = nodes.iter().find(|x| x.name == n.name) {
-            expected.extend(node.pod_cidrs.iter().map(|c| c.network()));
-        }
+        // A node talks from one of its own addresses: the fabric address, the
+        // bridge gateway (bridge model, to local pods) or the first address of
+        // its block on the VXLAN device (VXLAN paths).
+        let netns = Netns::open_named(&n.ns)?;
+        let expected = RouteHandle::in_netns(&netns)?
+            .addresses(None)?
+            .into_iter()
+            .map(|a| a.net.addr())
+            .filter(|ip| !ip.is_loopback())
+            .collect();
         out.push(Client {
             label: n.name.clone(),
-            netns: Netns::open_named(&n.ns)?,
+            netns,
             expected,
         });
     }
@@ -66,8 +69,8 @@ fn clients(state: &LabState, nodes: &[Node]) -> Result<Vec<Client>, LabError> {
 }
 
 /// Probes every client to every pod, prints the matrix, returns the number of failures.
-pub fn print(state: &LabState, nodes: &[Node]) -> Result<usize, LabError> {
-    let clients = clients(state, nodes)?;
+pub fn print(state: &LabState) -> Result<usize, LabError> {
+    let clients = clients(state)?;
     let servers: Vec<(String, IpAddr)> = state
         .pods
         .iter()
@@ -118,9 +121,7 @@ pub fn print(state: &LabState, nodes: &[Node]) -> Result<usize, LabError> {
             node_sources.push((c.label.clone(), seen_here));
         }
     }
-    println!(
-        "\nsource addresses the pods saw: each pod saw every other pod's own address (no NAT)"
-    );
+    println!("\nsource addresses pods saw from nodes (pod to pod: always the client pod's own):");
     for (node, seen) in node_sources {
         let list: Vec<String> = seen.iter().map(IpAddr::to_string).collect();
         println!("  from {node}: {}", list.join(", "));

@@ -1,0 +1,168 @@
+//! Lab fixtures: a lab with a unique name, taken down on drop, and probes between its namespaces.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use podnet_kernel::{Netns, Route, RouteHandle};
+use podnet_lab::{Lab, LabState};
+use podnet_testkit::require_root;
+
+/// The podnet binary under test.
+pub fn podnet() -> &'static str {
+    env!("CARGO_BIN_EXE_podnet")
+}
+
+/// A lab with a unique name, taken down on drop.
+pub struct LabGuard {
+    pub name: String,
+}
+
+impl LabGuard {
+    /// A fresh lab name (nothing is built yet).
+    pub fn new() -> LabGuard {
+        require_root();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        LabGuard { name }
+    }
+
+    /// Runs `podnet lab ARGS --name NAME`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(podnet())
+            .arg("lab")
+            .args(args)
+            .args(["--name", &self.name])
+            .output()
+            .unwrap()
+    }
+
+    /// `podnet lab up ARGS`, which must succeed; returns its output.
+    pub fn up(&self, args: &[&str]) -> String {
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let t = text(&out);
+        assert!(
+            out.status.success(),
+            "lab up {args:?} failed:\n{t}\n{}",
+            self.logs()
+        );
+        t
+    }
+
+    /// The library handle of this lab.
+    pub fn lab(&self) -> Lab {
+        Lab::new(&self.name).unwrap()
+    }
+
+    /// The lab's recorded state.
+    pub fn state(&self) -> LabState {
+        self.lab().state().unwrap()
+    }
+
+    /// The lab's namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.lab().namespaces()
+    }
+
+    /// Every agent's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let dir = format!("/run/podnet-lab/{}/nodes", self.name);
+        let mut out = String::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("agent.log")).unwrap_or_default();
+            out.push_str(&format!("--- {:?}\n{log}", entry.file_name()));
+        }
+        out
+    }
+
+    /// The namespace of node `node`.
+    pub fn node_ns(&self, node: &str) -> Netns {
+        Netns::open_named(&self.lab().node_ns(node)).unwrap()
+    }
+
+    /// Routes the node agent of `node` installed (proto 113).
+    pub fn agent_routes(&self, node: &str) -> Vec<Route> {
+        RouteHandle::in_netns(&self.node_ns(node))
+            .unwrap()
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.protocol == podnet_kernel::rtnl::RTPROT_PODNET_NODES)
+            .collect()
+    }
+
+    /// The pods of `node` as (namespace, first IPv4).
+    pub fn pods_of(&self, node: &str) -> Vec<(Netns, IpAddr)> {
+        self.state()
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| (Netns::open_named(&p.name).unwrap(), p.ips[0]))
+            .collect()
+    }
+
+    /// Runs a command inside namespace `ns` of this lab.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let netns = Netns::open_named(ns).unwrap();
+        let mut cmd = Command::new(args[0]);
+        cmd.args(&args[1..]);
+        podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+/// stdout and stderr of a command.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A TCP connection from `from` to a listener in `to`, made in those namespaces.
+pub fn connect(from: &Netns, to: &Netns, to_ip: IpAddr, port: u16) -> (TcpStream, TcpStream) {
+    let listener = to
+        .run(|| TcpListener::bind(SocketAddr::new(to_ip, port)).unwrap())
+        .unwrap();
+    let addr = SocketAddr::new(to_ip, port);
+    let client = from
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
+        .unwrap();
+    let (server, _) = listener.accept().unwrap();
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    (client, server)
+}
+
+/// Sends `bytes` from one end to the other and checks they all arrive intact.
+pub fn transfer(client: &mut TcpStream, server: &mut TcpStream, bytes: usize) {
+    let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| client.write_all(&data));
+        let mut got = vec![0u8; bytes];
+        server
+            .read_exact(&mut got)
+            .expect("the transfer stalled or broke");
+        sender.join().unwrap().unwrap();
+        assert!(got == data, "data corrupted in transit");
+    });
+}
