@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use podnet_cluster::{plan_remote_nodes, pod_mtu, ClusterSpec, Node};
+use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, ClusterSpec, Node};
 use podnet_dataplane::Model;
 use podnet_kernel::{sysctl, RouteHandle};
 use podnet_store::ClusterStore;
@@ -53,10 +53,19 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Registers the node and writes its CNI config. The store is asked
-    /// first, so an unreachable store or a refused registration changes
-    /// nothing on the node.
+    /// Registers the node and writes its CNI config. Everything that can
+    /// be refused is checked before anything is written: the underlay is
+    /// only read, the requested blocks are checked against the given spec,
+    /// and the store is asked before the node is touched. So bad input or an
+    /// unreachable store changes nothing, on the node or in the store.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+        let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
+        let underlay = Underlay::discover(&mut h, config.address)?;
+        if let Some(spec) = &config.cluster {
+            spec.validate().map_err(podnet_store::StoreError::from)?;
+            allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
+                .map_err(podnet_store::StoreError::from)?;
+        }
         let store = podnet_store::open(&config.store)?;
         let cluster = match &config.cluster {
             Some(spec) => store.init_cluster(spec)?,
@@ -64,8 +73,6 @@ impl Agent {
                 .cluster()?
                 .ok_or(podnet_store::StoreError::NoCluster)?,
         };
-        let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
-        let underlay = Underlay::discover(&mut h, config.address)?;
         let node = store.register_node(&config.node, config.address, &config.pod_cidrs)?;
         let mtu = pod_mtu(cluster.backend, underlay.mtu, underlay.address, cluster.mtu);
         let conf = render_conflist(

@@ -27,7 +27,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 pub use podnet_cluster::Backend;
 pub use podnet_dataplane::Model;
-use podnet_kernel::Netns;
+use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
+use podnet_kernel::{Netns, RouteHandle};
 
 pub use control::ETCD_PORT;
 pub use error::LabError;
@@ -97,6 +98,10 @@ impl Lab {
         if let Err(e) = self.build(spec, plugin) {
             let _ = self.remove_all();
             return Err(e);
+        }
+        if let Err(e) = self.wait_converged(CONVERGE_DEADLINE) {
+            // Not fatal here: the matrix below shows what does not work.
+            eprintln!("warning: {e}");
         }
         self.check()?;
         println!("\nlab is up: `podnet lab check` to re-check, `podnet lab down` to remove it");
@@ -222,6 +227,41 @@ impl Lab {
         control::start_etcd(self, &Netns::open_named(&self.control_ns())?)
     }
 
+    /// Waits until every node holds an agent route to every other node's
+    /// blocks, as the store lists them.
+    pub fn wait_converged(&self, deadline: Duration) -> Result<(), LabError> {
+        let state = state::read(self)?;
+        let view = self.with_store(state.spec.store, |s| Ok(s.snapshot()?))?;
+        let mut missing = String::new();
+        let converged = |missing: &mut String| -> bool {
+            for n in &state.nodes {
+                let Ok(ns) = Netns::open_named(&n.ns) else {
+                    return false;
+                };
+                let Ok(routes) = RouteHandle::in_netns(&ns).and_then(|mut h| h.routes()) else {
+                    return false;
+                };
+                let have: Vec<IpNet> = routes
+                    .iter()
+                    .filter(|r| r.protocol == RTPROT_PODNET_NODES)
+                    .map(|r| r.dst)
+                    .collect();
+                let remote = view.nodes.iter().filter(|r| r.name != n.name);
+                for block in remote.flat_map(|r| r.pod_cidrs.iter()) {
+                    if !have.contains(block) {
+                        *missing = format!("{} has no route to {block}", n.name);
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        control::wait_for(deadline, "the agents to converge", || {
+            converged(&mut missing)
+        })
+        .map_err(|e| LabError::Timeout(format!("{e} ({missing})")))
+    }
+
     /// Prints nodes (block, liveness) and the connectivity matrix; an error if any probe failed.
     pub fn check(&self) -> Result<(), LabError> {
         let state = state::read(self)?;
@@ -291,6 +331,9 @@ impl Lab {
         Ok(names.len())
     }
 }
+
+/// How long `up` waits for every node to route to every other node.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long an echo server may take to start listening.
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(10);

@@ -1,93 +1,50 @@
-//! The lab as a user runs it: `podnet lab up`, `status`, `down`, and `down` after a crash.
+//! The lab as a user runs it: `podnet lab up`, `check`, `down`, `down` after a
+//! crash, a cluster file, the etcd store with an outage, and bad input.
 
-mod common;
+mod labkit;
 
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::IpAddr;
+use std::process::Command;
 use std::time::Duration;
 
-use podnet_kernel::Netns;
-use podnet_testkit::{require_root, wait_until};
+use labkit::{podnet, text, LabGuard};
+use podnet_kernel::{Netns, RouteHandle};
+use podnet_lab::echo::{probe, ECHO_PORT};
+use podnet_testkit::wait_until;
 
-/// A lab with a unique name, taken down on drop.
-struct LabGuard {
-    name: String,
-}
-
-impl LabGuard {
-    fn new() -> LabGuard {
-        require_root();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        LabGuard { name }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::plugin())
-            .arg("lab")
-            .args(args)
-            .args(["--name", &self.name])
-            .output()
-            .unwrap()
-    }
-
-    fn namespaces(&self) -> Vec<String> {
-        let prefix = format!("podnet-{}-", self.name);
-        Netns::list_named()
-            .into_iter()
-            .filter(|n| n.starts_with(&prefix))
-            .collect()
-    }
-}
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn full_matrix(model: &str) {
+#[test]
+fn up_check_down_from_a_cluster_file() {
     let lab = LabGuard::new();
-    let up = lab.run(&["up", "--model", model, "--pods", "3"]);
-    let out = text(&up);
-    assert!(up.status.success(), "{out}");
-    // 4 endpoints (node + 3 pods), 12 directed pairs, every one reached without NAT.
-    assert_eq!(out.matches("ok src=").count(), 12, "{out}");
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cluster.yaml");
+    let out = lab.up(&["-f", file]);
+    // 3 nodes, 2 pods each: 9 clients (6 pods, 3 nodes), no failure, no NAT.
     assert!(!out.contains("FAIL") && !out.contains("NAT"), "{out}");
-    // Each pod's row: the three other receivers saw the pod's own 10.244.1.x address.
-    let pod_rows: Vec<&str> = out.lines().filter(|l| l.starts_with("pod")).collect();
-    assert_eq!(pod_rows.len(), 3, "{out}");
-    for row in pod_rows {
-        assert_eq!(row.matches("ok src=10.244.1.").count(), 3, "{row}");
+    let state = lab.state();
+    assert_eq!(state.nodes.len(), 3);
+    assert_eq!(state.pods.len(), 6);
+    // Fabric, router, control plane, nodes and pods: all in the lab's namespaces.
+    let names = lab.namespaces();
+    for n in [
+        "seg1",
+        "seg2",
+        "router",
+        "ctl",
+        "node1",
+        "node3",
+        "node3-pod2",
+    ] {
+        assert!(
+            names.contains(&format!("podnet-{}-{n}", lab.name)),
+            "{n} missing: {names:?}"
+        );
     }
-    assert_eq!(lab.namespaces().len(), 4);
-    // No route out: the node knows only its pods.
-    let node = format!("podnet-{}-node", lab.name);
-    let node_ns = Netns::open_named(&node).unwrap();
-    let routes = podnet_kernel::RouteHandle::in_netns(&node_ns)
-        .unwrap()
-        .routes()
-        .unwrap();
-    assert!(!routes.is_empty(), "the node routes to its pods");
-    assert!(
-        routes.iter().all(|r| r.dst.prefix_len() != 0),
-        "lab node has no default route: {routes:?}"
-    );
+    // No route out: every route of the router stays inside the fabric.
+    let router = Netns::open_named(&format!("podnet-{}-router", lab.name)).unwrap();
+    let routes = RouteHandle::in_netns(&router).unwrap().routes().unwrap();
+    assert!(routes.iter().all(|r| r.dst.prefix_len() != 0), "{routes:?}");
 
-    let status = lab.run(&["status"]);
-    assert!(status.status.success(), "{}", text(&status));
+    let check = lab.run(&["check"]);
+    assert!(check.status.success(), "{}", text(&check));
     let again = lab.run(&["up"]);
     assert!(!again.status.success() && text(&again).contains("already exists"));
 
@@ -95,30 +52,29 @@ fn full_matrix(model: &str) {
     assert!(down.status.success(), "{}", text(&down));
     assert!(lab.namespaces().is_empty());
     assert!(!std::path::Path::new(&format!("/run/podnet-lab/{}", lab.name)).exists());
-    assert!(!lab.run(&["status"]).status.success(), "no lab after down");
-}
-
-#[test]
-fn routed_lab_reaches_every_pair() {
-    full_matrix("routed");
-}
-
-#[test]
-fn bridge_lab_reaches_every_pair() {
-    full_matrix("bridge");
+    assert!(!lab.run(&["check"]).status.success(), "no lab after down");
 }
 
 #[test]
 fn down_cleans_up_after_a_crashed_up() {
     let lab = LabGuard::new();
-    let mut up = Command::new(common::plugin())
-        .args(["lab", "up", "--pods", "6", "--name", &lab.name])
+    let mut up = Command::new(podnet())
+        .args([
+            "lab",
+            "up",
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "4",
+            "--name",
+            &lab.name,
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Crash it once it has built a few pods.
-    let third = format!("podnet-{}-pod3", lab.name);
-    wait_until(Duration::from_secs(30), || {
+    let third = format!("podnet-{}-node1-pod3", lab.name);
+    wait_until(Duration::from_secs(60), || {
         lab.namespaces().contains(&third) || matches!(up.try_wait(), Ok(Some(_)))
     });
     up.kill().unwrap();
@@ -128,6 +84,86 @@ fn down_cleans_up_after_a_crashed_up() {
     assert!(down.status.success(), "{}", text(&down));
     assert!(lab.namespaces().is_empty(), "{:?}", lab.namespaces());
     // And a fresh lab comes up where the crashed one was.
-    let up = lab.run(&["up", "--pods", "2"]);
-    assert!(up.status.success(), "{}", text(&up));
+    lab.up(&["--nodes", "2", "--pods-per-node", "1"]);
+}
+
+/// Every pod reaches every other pod, probed directly (no store needed).
+fn all_pods_reach_each_other(lab: &LabGuard) -> bool {
+    let pods: Vec<(Netns, IpAddr)> = lab
+        .state()
+        .pods
+        .iter()
+        .map(|p| (Netns::open_named(&p.name).unwrap(), p.ips[0]))
+        .collect();
+    pods.iter().all(|(from, me)| {
+        pods.iter()
+            .filter(|(_, ip)| ip != me)
+            .all(|(_, ip)| probe(from, *ip, ECHO_PORT, Duration::from_secs(3)) == Ok(*me))
+    })
+}
+
+#[test]
+fn etcd_lab_rides_out_a_store_outage_and_catches_up() {
+    let lab = LabGuard::new();
+    let out = lab.up(&[
+        "--store",
+        "etcd",
+        "--nodes",
+        "2",
+        "--backend",
+        "vxlan",
+        "--pods-per-node",
+        "1",
+    ]);
+    assert!(out.contains("store Etcd"), "{out}");
+    lab.lab().stop_etcd().unwrap();
+    // The agents notice the outage...
+    assert!(
+        wait_until(Duration::from_secs(20), || lab
+            .logs()
+            .contains("unreachable")),
+        "{}",
+        lab.logs()
+    );
+    // ...and the datapath keeps working on what the kernel holds.
+    assert!(all_pods_reach_each_other(&lab));
+    lab.lab().start_etcd().unwrap();
+    // A node that joins after the outage reaches the agents that lived through it.
+    let joined = lab.lab().add_node(1).unwrap();
+    lab.lab().add_pods(&joined, 1).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || all_pods_reach_each_other(&lab)),
+        "{}",
+        lab.logs()
+    );
+    let check = lab.run(&["check"]);
+    assert!(check.status.success(), "{}", text(&check));
+}
+
+#[test]
+fn bad_lab_specs_are_refused_before_anything_is_built() {
+    let lab = LabGuard::new();
+    let dir = podnet_testkit::TempDir::new("spec");
+    let file = dir.path().join("cluster.yaml");
+    let cases = [
+        (
+            "clusterCIDRs: [10.244.0.0/16, 10.244.1.0/24]\nfabric: {segments: [{nodes: 2}]}",
+            "overlap",
+        ),
+        (
+            "clusterCIDRs: [10.244.0.0/30]\nfabric: {segments: [{nodes: 2}]}",
+            "does not fit",
+        ),
+        ("fabric: {segments: [{nodes: 2}]}\nbackend: bgp", "backend"),
+        ("fabric: {segments: []}", "1 to 200 nodes"),
+    ];
+    for (yaml, expected) in cases {
+        std::fs::write(&file, yaml).unwrap();
+        let out = lab.run(&["up", "-f", file.to_str().unwrap()]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{yaml}: {t}");
+        assert!(t.contains(expected), "{yaml}: expected {expected:?} in {t}");
+        assert!(lab.namespaces().is_empty(), "{yaml} left namespaces behind");
+        assert!(!std::path::Path::new(&format!("/run/podnet-lab/{}", lab.name)).exists());
+    }
 }

@@ -1,0 +1,130 @@
+//! The agent on bad input: each case names the problem and changes nothing,
+//! neither on the node nor in the store.
+
+use std::path::Path;
+use std::process::Command;
+
+use podnet_testkit::{require_root, NetnsGuard, TempDir};
+
+fn podnet() -> &'static str {
+    env!("CARGO_BIN_EXE_podnet")
+}
+
+/// A node namespace holding `198.18.7.1/24` on a veth to a peer namespace.
+fn node() -> (NetnsGuard, NetnsGuard) {
+    require_root();
+    let node = NetnsGuard::new("agent");
+    let peer = NetnsGuard::new("agentpeer");
+    node.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        peer.name(),
+    ]);
+    node.exec_ok(&["ip", "addr", "add", "198.18.7.1/24", "dev", "eth0"]);
+    node.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+    (node, peer)
+}
+
+/// Runs the agent in `node` and returns its exit status and stderr.
+fn agent(
+    node: &NetnsGuard,
+    store: &str,
+    cluster: &Path,
+    cni: &Path,
+    address: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let mut cmd = Command::new(podnet());
+    cmd.args([
+        "agent",
+        "--node",
+        "n1",
+        "--address",
+        address,
+        "--store",
+        store,
+    ])
+    .arg("--cluster")
+    .arg(cluster)
+    .arg("--cni-conf-dir")
+    .arg(cni)
+    .args(extra);
+    podnet_kernel::netns::enter_before_exec(&mut cmd, node.netns());
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What the node holds that an agent could have made.
+fn node_state(node: &NetnsGuard) -> String {
+    let links = node.exec_ok(&["ip", "-o", "link", "show"]);
+    let routes = node.exec_ok(&["ip", "route", "show", "proto", "113"]);
+    format!("{links}\n{routes}")
+}
+
+#[test]
+fn bad_input_is_named_and_changes_nothing() {
+    let (node, _peer) = node();
+    let dir = TempDir::new("agentbad");
+    let store_dir = dir.path().join("store");
+    let store = format!("file:{}", store_dir.display());
+    let cni = dir.path().join("cni");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "clusterCIDRs: [10.244.0.0/16]\nbackend: vxlan\n").unwrap();
+    let before = node_state(&node);
+
+    // Overlapping cluster CIDRs.
+    let overlap = dir.path().join("overlap.yaml");
+    std::fs::write(&overlap, "clusterCIDRs: [10.244.0.0/16, 10.244.8.0/24]\n").unwrap();
+    let (ok, err) = agent(&node, &store, &overlap, &cni, "198.18.7.1", &[]);
+    assert!(!ok && err.contains("overlap"), "{err}");
+
+    // A node CIDR outside the cluster CIDR.
+    let (ok, err) = agent(
+        &node,
+        &store,
+        &good,
+        &cni,
+        "198.18.7.1",
+        &["--pod-cidr", "10.9.0.0/24"],
+    );
+    assert!(!ok && err.contains("outside the cluster"), "{err}");
+
+    // An address no interface holds.
+    let (ok, err) = agent(&node, &store, &good, &cni, "198.18.9.9", &[]);
+    assert!(!ok && err.contains("no interface holds"), "{err}");
+
+    // An unreachable store (nothing listens there).
+    let (ok, err) = agent(
+        &node,
+        "etcd:http://127.0.0.1:1",
+        &good,
+        &cni,
+        "198.18.7.1",
+        &[],
+    );
+    assert!(
+        !ok && err.contains("unreachable") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+
+    // Nothing changed: no CNI config, no interface, no route, and no node in the store.
+    assert!(!cni.join("10-podnet.conflist").exists());
+    assert_eq!(node_state(&node), before);
+    let status = Command::new(podnet())
+        .args(["cluster", "--store", &store, "status"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&status.stdout);
+    assert!(listing.starts_with("no cluster"), "{listing}");
+}
