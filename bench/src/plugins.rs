@@ -16,7 +16,8 @@ pub struct Setup {
 /// Where Debian's `containernetworking-plugins` installs the reference plugins.
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 
-fn podnet_binary() -> PathBuf {
+/// The podnet binary built next to this benchmark.
+pub fn podnet_binary() -> PathBuf {
     // Built next to this benchmark by `cargo build --release`.
     std::env::current_exe()
         .ok()

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::{Sample, PODS, WORKERS};
+use crate::cni::{Sample, PODS, WORKERS};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -20,7 +20,8 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
     s[idx]
 }
 
-fn machine() -> String {
+/// Cores, CPU model and kernel of this machine.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -36,7 +37,8 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}, kernel {}", kernel.trim())
 }
 
-fn today() -> String {
+/// Today as YYYY-MM-DD.
+pub fn today() -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm); no clock crate needed.
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -57,7 +59,7 @@ fn today() -> String {
 /// The report: one row per configuration, then podnet's ratios to the reference bridge.
 pub fn render(labels: &[&str], samples: &[Sample]) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "# CNI benchmark: podnet vs the reference plugins\n");
+    let _ = writeln!(t, "## CNI: podnet vs the reference plugins\n");
     let _ = writeln!(t, "Measured {} on {} (`bench/run.sh`). Each call is a new plugin process started in the node's", today(), machine());
     let _ = writeln!(t, "namespace with the config on stdin, as a runtime does. {PODS} pods per configuration; sequential");
     let _ = writeln!(t, "calls run in rounds of 20 with the configurations taking turns, so noise spreads evenly.\n");
