@@ -73,7 +73,12 @@ impl Agent {
                 .cluster()?
                 .ok_or(podnet_store::StoreError::NoCluster)?,
         };
-        let node = store.register_node(&config.node, config.address, &config.pod_cidrs)?;
+        let node = store.register_node(
+            &config.node,
+            config.address,
+            underlay.link_local,
+            &config.pod_cidrs,
+        )?;
         let mtu = pod_mtu(cluster.backend, underlay.mtu, underlay.address, cluster.mtu);
         let conf = render_conflist(
             &cluster,

@@ -256,17 +256,27 @@ impl NodeDatapath {
 
 /// Routes, neighbours and FDB entries for `remotes`.
 ///
-/// host-gw routes only carry blocks of the underlay's family (a route's
-/// gateway must be of its family); VXLAN carries both, each block's first
-/// address serving as the remote VTEP address.
+/// host-gw routes go via the remote node's address, or for IPv6 blocks over
+/// an IPv4 underlay via its link-local address; VXLAN carries both
+/// families, each block's first address serving as the remote VTEP address.
 fn desired(underlay: &Underlay, vxlan: Option<u32>, remotes: &[RemoteNode]) -> Desired {
     let mut d = Desired::default();
     for remote in remotes {
         for cidr in &remote.pod_cidrs {
             match remote.path {
-                RemotePath::HostGw { via } => {
-                    if via.is_ipv4() == cidr.addr().is_ipv4() {
-                        let mut r = Route::via(*cidr, via, underlay.index, RTPROT_PODNET_NODES);
+                RemotePath::HostGw {
+                    via,
+                    via_link_local,
+                } => {
+                    // A route's gateway must be of its family: IPv6 blocks over
+                    // an IPv4 underlay go via the remote link-local address.
+                    let gateway = if via.is_ipv4() == cidr.addr().is_ipv4() {
+                        Some(via)
+                    } else {
+                        via_link_local.filter(|_| cidr.addr().is_ipv6())
+                    };
+                    if let Some(gw) = gateway {
+                        let mut r = Route::via(*cidr, gw, underlay.index, RTPROT_PODNET_NODES);
                         r.scope = RouteScope::Universe;
                         d.routes.insert(route_key(&r), r);
                     }

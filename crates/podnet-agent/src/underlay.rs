@@ -1,6 +1,6 @@
 //! The node's underlay: the interface holding the node address, its MTU and its segments.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use podnet_kernel::RouteHandle;
@@ -20,6 +20,8 @@ pub struct Underlay {
     pub mtu: u32,
     /// Prefixes connected to it: nodes inside them are on our L2 segment.
     pub segments: Vec<IpNet>,
+    /// Its IPv6 link-local address, if it has one.
+    pub link_local: Option<Ipv6Addr>,
 }
 
 impl Underlay {
@@ -36,9 +38,14 @@ impl Underlay {
             .into_iter()
             .find(|l| l.index == index)
             .ok_or(AgentError::NoUnderlay(address))?;
-        let segments = addrs
-            .iter()
-            .filter(|a| a.index == index && a.net.prefix_len() < a.net.max_prefix_len())
+        let on_link = addrs.iter().filter(|a| a.index == index);
+        let link_local = on_link.clone().find_map(|a| match a.net.addr() {
+            IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
+            _ => None,
+        });
+        let segments = on_link
+            .filter(|a| a.net.prefix_len() < a.net.max_prefix_len())
+            .filter(|a| link_local != Some(ip_v6(a.net.addr())))
             .map(|a| a.net.trunc())
             .collect();
         Ok(Underlay {
@@ -47,6 +54,15 @@ impl Underlay {
             name: link.name,
             mtu: link.mtu,
             segments,
+            link_local,
         })
+    }
+}
+
+/// The IPv6 address in `ip`, or `::` for IPv4.
+fn ip_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V6(v6) => v6,
+        IpAddr::V4(_) => Ipv6Addr::UNSPECIFIED,
     }
 }

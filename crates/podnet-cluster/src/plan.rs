@@ -13,6 +13,8 @@ pub enum RemotePath {
     HostGw {
         /// The remote node's underlay address.
         via: IpAddr,
+        /// Its IPv6 link-local address, the next hop for IPv6 blocks over an IPv4 underlay.
+        via_link_local: Option<IpAddr>,
     },
     /// Encapsulated to the remote node's underlay address.
     Vxlan {
@@ -55,7 +57,10 @@ pub fn plan_remote_nodes(
             Backend::Auto => adjacent,
         };
         let path = if direct {
-            RemotePath::HostGw { via: node.address }
+            RemotePath::HostGw {
+                via: node.address,
+                via_link_local: node.link_local.map(IpAddr::V6),
+            }
         } else {
             match parse_mac(&node.vtep_mac) {
                 Some(vtep_mac) => RemotePath::Vxlan {
@@ -86,6 +91,7 @@ mod tests {
             address: addr.parse().unwrap(),
             pod_cidrs: vec![cidr.parse().unwrap()],
             vtep_mac: format_mac(&vtep_mac(name)),
+            link_local: None,
         }
     }
 
@@ -105,7 +111,8 @@ mod tests {
         assert_eq!(
             plan[0].path,
             RemotePath::HostGw {
-                via: "198.18.1.2".parse().unwrap()
+                via: "198.18.1.2".parse().unwrap(),
+                via_link_local: None
             }
         );
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The cluster spec and node records, as stored and as written in cluster.yaml.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -152,6 +152,10 @@ pub struct Node {
     pub pod_cidrs: Vec<IpNet>,
     /// MAC of the node's VXLAN device (derived from its name, stable across restarts).
     pub vtep_mac: String,
+    /// IPv6 link-local address of the node's underlay interface: the next hop of
+    /// host-gw routes to the node's IPv6 block when the underlay is IPv4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_local: Option<Ipv6Addr>,
 }
 
 /// Checks a node name: it becomes a store key and part of interface aliases.

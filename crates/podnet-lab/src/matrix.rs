@@ -121,10 +121,43 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
             node_sources.push((c.label.clone(), seen_here));
         }
     }
+    failures += ipv6_pairs(state)?;
     println!("\nsource addresses pods saw from nodes (pod to pod: always the client pod's own):");
     for (node, seen) in node_sources {
         let list: Vec<String> = seen.iter().map(IpAddr::to_string).collect();
         println!("  from {node}: {}", list.join(", "));
     }
+    Ok(failures)
+}
+
+/// Probes every pod pair over IPv6 when pods have IPv6 addresses; prints a
+/// summary line and returns the number of failures.
+fn ipv6_pairs(state: &LabState) -> Result<usize, LabError> {
+    let mut pods = Vec::new();
+    for p in &state.pods {
+        if let Some(v6) = p.ips.iter().copied().find(IpAddr::is_ipv6) {
+            pods.push((p.name.clone(), Netns::open_named(&p.name)?, v6));
+        }
+    }
+    if pods.is_empty() {
+        return Ok(0);
+    }
+    let (mut pairs, mut failures) = (0, 0);
+    for (from_name, from, me) in &pods {
+        for (to_name, _, ip) in pods.iter().filter(|(n, _, _)| n != from_name) {
+            pairs += 1;
+            match probe(from, *ip, ECHO_PORT, PROBE_TIMEOUT) {
+                Ok(seen) if seen == *me => {}
+                other => {
+                    failures += 1;
+                    eprintln!("  {from_name} -> {to_name} ({ip}): {other:?}");
+                }
+            }
+        }
+    }
+    println!(
+        "\nIPv6: {} of {pairs} pod pairs reached, each receiver seeing the sender's own address",
+        pairs - failures
+    );
     Ok(failures)
 }

@@ -2,7 +2,7 @@
 //! allocation in one transaction, removal, snapshots, liveness.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -101,11 +101,13 @@ impl ClusterStore {
     /// Registers node `name` at `address`, allocating its blocks (or checking
     /// `requested` ones) in one transaction with the block claims, so two
     /// nodes can never own one block. Re-registering returns the node's
-    /// existing record (its blocks never change while it is registered).
+    /// existing record (its blocks never change while it is registered),
+    /// with its link-local address brought up to date.
     pub fn register_node(
         &self,
         name: &str,
         address: IpAddr,
+        link_local: Option<Ipv6Addr>,
         requested: &[IpNet],
     ) -> Result<Node, StoreError> {
         validate_node_name(name)?;
@@ -113,7 +115,7 @@ impl ClusterStore {
             let view = self.snapshot()?;
             let cluster = view.cluster.ok_or(StoreError::NoCluster)?;
             if let Some(existing) = view.nodes.iter().find(|n| n.name == name) {
-                return self.readdress(existing, address, requested);
+                return self.reregister(existing, address, link_local, requested);
             }
             let taken: Vec<(String, IpNet)> = view
                 .nodes
@@ -126,6 +128,7 @@ impl ClusterStore {
                 address,
                 pod_cidrs,
                 vtep_mac: format_mac(&vtep_mac(name)),
+                link_local,
             };
             let mut txn = Txn {
                 absent: vec![node_key(name)],
@@ -143,10 +146,11 @@ impl ClusterStore {
         Err(StoreError::Contention(format!("blocks for node {name}")))
     }
 
-    fn readdress(
+    fn reregister(
         &self,
         existing: &Node,
         address: IpAddr,
+        link_local: Option<Ipv6Addr>,
         requested: &[IpNet],
     ) -> Result<Node, StoreError> {
         if let Some(cidr) = requested.iter().find(|c| !existing.pod_cidrs.contains(c)) {
@@ -158,8 +162,24 @@ impl ClusterStore {
             }
             .into());
         }
-        if existing.address == address {
+        if existing.address == address && existing.link_local == link_local {
             return Ok(existing.clone());
+        }
+        if existing.address == address {
+            // The underlay interface was re-created: only its link-local address changed.
+            let updated = Node {
+                link_local,
+                ..existing.clone()
+            };
+            let txn = Txn {
+                equal: vec![(node_key(&existing.name), to_json(existing))],
+                puts: vec![(node_key(&existing.name), to_json(&updated))],
+                ..Txn::default()
+            };
+            if self.kv.transact(&txn)? {
+                return Ok(updated);
+            }
+            return Err(StoreError::Contention(format!("node {}", existing.name)));
         }
         Err(StoreError::AddressMismatch {
             node: existing.name.clone(),

@@ -27,7 +27,7 @@ fn ip(s: &str) -> IpAddr {
 fn contract(open: &(dyn Fn() -> ClusterStore + Sync)) {
     let store = open();
     assert!(matches!(
-        store.register_node("a", ip("198.18.1.1"), &[]),
+        store.register_node("a", ip("198.18.1.1"), None, &[]),
         Err(StoreError::NoCluster)
     ));
     assert_eq!(store.init_cluster(&spec()).unwrap(), spec());
@@ -46,7 +46,12 @@ fn contract(open: &(dyn Fn() -> ClusterStore + Sync)) {
             .map(|i| {
                 s.spawn(move || {
                     open()
-                        .register_node(&format!("n{i}"), ip(&format!("198.18.1.{}", i + 1)), &[])
+                        .register_node(
+                            &format!("n{i}"),
+                            ip(&format!("198.18.1.{}", i + 1)),
+                            None,
+                            &[],
+                        )
                         .unwrap()
                 })
             })
@@ -59,19 +64,33 @@ fn contract(open: &(dyn Fn() -> ClusterStore + Sync)) {
     assert_eq!(blocks.len(), 24, "every node owns its own v4 and v6 block");
 
     // Re-registering returns the same record; another address is refused.
-    let again = store.register_node("n3", ip("198.18.1.4"), &[]).unwrap();
+    let again = store
+        .register_node("n3", ip("198.18.1.4"), None, &[])
+        .unwrap();
     assert_eq!(&again, nodes.iter().find(|n| n.name == "n3").unwrap());
+    // A new link-local address (the underlay was re-created) updates the record, nothing else.
+    let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let relinked = store
+        .register_node("n3", ip("198.18.1.4"), Some(ll), &[])
+        .unwrap();
+    assert_eq!(relinked.link_local, Some(ll));
+    assert_eq!(relinked.pod_cidrs, again.pod_cidrs);
     assert!(matches!(
-        store.register_node("n3", ip("198.18.9.9"), &[]),
+        store.register_node("n3", ip("198.18.9.9"), None, &[]),
         Err(StoreError::AddressMismatch { .. })
     ));
     // A block outside the cluster CIDR, or taken, is refused and nothing is written.
     let before = store.snapshot().unwrap();
     assert!(store
-        .register_node("x", ip("198.18.2.1"), &["10.9.0.0/24".parse().unwrap()])
+        .register_node(
+            "x",
+            ip("198.18.2.1"),
+            None,
+            &["10.9.0.0/24".parse().unwrap()]
+        )
         .is_err());
     assert!(store
-        .register_node("y", ip("198.18.2.2"), &[again.pod_cidrs[0]])
+        .register_node("y", ip("198.18.2.2"), None, &[again.pod_cidrs[0]])
         .is_err());
     let after = store.snapshot().unwrap();
     assert_eq!(before.nodes, after.nodes);
@@ -87,7 +106,7 @@ fn contract(open: &(dyn Fn() -> ClusterStore + Sync)) {
     assert!(!store.remove_node("n3").unwrap());
     assert!(waiter.join().unwrap().is_some_and(|r| r > rev));
     let back = store
-        .register_node("n99", ip("198.18.1.99"), &[again.pod_cidrs[0]])
+        .register_node("n99", ip("198.18.1.99"), None, &[again.pod_cidrs[0]])
         .unwrap();
     assert_eq!(back.pod_cidrs[0], again.pod_cidrs[0]);
 
@@ -148,7 +167,7 @@ fn etcd_restart_and_outage() {
         .run(|| {
             let s = store();
             s.init_cluster(&spec()).unwrap();
-            s.register_node("a", ip("198.18.1.1"), &[]).unwrap();
+            s.register_node("a", ip("198.18.1.1"), None, &[]).unwrap();
             s.snapshot().unwrap().revision
         })
         .unwrap();
@@ -164,7 +183,7 @@ fn etcd_restart_and_outage() {
             // Data survived the restart; a change made after it is seen by a
             // waiter that resumes from the revision it had before the outage.
             assert_eq!(s.snapshot().unwrap().nodes.len(), 1);
-            s.register_node("b", ip("198.18.1.2"), &[]).unwrap();
+            s.register_node("b", ip("198.18.1.2"), None, &[]).unwrap();
             let seen = s.wait_for_change(rev, Duration::from_secs(10)).unwrap();
             assert!(seen.is_some_and(|r| r > rev));
             assert_eq!(s.snapshot().unwrap().nodes.len(), 2);

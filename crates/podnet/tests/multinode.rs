@@ -300,3 +300,27 @@ fn mtu_follows_the_fabric_and_large_transfers_cross_nodes() {
         transfer(&mut s, &mut c, 8 * 1024 * 1024);
     }
 }
+
+#[test]
+fn dual_stack_crosses_nodes_by_link_local_host_gw_and_by_vxlan() {
+    let lab = LabGuard::new();
+    let dir = podnet_testkit::TempDir::new("dual");
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &file,
+        "backend: auto\nclusterCIDRs: [10.244.0.0/16, fd00:10:244::/56]\npodsPerNode: 1\n\
+         fabric: {segments: [{nodes: 2}, {nodes: 1}]}\n",
+    )
+    .unwrap();
+    let out = lab.up(&["-f", file.to_str().unwrap()]);
+    assert_clean_matrix(&out, 6);
+    assert!(out.contains("IPv6: 6 of 6 pod pairs reached"), "{out}");
+    let routes = lab.agent_routes("node1");
+    let v6: Vec<_> = routes.iter().filter(|r| r.dst.addr().is_ipv6()).collect();
+    assert_eq!(v6.len(), 2, "{routes:?}");
+    // node2 (same segment) via its link-local address, node3 (across) via VXLAN.
+    assert!(v6.iter().any(|r| r
+        .gateway
+        .is_some_and(|g| g.to_string().starts_with("fe80:"))));
+    assert!(v6.iter().any(|r| r.onlink));
+}
