@@ -14,6 +14,9 @@ mod report;
 
 use std::path::PathBuf;
 
+/// A benchmark: its name and the function that runs it and returns its report.
+type Section = (&'static str, fn() -> String);
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
@@ -22,7 +25,7 @@ fn main() {
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let sections: Vec<(&str, fn() -> String)> = vec![("cni", cni::run), ("cluster", cluster::run)];
+    let sections: [Section; 2] = [("cni", cni::run), ("cluster", cluster::run)];
     let mut ran = false;
     for (name, run) in sections {
         if which == "all" || which == name {
