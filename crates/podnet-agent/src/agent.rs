@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, ClusterSpec, Node};
 use podnet_dataplane::Model;
+use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::{sysctl, RouteHandle};
 use podnet_store::ClusterStore;
 
-use crate::cniconf::{render_conflist, write_if_changed};
+use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
 use crate::error::{kernel, AgentError};
 use crate::underlay::Underlay;
@@ -103,7 +104,7 @@ impl Agent {
             cluster,
             node,
             underlay,
-            datapath: NodeDatapath::new(h),
+            datapath: NodeDatapath::new(h, NftHandle::current().map_err(kernel("open nfnetlink"))?),
             revision: 0,
         })
     }
@@ -126,9 +127,12 @@ impl Agent {
             &self.underlay.segments,
             &view.nodes,
         );
-        let changes =
+        let mut changes =
             self.datapath
                 .reconcile(&self.cluster, &self.node, &self.underlay, &remotes)?;
+        changes.added += self
+            .datapath
+            .allow_forwarding(NETWORK_NAME, &self.node.pod_cidrs)?;
         self.revision = view.revision;
         if !changes.is_empty() {
             log(&format!(

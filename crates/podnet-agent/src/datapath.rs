@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use podnet_cluster::{pod_mtu, vtep_mac, Backend, ClusterSpec, Node, RemoteNode, RemotePath};
+use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
 use podnet_kernel::{Route, RouteHandle, RouteScope, VxlanSpec};
 
@@ -47,15 +48,32 @@ struct Desired {
     fdb: BTreeSet<([u8; 6], IpAddr)>,
 }
 
-/// The cross-node datapath of the node whose namespace the handle is bound to.
+/// The cross-node datapath of the node whose namespace the handles are bound to.
 pub struct NodeDatapath {
     h: RouteHandle,
+    nft: NftHandle,
 }
 
 impl NodeDatapath {
-    /// A datapath reconciler over `h`.
-    pub fn new(h: RouteHandle) -> Self {
-        NodeDatapath { h }
+    /// A datapath reconciler over `h` (routes, links) and `nft` (forwarding rules).
+    pub fn new(h: RouteHandle, nft: NftHandle) -> Self {
+        NodeDatapath { h, nft }
+    }
+
+    /// Keeps pod traffic forwarded when someone loads a firewall whose
+    /// forward chain drops by default (`iptables -P FORWARD DROP`) after the
+    /// pods were made: the accept rules the plugin inserts at ADD, re-inserted
+    /// into any such chain that lacks them. Returns how many chains changed.
+    pub fn allow_forwarding(
+        &mut self,
+        network: &str,
+        blocks: &[IpNet],
+    ) -> Result<usize, AgentError> {
+        let changed = self
+            .nft
+            .accept_in_foreign_drop_chains(network, blocks)
+            .map_err(kernel("accept pod traffic in foreign forward chains"))?;
+        Ok(changed.len())
     }
 
     /// Makes the kernel match `remotes`: ensures (or removes) the VXLAN device,

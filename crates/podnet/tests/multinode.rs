@@ -324,3 +324,53 @@ fn dual_stack_crosses_nodes_by_link_local_host_gw_and_by_vxlan() {
         .is_some_and(|g| g.to_string().starts_with("fe80:"))));
     assert!(v6.iter().any(|r| r.onlink));
 }
+
+#[test]
+fn vxlan_vni_and_port_come_from_the_cluster_spec() {
+    let lab = LabGuard::new();
+    let dir = podnet_testkit::TempDir::new("vni");
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &file,
+        "backend: vxlan\nvxlan: {vni: 42, port: 8472}\npodsPerNode: 1\nfabric: {segments: [{nodes: 2}]}\n",
+    )
+    .unwrap();
+    let out = lab.up(&["-f", file.to_str().unwrap()]);
+    assert_clean_matrix(&out, 4);
+    let ns = lab.lab().node_ns("node1");
+    let details = text(&lab.exec(&ns, &["ip", "-d", "link", "show", "podnet.vxlan"]));
+    assert!(
+        details.contains("vxlan id 42 ") && details.contains("dstport 8472"),
+        "{details}"
+    );
+}
+
+#[test]
+fn a_drop_firewall_loaded_after_the_pods_is_repaired_by_the_agent() {
+    let lab = LabGuard::new();
+    lab.up(&["--nodes", "2", "--pods-per-node", "1", "--backend", "vxlan"]);
+    let (p1, _) = lab.pods_of("node1").remove(0);
+    let (_, ip2) = lab.pods_of("node2").remove(0);
+    let reach = || {
+        podnet_lab::echo::probe(
+            &p1,
+            ip2,
+            podnet_lab::echo::ECHO_PORT,
+            Duration::from_secs(1),
+        )
+        .is_ok()
+    };
+    assert!(reach());
+    lab.lab().stop_agent("node2").unwrap();
+    let ns = lab.lab().node_ns("node2");
+    let drop = lab.exec(&ns, &["iptables", "-P", "FORWARD", "DROP"]);
+    assert!(drop.status.success(), "{}", text(&drop));
+    assert!(
+        !reach(),
+        "the control: a FORWARD DROP policy cuts pod traffic"
+    );
+    lab.lab().start_agent("node2").unwrap();
+    assert!(wait_until(Duration::from_secs(10), reach), "{}", lab.logs());
+    let rules = text(&lab.exec(&ns, &["iptables", "-S", "FORWARD"]));
+    assert!(rules.contains("podnet:podnet"), "{rules}");
+}
