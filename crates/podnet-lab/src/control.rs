@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use podnet_kernel::Netns;
 use podnet_store::ClusterStore;
 
@@ -49,18 +48,14 @@ impl Lab {
 /// Creates the control-plane namespace on segment 1 and, for etcd, starts the server.
 pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     let ctl = Netns::create_named(&lab.control_ns())?;
-    let addr = IpNet::new(control_address(), 24).expect("valid prefix");
-    let gateway = (state.spec.fabric.segments.len() > 1).then(|| fabric::router_address(1));
-    fabric::plug(
-        lab,
-        1,
-        &ctl,
-        "ctl",
-        "eth0",
-        addr,
-        state.spec.fabric.mtu,
-        gateway,
-    )?;
+    let link = fabric::Plug {
+        segment: 1,
+        port: "ctl",
+        ifname: "eth0",
+        address: control_address(),
+        via_router: state.spec.fabric.segments.len() > 1,
+    };
+    fabric::plug(lab, &ctl, &link, state.spec.fabric.mtu)?;
     if state.spec.store == StoreKind::Embedded {
         return Ok(());
     }

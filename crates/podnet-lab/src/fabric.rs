@@ -65,39 +65,42 @@ pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError
     if segments > 1 {
         let router = Netns::create_named(&lab.router_ns())?;
         for s in 1..=segments {
-            let port = format!("seg{s}");
-            let addr = IpNet::new(router_address(s), 24).expect("valid prefix");
-            plug(
-                lab,
-                s,
-                &router,
-                &format!("router{s}"),
-                &port,
-                addr,
-                mtu,
-                None,
-            )?;
+            let (port, ifname) = (format!("router{s}"), format!("seg{s}"));
+            let link = Plug {
+                segment: s,
+                port: &port,
+                ifname: &ifname,
+                address: router_address(s),
+                via_router: false,
+            };
+            plug(lab, &router, &link, mtu)?;
         }
         sysctl::write_in(&router, &[("net/ipv4/ip_forward".into(), "1".into())])?;
     }
     Ok(())
 }
 
-/// Plugs `netns` into segment `s`: a veth whose segment end (`port`) joins the
-/// bridge and whose other end (`ifname`) holds `address`; with `gateway`, the
-/// namespace's default route goes there.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn plug(
-    lab: &Lab,
-    s: usize,
-    netns: &Netns,
-    port: &str,
-    ifname: &str,
-    address: IpNet,
-    mtu: u32,
-    gateway: Option<IpAddr>,
-) -> Result<(), LabError> {
-    let seg = Netns::open_named(&lab.segment_ns(s))?;
+/// One namespace's link into a segment.
+pub(crate) struct Plug<'a> {
+    /// The segment (1-based).
+    pub segment: usize,
+    /// Name of the veth end in the segment namespace (a port of its bridge).
+    pub port: &'a str,
+    /// Name of the end inside the plugged namespace.
+    pub ifname: &'a str,
+    /// Address of that end, in the segment's /24.
+    pub address: IpAddr,
+    /// Whether the namespace's default route goes via the segment's router.
+    pub via_router: bool,
+}
+
+/// Plugs `netns` into a segment: a veth whose segment end joins the bridge
+/// and whose other end holds the address (and the default route, if asked).
+pub(crate) fn plug(lab: &Lab, netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabError> {
+    let (port, ifname) = (link.port, link.ifname);
+    let address = IpNet::new(link.address, 24).expect("valid prefix");
+    let gateway = link.via_router.then(|| router_address(link.segment));
+    let seg = Netns::open_named(&lab.segment_ns(link.segment))?;
     let mut sh = RouteHandle::in_netns(&seg)?;
     let bridge = sh.link_by_name(BRIDGE)?.ok_or(LabError::NotRunning)?;
     sh.create_veth(&VethSpec {

@@ -157,19 +157,14 @@ impl Lab {
         let netns = Netns::create_named(&node.ns)?;
         state.nodes.push(node.clone());
         state::write(self, state)?;
-        let gateway =
-            (state.spec.fabric.segments.len() > 1).then(|| fabric::router_address(segment));
-        let addr = IpNet::new(node.address, 24).expect("valid prefix");
-        fabric::plug(
-            self,
+        let link = fabric::Plug {
             segment,
-            &netns,
-            &name,
-            "eth0",
-            addr,
-            state.spec.fabric.mtu,
-            gateway,
-        )?;
+            port: &name,
+            ifname: "eth0",
+            address: node.address,
+            via_router: state.spec.fabric.segments.len() > 1,
+        };
+        fabric::plug(self, &netns, &link, state.spec.fabric.mtu)?;
         control::start_agent(self, state, &node)?;
         Ok(name)
     }

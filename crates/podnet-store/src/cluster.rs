@@ -154,13 +154,11 @@ impl ClusterStore {
         requested: &[IpNet],
     ) -> Result<Node, StoreError> {
         if let Some(cidr) = requested.iter().find(|c| !existing.pod_cidrs.contains(c)) {
-            return Err(podnet_cluster::ClusterError::Taken {
+            return Err(StoreError::BlockMismatch {
                 node: existing.name.clone(),
-                cidr: *cidr,
-                owner: existing.name.clone(),
-                owned: existing.pod_cidrs.first().copied().unwrap_or(*cidr),
-            }
-            .into());
+                stored: format!("{:?}", existing.pod_cidrs),
+                asked: cidr.to_string(),
+            });
         }
         if existing.address == address && existing.link_local == link_local {
             return Ok(existing.clone());

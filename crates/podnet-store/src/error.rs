@@ -61,6 +61,16 @@ pub enum StoreError {
         /// Address asked for.
         asked: String,
     },
+    /// A registered node asked for a block other than the ones it owns.
+    #[error("node {node} owns {stored}, not {asked}; remove the node to change its blocks")]
+    BlockMismatch {
+        /// Node name.
+        node: String,
+        /// Blocks in the store.
+        stored: String,
+        /// Block asked for.
+        asked: String,
+    },
     /// Concurrent writers kept winning; gave up after several attempts.
     #[error("store contention: {0} kept changing under us")]
     Contention(String),

@@ -68,6 +68,16 @@ fn contract(open: &(dyn Fn() -> ClusterStore + Sync)) {
         .register_node("n3", ip("198.18.1.4"), None, &[])
         .unwrap();
     assert_eq!(&again, nodes.iter().find(|n| n.name == "n3").unwrap());
+    // A registered node cannot switch blocks.
+    assert!(matches!(
+        store.register_node(
+            "n3",
+            ip("198.18.1.4"),
+            None,
+            &["10.244.15.0/24".parse().unwrap()]
+        ),
+        Err(StoreError::BlockMismatch { .. })
+    ));
     // A new link-local address (the underlay was re-created) updates the record, nothing else.
     let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
     let relinked = store

@@ -43,8 +43,7 @@ fn up_check_down_from_a_cluster_file() {
     let routes = RouteHandle::in_netns(&router).unwrap().routes().unwrap();
     assert!(routes.iter().all(|r| r.dst.prefix_len() != 0), "{routes:?}");
 
-    let check = lab.run(&["check"]);
-    assert!(check.status.success(), "{}", text(&check));
+    lab.check_ok();
     let again = lab.run(&["up"]);
     assert!(!again.status.success() && text(&again).contains("already exists"));
 
@@ -136,8 +135,7 @@ fn etcd_lab_rides_out_a_store_outage_and_catches_up() {
         "{}",
         lab.logs()
     );
-    let check = lab.run(&["check"]);
-    assert!(check.status.success(), "{}", text(&check));
+    lab.check_ok();
 }
 
 #[test]

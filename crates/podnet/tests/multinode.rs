@@ -62,8 +62,7 @@ fn auto_takes_host_gw_on_a_segment_and_vxlan_across() {
         vec!["198.18.2.3".parse::<IpAddr>().unwrap()],
         "FDB only for node3"
     );
-    let check = lab.run(&["check"]);
-    assert!(check.status.success(), "{}", text(&check));
+    lab.check_ok();
 }
 
 #[test]
@@ -152,8 +151,7 @@ fn nodes_joining_and_leaving_update_every_node_within_2s() {
     assert!(holds(&lab, "node1", block, underlay).1);
     assert!(!holds(&lab, "node3", block, underlay).1);
     lab.lab().add_pods(&joined, 1).unwrap();
-    let check = lab.run(&["check"]);
-    assert!(check.status.success(), "{}", text(&check));
+    lab.check_ok();
 
     lab.lab().remove_node(&joined).unwrap();
     for node in ["node1", "node2", "node3"] {
@@ -164,8 +162,7 @@ fn nodes_joining_and_leaving_update_every_node_within_2s() {
             lab.logs()
         );
     }
-    let check = lab.run(&["check"]);
-    assert!(check.status.success(), "{}", text(&check));
+    lab.check_ok();
 }
 
 #[test]
@@ -304,15 +301,10 @@ fn mtu_follows_the_fabric_and_large_transfers_cross_nodes() {
 #[test]
 fn dual_stack_crosses_nodes_by_link_local_host_gw_and_by_vxlan() {
     let lab = LabGuard::new();
-    let dir = podnet_testkit::TempDir::new("dual");
-    let file = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &file,
+    let out = lab.up_yaml(
         "backend: auto\nclusterCIDRs: [10.244.0.0/16, fd00:10:244::/56]\npodsPerNode: 1\n\
          fabric: {segments: [{nodes: 2}, {nodes: 1}]}\n",
-    )
-    .unwrap();
-    let out = lab.up(&["-f", file.to_str().unwrap()]);
+    );
     assert_clean_matrix(&out, 6);
     assert!(out.contains("IPv6: 6 of 6 pod pairs reached"), "{out}");
     let routes = lab.agent_routes("node1");
@@ -328,14 +320,9 @@ fn dual_stack_crosses_nodes_by_link_local_host_gw_and_by_vxlan() {
 #[test]
 fn vxlan_vni_and_port_come_from_the_cluster_spec() {
     let lab = LabGuard::new();
-    let dir = podnet_testkit::TempDir::new("vni");
-    let file = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &file,
+    let out = lab.up_yaml(
         "backend: vxlan\nvxlan: {vni: 42, port: 8472}\npodsPerNode: 1\nfabric: {segments: [{nodes: 2}]}\n",
-    )
-    .unwrap();
-    let out = lab.up(&["-f", file.to_str().unwrap()]);
+    );
     assert_clean_matrix(&out, 4);
     let ns = lab.lab().node_ns("node1");
     let details = text(&lab.exec(&ns, &["ip", "-d", "link", "show", "podnet.vxlan"]));

@@ -59,6 +59,20 @@ impl LabGuard {
         t
     }
 
+    /// `podnet lab up -f FILE` with `yaml` as the cluster file, which must succeed.
+    pub fn up_yaml(&self, yaml: &str) -> String {
+        let dir = podnet_testkit::TempDir::new("yaml");
+        let file = dir.path().join("cluster.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        self.up(&["-f", file.to_str().unwrap()])
+    }
+
+    /// `podnet lab check`, which must succeed.
+    pub fn check_ok(&self) {
+        let check = self.run(&["check"]);
+        assert!(check.status.success(), "{}\n{}", text(&check), self.logs());
+    }
+
     /// The library handle of this lab.
     pub fn lab(&self) -> Lab {
         Lab::new(&self.name).unwrap()
