@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces bench/RESULTS.md: podnet vs the reference CNI plugins, side by side in one run.
-# Needs root and Debian's containernetworking-plugins (installed here if missing).
+# Reproduces bench/RESULTS.md, side by side with the anchors in one run:
+#   bench/run.sh           both benchmarks
+#   bench/run.sh cni       podnet vs the reference CNI plugins (ADD/DEL latency, pods/s)
+#   bench/run.sh cluster   pod-to-pod across nodes vs a plain veth; route convergence, 10 nodes
+# Needs root; installs the reference plugins, etcd-server and iperf3 from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x /usr/lib/cni/bridge ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins
-fi
+scripts/install-deps.sh
 # podnet-bench runs the podnet binary built next to it.
 cargo build --release --locked -q -p podnet -p podnet-bench
-exec cargo run --release --locked -q -p podnet-bench
+exec cargo run --release --locked -q -p podnet-bench -- "$@"
