@@ -216,6 +216,12 @@ fn datapath(t: &mut String) {
         "bvx",
         &LabSpec::from_flags(2, 1, 1, Backend::Vxlan, Model::Routed),
     );
+    let plain = |backend| LabSpec {
+        masquerade: false,
+        ..LabSpec::from_flags(2, 1, 1, backend, Model::Routed)
+    };
+    let gw_plain = BenchLab::up("bgwp", &plain(Backend::HostGw));
+    let vx_plain = BenchLab::up("bvxp", &plain(Backend::Vxlan));
     let mut paths = vec![
         PathUnderTest {
             label: "plain veth (the limit)",
@@ -227,6 +233,8 @@ fn datapath(t: &mut String) {
         },
         lab_path("host-gw, routed pods, 2 nodes", &gw.0),
         lab_path("vxlan, routed pods, 2 nodes", &vx.0),
+        lab_path("host-gw, no masquerade", &gw_plain.0),
+        lab_path("vxlan, no masquerade", &vx_plain.0),
         underlay_path(&gw.0),
     ];
     // Warm-up (neighbour resolution, first connections), not recorded.
@@ -269,8 +277,10 @@ fn datapath(t: &mut String) {
     let _ = writeln!(
         t,
         "\nGoals: host-gw at least 0.95 of the veth limit, VXLAN at least 0.75.\n\
-         Pod to pod across nodes crosses four veths, the fabric's bridge and two forwarding nodes where\n\
-         the limit crosses one veth; the last row is the fabric alone (node to node), for scale.\n"
+         Pod to pod across nodes crosses two pod veths, the fabric (macvlan siblings) and two\n\
+         forwarding nodes where the limit crosses one veth. With masquerade (the default), the nat\n\
+         chain turns on connection tracking on both forwarding nodes; \"no masquerade\" rows show\n\
+         podnet's path with no netfilter hook at all. The last row is the fabric alone.\n"
     );
 }
 

@@ -50,7 +50,6 @@ pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     let ctl = Netns::create_named(&lab.control_ns())?;
     let link = fabric::Plug {
         segment: 1,
-        port: "ctl",
         ifname: "eth0",
         address: control_address(),
         via_router: state.spec.fabric.segments.len() > 1,

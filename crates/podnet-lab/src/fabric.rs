@@ -1,13 +1,17 @@
 //! The lab's fabric: L2 segments (a bridge each, in its own namespace), a
-//! router namespace joining them, and the veth that plugs a namespace into a
-//! segment. Addresses come from 198.18.0.0/15 (RFC 2544, benchmarking); no
-//! lab namespace has a route out of the machine.
+//! router namespace joining them, and the link that plugs a namespace into a
+//! segment: a macvlan in bridge mode on the segment's bridge. Macvlan
+//! siblings reach each other directly, without a veth pair and a trip
+//! through the bridge, so the lab's wire costs about what one veth costs and
+//! the lab's figures measure podnet rather than the lab. Addresses come from
+//! 198.18.0.0/15 (RFC 2544, benchmarking); no lab namespace has a route out
+//! of the machine.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 
 use ipnet::IpNet;
-use podnet_kernel::{sysctl, Netns, Route, RouteHandle, VethSpec};
+use podnet_kernel::{sysctl, Netns, Route, RouteHandle};
 
 use crate::error::LabError;
 use crate::Lab;
@@ -65,10 +69,9 @@ pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError
     if segments > 1 {
         let router = Netns::create_named(&lab.router_ns())?;
         for s in 1..=segments {
-            let (port, ifname) = (format!("router{s}"), format!("seg{s}"));
+            let ifname = format!("seg{s}");
             let link = Plug {
                 segment: s,
-                port: &port,
                 ifname: &ifname,
                 address: router_address(s),
                 via_router: false,
@@ -84,8 +87,6 @@ pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError
 pub(crate) struct Plug<'a> {
     /// The segment (1-based).
     pub segment: usize,
-    /// Name of the veth end in the segment namespace (a port of its bridge).
-    pub port: &'a str,
     /// Name of the end inside the plugged namespace.
     pub ifname: &'a str,
     /// Address of that end, in the segment's /24.
@@ -94,24 +95,17 @@ pub(crate) struct Plug<'a> {
     pub via_router: bool,
 }
 
-/// Plugs `netns` into a segment: a veth whose segment end joins the bridge
-/// and whose other end holds the address (and the default route, if asked).
+/// Plugs `netns` into a segment: a macvlan (bridge mode) on the segment's
+/// bridge, created directly in `netns`, holding the address (and the default
+/// route, if asked).
 pub(crate) fn plug(lab: &Lab, netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabError> {
-    let (port, ifname) = (link.port, link.ifname);
+    let ifname = link.ifname;
     let address = IpNet::new(link.address, 24).expect("valid prefix");
     let gateway = link.via_router.then(|| router_address(link.segment));
     let seg = Netns::open_named(&lab.segment_ns(link.segment))?;
     let mut sh = RouteHandle::in_netns(&seg)?;
     let bridge = sh.link_by_name(BRIDGE)?.ok_or(LabError::NotRunning)?;
-    sh.create_veth(&VethSpec {
-        name: port,
-        peer_name: ifname,
-        peer_netns: netns.as_fd(),
-        mtu,
-        mac: None,
-        master: Some(bridge.index),
-        group: 0,
-    })?;
+    sh.create_macvlan(bridge.index, ifname, netns.as_fd(), mtu)?;
     let mut h = RouteHandle::in_netns(netns)?;
     let link = h.link_by_name(ifname)?.ok_or(LabError::NotRunning)?;
     h.replace_address(link.index, address)?;

@@ -159,7 +159,6 @@ impl Lab {
         state::write(self, state)?;
         let link = fabric::Plug {
             segment,
-            port: &name,
             ifname: "eth0",
             address: node.address,
             via_router: state.spec.fabric.segments.len() > 1,

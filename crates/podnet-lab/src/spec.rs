@@ -40,6 +40,9 @@ pub struct FabricSpec {
 fn default_mtu() -> u32 {
     1500
 }
+fn default_true() -> bool {
+    true
+}
 fn default_pods() -> usize {
     2
 }
@@ -66,6 +69,9 @@ pub struct LabSpec {
     /// VXLAN settings.
     #[serde(default)]
     pub vxlan: VxlanSettings,
+    /// Masquerade pod traffic that leaves the cluster CIDRs (default true).
+    #[serde(default = "default_true")]
+    pub masquerade: bool,
     /// Pod MTU override (derived from the fabric when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -100,6 +106,7 @@ impl LabSpec {
             store: StoreKind::Embedded,
             cluster_cidrs: default_cidrs(),
             vxlan: VxlanSettings::default(),
+            masquerade: true,
             mtu: None,
             pods_per_node,
             fabric,
@@ -116,6 +123,7 @@ impl LabSpec {
         let mut c = ClusterSpec::new(self.cluster_cidrs.clone(), self.backend);
         c.vxlan = self.vxlan;
         c.mtu = self.mtu;
+        c.masquerade = self.masquerade;
         c
     }
 

@@ -3,15 +3,14 @@
 //! Layout (`nft list table inet podnet`):
 //! ```text
 //! table inet podnet {
-//!   chain forward-NET     { type filter hook forward priority 0; policy accept;
-//!                           ip saddr SUBNET accept; ip daddr SUBNET accept }
 //!   chain postrouting-NET { type nat hook postrouting priority 100;
 //!                           ip saddr SUBNET ip daddr != CLUSTER ... masquerade }
 //! }
 //! ```
-//! Each network's chains are rewritten whole in one batch (create table, create
-//! chains, flush them, add rules): all or nothing, and concurrent plugin
+//! Each network's chain is rewritten whole in one batch (create table, create
+//! the chain, flush it, add rules): all or nothing, and concurrent plugin
 //! invocations converge to the same content without a lock or duplicate rules.
+//! There is no forward chain of podnet's own: see [`NetworkRuleset`] for why.
 //!
 //! An `accept` in our table cannot overrule a `drop` policy in someone else's
 //! base chain (every base chain on a hook sees the packet), so, as Flannel and
@@ -68,59 +67,69 @@ impl NftHandle {
         })
     }
 
-    /// Makes one network's chains hold `ruleset`; returns whether anything changed.
+    /// Makes one network's chain hold `ruleset`; returns whether anything changed.
     ///
-    /// When the chains already carry exactly the desired rules (recognised by
-    /// their comments, which include a fingerprint of the whole ruleset),
-    /// nothing is sent. Otherwise one atomic batch, `nft -f -` with: add table,
-    /// add chains, flush chains, add rules.
+    /// When the chain already carries exactly the desired rules (recognised by
+    /// their comments, which include a fingerprint of the whole ruleset), and
+    /// no chain that should not exist is there, nothing is sent. Otherwise one
+    /// atomic batch, `nft -f -` with: add table, add the chain, flush it, add
+    /// rules; an empty chain (no masquerade) and an earlier version's forward
+    /// chain are flushed and deleted instead.
     ///
     /// Why check first: a batch that replaces rules leaves the old ones for the
     /// kernel to free after an RCU grace period, and closing the socket then
     /// waits for that grace period (10-15 ms here). In steady state every pod
     /// ADD would pay it for rules that did not change.
     pub fn apply_network(&mut self, ruleset: &NetworkRuleset) -> Result<bool> {
-        if self.network_is_current(ruleset)? {
+        let chains = [
+            (ruleset.postrouting_chain(), &ruleset.postrouting[..]),
+            (ruleset.legacy_forward_chain(), &[][..]),
+        ];
+        let mut current = true;
+        let mut existing = Vec::new();
+        for (name, rules) in &chains {
+            // A rule dump filtered by a missing chain is empty, not an error: ask for the chain.
+            let have = if self.chain_exists(Family::Inet, TABLE, name)? {
+                Some(self.chain_comments(Family::Inet, TABLE, name)?)
+            } else {
+                None
+            };
+            let want: Vec<&String> = rules.iter().map(|r| &r.comment).collect();
+            current &= match &have {
+                None => rules.is_empty(),
+                Some(h) => !rules.is_empty() && h.iter().collect::<Vec<_>>() == want,
+            };
+            existing.push(have.is_some());
+        }
+        if current {
             return Ok(false);
         }
         let mut msgs = vec![batch_delimiter(NFNL_MSG_BATCH_BEGIN)];
         let mut t = nft_msg(NFT_MSG_NEWTABLE, libc::NLM_F_CREATE, Family::Inet);
         t.attr_str(NFTA_TABLE_NAME, TABLE);
         msgs.push(t);
-        let chains = [
-            (
-                ruleset.forward_chain(),
-                "filter",
-                NF_INET_FORWARD,
-                0i32,
-                &ruleset.forward,
-            ),
-            (
-                ruleset.postrouting_chain(),
-                "nat",
-                NF_INET_POSTROUTING,
-                100,
-                &ruleset.postrouting,
-            ),
-        ];
-        for (name, kind, hook, prio, _) in &chains {
+        for ((name, rules), exists) in chains.iter().zip(existing) {
+            if rules.is_empty() {
+                if exists {
+                    msgs.push(flush_chain(name));
+                    let mut d = nft_msg(NFT_MSG_DELCHAIN, 0, Family::Inet);
+                    d.attr_str(NFTA_CHAIN_TABLE, TABLE)
+                        .attr_str(NFTA_CHAIN_NAME, name);
+                    msgs.push(d);
+                }
+                continue;
+            }
             let mut c = nft_msg(NFT_MSG_NEWCHAIN, libc::NLM_F_CREATE, Family::Inet);
             c.attr_str(NFTA_CHAIN_TABLE, TABLE)
                 .attr_str(NFTA_CHAIN_NAME, name);
             let h = c.begin_nested(NFTA_CHAIN_HOOK);
-            c.attr_u32_be(NFTA_HOOK_HOOKNUM, *hook)
-                .attr_u32_be(NFTA_HOOK_PRIORITY, *prio as u32);
+            c.attr_u32_be(NFTA_HOOK_HOOKNUM, NF_INET_POSTROUTING)
+                .attr_u32_be(NFTA_HOOK_PRIORITY, 100);
             c.end_nested(h);
             c.attr_u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT)
-                .attr_str(NFTA_CHAIN_TYPE, kind);
+                .attr_str(NFTA_CHAIN_TYPE, "nat");
             msgs.push(c);
-            let mut flush = nft_msg(NFT_MSG_DELRULE, 0, Family::Inet);
-            flush
-                .attr_str(NFTA_RULE_TABLE, TABLE)
-                .attr_str(NFTA_RULE_CHAIN, name);
-            msgs.push(flush);
-        }
-        for (name, _, _, _, rules) in &chains {
+            msgs.push(flush_chain(name));
             for r in rules.iter() {
                 msgs.push(rule_msg(Family::Inet, TABLE, name, r, true));
             }
@@ -130,25 +139,6 @@ impl NftHandle {
             msgs,
             &format!("nft: apply chains of network {}", ruleset.network),
         )?;
-        Ok(true)
-    }
-
-    fn network_is_current(&mut self, ruleset: &NetworkRuleset) -> Result<bool> {
-        let chains = [
-            (ruleset.forward_chain(), &ruleset.forward),
-            (ruleset.postrouting_chain(), &ruleset.postrouting),
-        ];
-        for (name, rules) in chains {
-            let have = match self.chain_comments(Family::Inet, TABLE, &name) {
-                Ok(c) => c,
-                Err(e) if e.is_not_found() => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            let want: Vec<&String> = rules.iter().map(|r| &r.comment).collect();
-            if have.iter().collect::<Vec<_>>() != want {
-                return Ok(false);
-            }
-        }
         Ok(true)
     }
 
@@ -252,6 +242,19 @@ impl NftHandle {
         Ok(out)
     }
 
+    /// Whether chain `table chain` exists (`nft list chain`, without the rules).
+    fn chain_exists(&mut self, family: Family, table: &str, chain: &str) -> Result<bool> {
+        let mut m = MessageBuilder::new((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN, 0)
+            .header(&nfgenmsg(family.raw(), 0));
+        m.attr_str(NFTA_CHAIN_TABLE, table)
+            .attr_str(NFTA_CHAIN_NAME, chain);
+        match self.sock.request_one(m, "nft list chain") {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The comments of the rules in one chain, in order (`nft list chain`).
     fn chain_comments(&mut self, family: Family, table: &str, chain: &str) -> Result<Vec<String>> {
         let mut m = MessageBuilder::new(
@@ -269,4 +272,13 @@ impl NftHandle {
             })
             .collect())
     }
+}
+
+/// `nft flush chain inet podnet NAME`.
+fn flush_chain(name: &str) -> MessageBuilder {
+    let mut flush = nft_msg(NFT_MSG_DELRULE, 0, Family::Inet);
+    flush
+        .attr_str(NFTA_RULE_TABLE, TABLE)
+        .attr_str(NFTA_RULE_CHAIN, name);
+    flush
 }

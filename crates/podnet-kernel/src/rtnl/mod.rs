@@ -11,6 +11,7 @@ use crate::netns::Netns;
 
 mod address;
 mod link;
+mod macvlan;
 mod neighbour;
 mod route;
 mod vxlan;
