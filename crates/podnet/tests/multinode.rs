@@ -361,3 +361,15 @@ fn a_drop_firewall_loaded_after_the_pods_is_repaired_by_the_agent() {
     let rules = text(&lab.exec(&ns, &["iptables", "-S", "FORWARD"]));
     assert!(rules.contains("podnet:podnet"), "{rules}");
 }
+
+#[test]
+fn an_explicit_mtu_overrides_the_detected_one() {
+    let lab = LabGuard::new();
+    lab.up_yaml("backend: vxlan\nmtu: 1300\npodsPerNode: 1\nfabric: {segments: [{nodes: 2}]}\n");
+    assert_eq!(pod_mtu(&lab, "node1"), 1300);
+    assert_eq!(pod_mtu(&lab, "node2"), 1300);
+    // The VXLAN device itself keeps the size the underlay allows.
+    let ns = lab.lab().node_ns("node1");
+    let vx = text(&lab.exec(&ns, &["ip", "link", "show", "podnet.vxlan"]));
+    assert!(vx.contains("mtu 1450"), "{vx}");
+}
