@@ -128,3 +128,37 @@ fn bad_input_is_named_and_changes_nothing() {
     let listing = String::from_utf8_lossy(&status.stdout);
     assert!(listing.starts_with("no cluster"), "{listing}");
 }
+
+#[test]
+fn cluster_command_inits_lists_and_removes() {
+    let dir = TempDir::new("clustercli");
+    let store = format!("file:{}", dir.path().join("store").display());
+    let spec = dir.path().join("cluster.yaml");
+    std::fs::write(&spec, "clusterCIDRs: [10.244.0.0/16]\nbackend: host-gw\n").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(podnet())
+            .arg("cluster")
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let init = run(&["init", "-f", spec.to_str().unwrap()]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(String::from_utf8_lossy(&init.stdout).contains("host-gw"));
+    // A different spec is refused.
+    std::fs::write(&spec, "clusterCIDRs: [10.9.0.0/16]\n").unwrap();
+    let again = run(&["init", "-f", spec.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("different cluster spec"));
+    let status = run(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("10.244.0.0/16"));
+    let gone = run(&["remove-node", "nosuch"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no node nosuch"));
+}
