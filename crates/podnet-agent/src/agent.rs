@@ -3,12 +3,14 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, ClusterSpec, Node};
 use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
+use podnet_kernel::rtnl::{Removal, RTPROT_PODNET_NODES};
 use podnet_kernel::{sysctl, RouteHandle};
 use podnet_store::ClusterStore;
 
@@ -16,6 +18,7 @@ use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
 use crate::error::{kernel, AgentError};
 use crate::underlay::Underlay;
+use crate::watch::{watch_kernel, watch_store, Wake};
 
 /// Everything an agent needs to know about its node.
 #[derive(Debug, Clone)]
@@ -51,6 +54,10 @@ pub struct Agent {
     underlay: Underlay,
     datapath: NodeDatapath,
     revision: u64,
+    last_heartbeat: Option<Instant>,
+    backoff: Duration,
+    /// The last reconcile failed: retry after `backoff`, not after `resync`.
+    failing: bool,
 }
 
 impl Agent {
@@ -106,6 +113,9 @@ impl Agent {
             underlay,
             datapath: NodeDatapath::new(h, NftHandle::current().map_err(kernel("open nfnetlink"))?),
             revision: 0,
+            last_heartbeat: None,
+            backoff: Duration::from_millis(100),
+            failing: false,
         })
     }
 
@@ -117,6 +127,11 @@ impl Agent {
     /// Reads the cluster and makes the datapath match it once. `Ok(None)`
     /// when this node is no longer registered (it was removed: time to stop).
     pub fn reconcile_once(&mut self) -> Result<Option<DatapathChanges>, AgentError> {
+        self.reconcile_because("request")
+    }
+
+    /// [`Agent::reconcile_once`], logging `why` with any change it makes.
+    fn reconcile_because(&mut self, why: &str) -> Result<Option<DatapathChanges>, AgentError> {
         let view = self.store.snapshot()?;
         if !view.nodes.iter().any(|n| n.name == self.node.name) {
             return Ok(None);
@@ -136,7 +151,7 @@ impl Agent {
         self.revision = view.revision;
         if !changes.is_empty() {
             log(&format!(
-                "revision {}: {} remote nodes, {} added, {} removed",
+                "revision {} ({why}): {} remote nodes, {} added, {} removed",
                 view.revision,
                 remotes.len(),
                 changes.added,
@@ -146,46 +161,103 @@ impl Agent {
         Ok(Some(changes))
     }
 
-    /// Reconciles on every store change (and every `resync`) until `stop` is
-    /// set or the node is removed from the cluster. Store outages are logged
-    /// and retried: the kernel keeps the last good state meanwhile.
+    /// Reconciles on every store change, on every removal of part of the
+    /// node's datapath, and at least every `resync`, until `stop` is set or
+    /// the node is removed from the cluster. Store outages are logged and
+    /// retried: the kernel keeps the last good state meanwhile.
     pub fn run(&mut self, stop: &AtomicBool) {
+        let halt = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel();
+        // The first pass gives the watchers the revision to start from.
+        if !self.pass("start") {
+            return;
+        }
+        let (url, revision) = (self.config.store.clone(), self.revision);
+        std::thread::scope(|s| {
+            let (tx_store, halt_ref) = (tx.clone(), &halt);
+            s.spawn(move || watch_store(&url, revision, &tx_store, halt_ref));
+            s.spawn(|| watch_kernel(&tx, &halt));
+            while !stop.load(Ordering::Relaxed) {
+                let why = self.wait_for_wake(&rx);
+                if stop.load(Ordering::Relaxed) || !self.pass(&why) {
+                    break;
+                }
+            }
+            halt.store(true, Ordering::Relaxed);
+        });
+    }
+
+    /// One heartbeat (when due) and one reconcile; false when the node is gone.
+    fn pass(&mut self, why: &str) -> bool {
         let heartbeat_every = self.config.lease_ttl / 3;
-        let mut last_heartbeat: Option<Instant> = None;
-        let mut backoff = Duration::from_millis(100);
-        while !stop.load(Ordering::Relaxed) {
-            if last_heartbeat.is_none_or(|t| t.elapsed() >= heartbeat_every) {
-                match self.store.heartbeat(&self.node.name, self.config.lease_ttl) {
-                    Ok(()) => last_heartbeat = Some(Instant::now()),
-                    Err(e) => log(&format!("heartbeat: {e}")),
-                }
+        if self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= heartbeat_every)
+        {
+            match self.store.heartbeat(&self.node.name, self.config.lease_ttl) {
+                Ok(()) => self.last_heartbeat = Some(Instant::now()),
+                Err(e) => log(&format!("heartbeat: {e}")),
             }
-            match self.reconcile_once() {
-                Ok(Some(_)) => backoff = Duration::from_millis(100),
-                Ok(None) => {
-                    log("this node was removed from the cluster; stopping");
-                    return;
-                }
-                Err(e) => {
-                    log(&format!(
-                        "reconcile: {e}; keeping the current datapath, retrying"
-                    ));
-                    std::thread::park_timeout(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
+        }
+        self.failing = false;
+        match self.reconcile_because(why) {
+            Ok(Some(_)) => self.backoff = Duration::from_millis(100),
+            Ok(None) => {
+                log("this node was removed from the cluster; stopping");
+                return false;
             }
-            let wait = self.config.resync.min(heartbeat_every);
-            if let Err(e) = self.store.wait_for_change(self.revision, wait) {
-                log(&format!("watch: {e}"));
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+            Err(e) => {
+                log(&format!(
+                    "reconcile: {e}; keeping the current datapath, retrying"
+                ));
+                self.failing = true;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
             }
+        }
+        true
+    }
+
+    /// Blocks until a relevant wake, the resync interval, or the next
+    /// heartbeat; returns why, for the log.
+    fn wait_for_wake(&self, rx: &Receiver<Wake>) -> String {
+        let wait = if self.failing {
+            self.backoff
+        } else {
+            self.config.resync.min(self.config.lease_ttl / 3)
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(wake) if self.concerns_us(&wake) => {
+                    // Coalesce a burst (our own deletions echo back too).
+                    while rx.try_recv().is_ok() {}
+                    return match wake {
+                        Wake::Store => "store change".into(),
+                        Wake::Kernel(r) => format!("kernel: {r:?} removed"),
+                    };
+                }
+                Ok(_) => continue,
+                Err(_) => return "resync".into(),
+            }
+        }
+    }
+
+    /// Whether a wake may mean our datapath or the cluster changed.
+    fn concerns_us(&self, wake: &Wake) -> bool {
+        let vxlan = self.datapath.vxlan_index();
+        match wake {
+            Wake::Store | Wake::Kernel(Removal::Unknown) => true,
+            Wake::Kernel(Removal::Route { protocol }) => *protocol == RTPROT_PODNET_NODES,
+            Wake::Kernel(Removal::Link { index }) => {
+                *index == self.underlay.index || Some(*index) == vxlan
+            }
+            Wake::Kernel(Removal::StaticEntry { index }) => Some(*index) == vxlan,
         }
     }
 }
 
-fn log(message: &str) {
+pub(crate) fn log(message: &str) {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

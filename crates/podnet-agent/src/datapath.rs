@@ -52,12 +52,22 @@ struct Desired {
 pub struct NodeDatapath {
     h: RouteHandle,
     nft: NftHandle,
+    vxlan_index: Option<u32>,
 }
 
 impl NodeDatapath {
     /// A datapath reconciler over `h` (routes, links) and `nft` (forwarding rules).
     pub fn new(h: RouteHandle, nft: NftHandle) -> Self {
-        NodeDatapath { h, nft }
+        NodeDatapath {
+            h,
+            nft,
+            vxlan_index: None,
+        }
+    }
+
+    /// Index of the VXLAN device as of the last reconcile.
+    pub fn vxlan_index(&self) -> Option<u32> {
+        self.vxlan_index
     }
 
     /// Keeps pod traffic forwarded when someone loads a firewall whose
@@ -87,6 +97,7 @@ impl NodeDatapath {
     ) -> Result<DatapathChanges, AgentError> {
         let mut changes = DatapathChanges::default();
         let vxlan = self.ensure_vxlan(cluster, local, underlay, &mut changes)?;
+        self.vxlan_index = vxlan;
         let desired = desired(underlay, vxlan, remotes);
         if let Some(vx) = vxlan {
             self.add_vxlan_entries(vx, &desired, &mut changes)?;

@@ -14,6 +14,7 @@ mod cniconf;
 mod datapath;
 mod error;
 mod underlay;
+mod watch;
 
 pub use agent::{Agent, AgentConfig};
 pub use cniconf::{render_conflist, CNI_CONF_FILE, NETWORK_NAME};

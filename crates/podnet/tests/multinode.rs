@@ -373,3 +373,38 @@ fn an_explicit_mtu_overrides_the_detected_one() {
     let vx = text(&lab.exec(&ns, &["ip", "link", "show", "podnet.vxlan"]));
     assert!(vx.contains("mtu 1450"), "{vx}");
 }
+
+#[test]
+fn removed_routes_and_devices_are_restored_at_once() {
+    let lab = LabGuard::new();
+    lab.up(&["--nodes", "3", "--segments", "2", "--pods-per-node", "1"]);
+    let ns = lab.lab().node_ns("node1");
+    let before = lab.agent_routes("node1");
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Someone deletes a route, then the VXLAN device (taking its routes,
+    // neighbours and FDB entries with it). The resync is 10 s away; the agent
+    // hears the removals and repairs within the convergence bound.
+    let victim = before[0].dst.to_string();
+    let del = lab.exec(&ns, &["ip", "route", "del", &victim]);
+    assert!(del.status.success(), "{}", text(&del));
+    assert!(
+        wait_until(CONVERGENCE, || lab.agent_routes("node1") == before),
+        "{}",
+        lab.logs()
+    );
+    let del = lab.exec(&ns, &["ip", "link", "del", "podnet.vxlan"]);
+    assert!(del.status.success(), "{}", text(&del));
+    assert!(
+        wait_until(CONVERGENCE, || {
+            let now = lab.agent_routes("node1");
+            now.len() == 2 && now.iter().all(|r| before.iter().any(|b| b.dst == r.dst))
+        }),
+        "{}",
+        lab.logs()
+    );
+    // Repaired because the agent heard the removals, not by its periodic resync.
+    let log = std::fs::read_to_string(lab.lab().node_dir("node1").join("agent.log")).unwrap();
+    assert!(log.contains("(kernel: Route"), "{log}");
+    assert!(log.matches("(kernel: ").count() >= 2, "{log}");
+    lab.check_ok();
+}

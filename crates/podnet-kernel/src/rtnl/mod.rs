@@ -10,6 +10,7 @@ use crate::netlink::{NetlinkSocket, Protocol};
 use crate::netns::Netns;
 
 mod address;
+mod events;
 mod link;
 mod macvlan;
 mod neighbour;
@@ -17,6 +18,7 @@ mod route;
 mod vxlan;
 
 pub use address::Address;
+pub use events::{Removal, RemovalWatch};
 pub use link::{delete_link_unregistered, set_up_by_name, Link, VethSpec};
 pub use neighbour::{FdbEntry, Neighbour};
 pub use route::{Route, RouteScope};
