@@ -12,7 +12,7 @@ use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::rtnl::{Removal, RTPROT_PODNET_NODES};
 use podnet_kernel::{sysctl, RouteHandle};
-use podnet_store::ClusterStore;
+use podnet_store::{ClusterStore, StoreError};
 
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
@@ -68,18 +68,17 @@ impl Agent {
     /// unreachable store changes nothing, on the node or in the store.
     pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
         let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
+        let nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
         let underlay = Underlay::discover(&mut h, config.address)?;
         if let Some(spec) = &config.cluster {
-            spec.validate().map_err(podnet_store::StoreError::from)?;
+            spec.validate().map_err(StoreError::from)?;
             allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
-                .map_err(podnet_store::StoreError::from)?;
+                .map_err(StoreError::from)?;
         }
         let store = podnet_store::open(&config.store)?;
         let cluster = match &config.cluster {
             Some(spec) => store.init_cluster(spec)?,
-            None => store
-                .cluster()?
-                .ok_or(podnet_store::StoreError::NoCluster)?,
+            None => store.cluster()?.ok_or(StoreError::NoCluster)?,
         };
         let node = store.register_node(
             &config.node,
@@ -87,31 +86,14 @@ impl Agent {
             underlay.link_local,
             &config.pod_cidrs,
         )?;
-        let mtu = pod_mtu(cluster.backend, underlay.mtu, underlay.address, cluster.mtu);
-        let conf = render_conflist(
-            &cluster,
-            &node.pod_cidrs,
-            config.model,
-            mtu,
-            config.ipam_dir.as_deref(),
-        );
-        write_if_changed(&config.cni_conf_dir, &conf)?;
-        sysctl::write("net/ipv4/ip_forward", "1").map_err(kernel("enable IPv4 forwarding"))?;
-        if node.pod_cidrs.iter().any(|c| c.addr().is_ipv6()) {
-            sysctl::write("net/ipv6/conf/all/forwarding", "1")
-                .map_err(kernel("enable IPv6 forwarding"))?;
-        }
-        log(&format!(
-            "node {} at {} ({} mtu {}): blocks {:?}, backend {:?}, pod mtu {mtu}",
-            node.name, node.address, underlay.name, underlay.mtu, node.pod_cidrs, cluster.backend
-        ));
+        configure_node(&config, &cluster, &node, &underlay)?;
         Ok(Agent {
             config,
             store,
             cluster,
             node,
             underlay,
-            datapath: NodeDatapath::new(h, NftHandle::current().map_err(kernel("open nfnetlink"))?),
+            datapath: NodeDatapath::new(h, nft),
             revision: 0,
             last_heartbeat: None,
             backoff: Duration::from_millis(100),
@@ -257,6 +239,35 @@ impl Agent {
     }
 }
 
+/// Writes the node's CNI config (MTU derived from the underlay) and turns on forwarding.
+fn configure_node(
+    config: &AgentConfig,
+    cluster: &ClusterSpec,
+    node: &Node,
+    underlay: &Underlay,
+) -> Result<(), AgentError> {
+    let mtu = pod_mtu(cluster.backend, underlay.mtu, underlay.address, cluster.mtu);
+    let conf = render_conflist(
+        cluster,
+        &node.pod_cidrs,
+        config.model,
+        mtu,
+        config.ipam_dir.as_deref(),
+    );
+    write_if_changed(&config.cni_conf_dir, &conf)?;
+    sysctl::write("net/ipv4/ip_forward", "1").map_err(kernel("enable IPv4 forwarding"))?;
+    if node.pod_cidrs.iter().any(|c| c.addr().is_ipv6()) {
+        sysctl::write("net/ipv6/conf/all/forwarding", "1")
+            .map_err(kernel("enable IPv6 forwarding"))?;
+    }
+    log(&format!(
+        "node {} at {} ({} mtu {}): blocks {:?}, backend {:?}, pod mtu {mtu}",
+        node.name, node.address, underlay.name, underlay.mtu, node.pod_cidrs, cluster.backend
+    ));
+    Ok(())
+}
+
+/// One timestamped line on stderr.
 pub(crate) fn log(message: &str) {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
