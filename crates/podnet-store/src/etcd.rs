@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,40 +22,78 @@ use crate::kv::{KvBackend, Listing, Txn};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A client of one etcd endpoint (`http://HOST:PORT`).
+/// A client of an etcd cluster, given as one or more member endpoints
+/// (`http://HOST:PORT`, comma-separated). Calls go to one member; when it
+/// cannot be reached, the next ones are tried in turn.
 pub struct EtcdKv {
-    base: String,
+    endpoints: Vec<String>,
+    /// Index of the member calls go to.
+    current: AtomicUsize,
     agent: ureq::Agent,
     /// Lease IDs of the keys this client keeps alive.
     leases: Mutex<HashMap<String, String>>,
 }
 
 impl EtcdKv {
-    /// A client for `endpoint`; nothing is contacted yet.
-    pub fn new(endpoint: &str) -> Result<Self, StoreError> {
-        if !endpoint.starts_with("http://") {
+    /// A client for `endpoints` (comma-separated); nothing is contacted yet.
+    pub fn new(endpoints: &str) -> Result<Self, StoreError> {
+        let list: Vec<String> = endpoints
+            .split(',')
+            .map(|e| e.trim().trim_end_matches('/').to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|e| !e.starts_with("http://")) {
             return Err(StoreError::Unreachable {
-                endpoint: endpoint.to_string(),
-                reason: "only http:// endpoints are supported".into(),
+                endpoint: endpoints.to_string(),
+                reason: "give one or more http:// endpoints, comma-separated".into(),
             });
         }
         Ok(EtcdKv {
-            base: endpoint.trim_end_matches('/').to_string(),
+            endpoints: list,
+            current: AtomicUsize::new(0),
             agent: agent(CALL_TIMEOUT),
             leases: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The member calls go to now.
+    fn base(&self) -> &str {
+        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
+    /// Moves on to the next member after a transport failure.
+    fn fail_over(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One call, to the current member or, if it cannot be reached, to the
+    /// others in turn. Every write we send is conditional (a transaction) or
+    /// idempotent (a put of the same value), so resending one that did reach
+    /// a member that then went away is safe.
     fn call(&self, path: &str, op: &'static str, body: Value) -> Result<Value, StoreError> {
-        let response = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .send_string(&body.to_string())
-            .map_err(|e| self.transport(op, e))?;
-        let text = response
-            .into_string()
-            .map_err(|e| self.unreachable(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| self.protocol(op, e.to_string()))
+        let text = body.to_string();
+        let mut last = None;
+        for _ in 0..self.endpoints.len() {
+            match self
+                .agent
+                .post(&format!("{}{path}", self.base()))
+                .send_string(&text)
+            {
+                Ok(response) => {
+                    let reply = response
+                        .into_string()
+                        .map_err(|e| self.unreachable(e.to_string()))?;
+                    return serde_json::from_str(&reply)
+                        .map_err(|e| self.protocol(op, e.to_string()));
+                }
+                Err(e @ ureq::Error::Status(..)) => return Err(self.transport(op, e)),
+                Err(e) => {
+                    last = Some(self.transport(op, e));
+                    self.fail_over();
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| self.unreachable("no endpoint".into())))
     }
 
     fn transport(&self, op: &'static str, e: ureq::Error) -> StoreError {
@@ -69,14 +108,14 @@ impl EtcdKv {
 
     fn unreachable(&self, reason: String) -> StoreError {
         StoreError::Unreachable {
-            endpoint: self.base.clone(),
+            endpoint: self.endpoints.join(","),
             reason,
         }
     }
 
     fn protocol(&self, op: &'static str, detail: String) -> StoreError {
         StoreError::Protocol {
-            endpoint: self.base.clone(),
+            endpoint: self.base().to_string(),
             op,
             detail,
         }
@@ -157,9 +196,14 @@ impl KvBackend for EtcdKv {
             "start_revision": (after + 1).to_string(),
         }});
         let response = agent(timeout)
-            .post(&format!("{}/v3/watch", self.base))
+            .post(&format!("{}/v3/watch", self.base()))
             .send_string(&body.to_string())
-            .map_err(|e| self.transport("watch", e))?;
+            .map_err(|e| {
+                if matches!(e, ureq::Error::Transport(_)) {
+                    self.fail_over();
+                }
+                self.transport("watch", e)
+            })?;
         let reader = BufReader::new(response.into_reader());
         wait_for_event(reader, self, after)
     }
@@ -181,7 +225,7 @@ impl KvBackend for EtcdKv {
     }
 
     fn endpoint(&self) -> String {
-        self.base.clone()
+        self.endpoints.join(",")
     }
 }
 

@@ -166,6 +166,27 @@ fn etcd_store_contract() {
 }
 
 #[test]
+fn etcd_client_fails_over_to_the_next_member() {
+    require_root();
+    let ns = NetnsGuard::new("etcdfo");
+    let etcd = EtcdServer::start(&ns, "127.0.0.1");
+    // The first member is down (nothing listens on port 1); calls move on.
+    let endpoints = format!("http://127.0.0.1:1,{}", etcd.url());
+    ns.netns()
+        .run(|| {
+            let s = ClusterStore::new(Box::new(EtcdKv::new(&endpoints).unwrap()));
+            s.init_cluster(&spec()).unwrap();
+            s.register_node("a", ip("198.18.1.1"), None, &[]).unwrap();
+            assert_eq!(s.snapshot().unwrap().nodes.len(), 1);
+        })
+        .unwrap();
+    assert!(
+        EtcdKv::new("http://a:1,https://b:2").is_err(),
+        "TLS is not supported: said so"
+    );
+}
+
+#[test]
 fn etcd_restart_and_outage() {
     require_root();
     let ns = NetnsGuard::new("etcdre");
