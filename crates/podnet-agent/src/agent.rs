@@ -101,19 +101,10 @@ impl Agent {
         })
     }
 
-    /// The node's record in the store.
-    pub fn node(&self) -> &Node {
-        &self.node
-    }
-
-    /// Reads the cluster and makes the datapath match it once. `Ok(None)`
-    /// when this node is no longer registered (it was removed: time to stop).
-    pub fn reconcile_once(&mut self) -> Result<Option<DatapathChanges>, AgentError> {
-        self.reconcile_because("request")
-    }
-
-    /// [`Agent::reconcile_once`], logging `why` with any change it makes.
-    fn reconcile_because(&mut self, why: &str) -> Result<Option<DatapathChanges>, AgentError> {
+    /// Reads the cluster and makes the datapath match it once, logging `why`
+    /// with any change it makes. `Ok(None)` when this node is no longer
+    /// registered (it was removed: time to stop).
+    fn reconcile(&mut self, why: &str) -> Result<Option<DatapathChanges>, AgentError> {
         let view = self.store.snapshot()?;
         if !view.nodes.iter().any(|n| n.name == self.node.name) {
             return Ok(None);
@@ -182,7 +173,7 @@ impl Agent {
             }
         }
         self.failing = false;
-        match self.reconcile_because(why) {
+        match self.reconcile(why) {
             Ok(Some(_)) => self.backoff = Duration::from_millis(100),
             Ok(None) => {
                 log("this node was removed from the cluster; stopping");

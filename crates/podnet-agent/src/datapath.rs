@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use podnet_cluster::{pod_mtu, vtep_mac, Backend, ClusterSpec, Node, RemoteNode, RemotePath};
 use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
-use podnet_kernel::{Route, RouteHandle, RouteScope, VxlanSpec};
+use podnet_kernel::{FdbEntry, KernelError, Neighbour, Route, RouteHandle, RouteScope, VxlanSpec};
 
 use crate::error::{kernel, AgentError};
 use crate::underlay::Underlay;
@@ -46,6 +46,12 @@ struct Desired {
     routes: BTreeMap<RouteKey, Route>,
     neighbours: BTreeMap<IpAddr, [u8; 6]>,
     fdb: BTreeSet<([u8; 6], IpAddr)>,
+}
+
+/// What a VXLAN device holds: its neighbour and FDB entries.
+struct VxlanEntries {
+    neighbours: Vec<Neighbour>,
+    fdb: Vec<FdbEntry>,
 }
 
 /// The cross-node datapath of the node whose namespace the handles are bound to.
@@ -99,9 +105,16 @@ impl NodeDatapath {
         let vxlan = self.ensure_vxlan(cluster, local, underlay, &mut changes)?;
         self.vxlan_index = vxlan;
         let desired = desired(underlay, vxlan, remotes);
-        if let Some(vx) = vxlan {
-            self.add_vxlan_entries(vx, &desired, &mut changes)?;
-        }
+        // The device's entries are read once: the additions below only add
+        // desired entries, so the same listing tells what is stale afterwards.
+        let entries = match vxlan {
+            Some(vx) => {
+                let entries = self.vxlan_entries(vx)?;
+                self.add_vxlan_entries(vx, &desired, &entries, &mut changes)?;
+                Some((vx, entries))
+            }
+            None => None,
+        };
         let actual: Vec<Route> = self
             .h
             .routes()
@@ -131,8 +144,8 @@ impl NodeDatapath {
                 changes.removed += 1;
             }
         }
-        if let Some(vx) = vxlan {
-            self.remove_stale_vxlan_entries(vx, &desired, &mut changes)?;
+        if let Some((vx, entries)) = entries {
+            self.remove_stale_vxlan_entries(vx, &desired, &entries, &mut changes)?;
         }
         Ok(changes)
     }
@@ -168,30 +181,38 @@ impl NodeDatapath {
             mtu: pod_mtu(Backend::Vxlan, underlay.mtu, underlay.address, None),
             mac: vtep_mac(&local.name),
         };
-        let matches = existing.as_ref().is_some_and(|l| {
+        let current = existing.as_ref().is_some_and(|l| {
             l.vxlan.as_ref().is_some_and(|v| {
                 v.vni == spec.vni && v.port == spec.port && v.local == Some(spec.local)
             }) && l.mac == spec.mac
                 && l.mtu == spec.mtu
                 && l.up
         });
-        if !matches {
-            if existing.is_some() {
+        let index = match existing {
+            Some(link) if current => link.index,
+            stale => {
+                if stale.is_some() {
+                    self.h
+                        .delete_link(VXLAN_DEVICE)
+                        .map_err(kernel("replace VXLAN device"))?;
+                }
                 self.h
-                    .delete_link(VXLAN_DEVICE)
-                    .map_err(kernel("replace VXLAN device"))?;
+                    .create_vxlan(&spec)
+                    .map_err(kernel("create VXLAN device"))?;
+                changes.added += 1;
+                self.h
+                    .link_by_name(VXLAN_DEVICE)
+                    .map_err(kernel("look up VXLAN device"))?
+                    .ok_or_else(|| AgentError::Kernel {
+                        context: "create VXLAN device".into(),
+                        source: KernelError::Protocol {
+                            op: format!("ip link show {VXLAN_DEVICE}"),
+                            detail: "the device vanished right after creation".into(),
+                        },
+                    })?
+                    .index
             }
-            self.h
-                .create_vxlan(&spec)
-                .map_err(kernel("create VXLAN device"))?;
-            changes.added += 1;
-        }
-        let index = self
-            .h
-            .link_by_name(VXLAN_DEVICE)
-            .map_err(kernel("look up VXLAN device"))?
-            .ok_or(AgentError::NoUnderlay(underlay.address))?
-            .index;
+        };
         // The device holds the first address of each local block (as Flannel
         // does), so traffic from the node to remote pods leaves with an
         // address inside the cluster and returns the same way.
@@ -214,15 +235,26 @@ impl NodeDatapath {
         Ok(Some(index))
     }
 
+    fn vxlan_entries(&mut self, vx: u32) -> Result<VxlanEntries, AgentError> {
+        Ok(VxlanEntries {
+            neighbours: self
+                .h
+                .neighbours(vx)
+                .map_err(kernel("list VXLAN neighbours"))?,
+            fdb: self.h.fdb(vx).map_err(kernel("list VXLAN FDB"))?,
+        })
+    }
+
     fn add_vxlan_entries(
         &mut self,
         vx: u32,
         desired: &Desired,
+        actual: &VxlanEntries,
         changes: &mut DatapathChanges,
     ) -> Result<(), AgentError> {
-        let fdb = self.h.fdb(vx).map_err(kernel("list VXLAN FDB"))?;
         for (mac, dst) in &desired.fdb {
-            if !fdb
+            if !actual
+                .fdb
                 .iter()
                 .any(|e| e.mac == mac && e.dst == Some(*dst) && e.permanent)
             {
@@ -232,12 +264,9 @@ impl NodeDatapath {
                 changes.added += 1;
             }
         }
-        let neighbours = self
-            .h
-            .neighbours(vx)
-            .map_err(kernel("list VXLAN neighbours"))?;
         for (ip, mac) in &desired.neighbours {
-            let present = neighbours
+            let present = actual
+                .neighbours
                 .iter()
                 .any(|n| n.ip == *ip && n.permanent && n.mac.as_deref() == Some(mac.as_slice()));
             if !present {
@@ -254,13 +283,10 @@ impl NodeDatapath {
         &mut self,
         vx: u32,
         desired: &Desired,
+        actual: &VxlanEntries,
         changes: &mut DatapathChanges,
     ) -> Result<(), AgentError> {
-        for n in self
-            .h
-            .neighbours(vx)
-            .map_err(kernel("list VXLAN neighbours"))?
-        {
+        for n in &actual.neighbours {
             if n.permanent && !desired.neighbours.contains_key(&n.ip) {
                 self.h
                     .delete_neighbour(vx, n.ip)
@@ -268,7 +294,7 @@ impl NodeDatapath {
                 changes.removed += 1;
             }
         }
-        for e in self.h.fdb(vx).map_err(kernel("list VXLAN FDB"))? {
+        for e in &actual.fdb {
             let Some(dst) = e.dst else { continue };
             let wanted = <[u8; 6]>::try_from(e.mac.as_slice())
                 .is_ok_and(|mac| desired.fdb.contains(&(mac, dst)));

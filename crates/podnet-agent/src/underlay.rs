@@ -33,21 +33,19 @@ impl Underlay {
             .find(|a| a.net.addr() == address)
             .map(|a| a.index)
             .ok_or(AgentError::NoUnderlay(address))?;
-        let links = h.links().map_err(kernel("list links"))?;
-        let link = links
-            .into_iter()
-            .find(|l| l.index == index)
+        let link = h
+            .link_by_index(index)
+            .map_err(kernel("look up the underlay interface"))?
             .ok_or(AgentError::NoUnderlay(address))?;
-        let on_link = addrs.iter().filter(|a| a.index == index);
-        let link_local = on_link.clone().find_map(|a| match a.net.addr() {
-            IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
-            _ => None,
-        });
-        let segments = on_link
-            .filter(|a| a.net.prefix_len() < a.net.max_prefix_len())
-            .filter(|a| link_local != Some(ip_v6(a.net.addr())))
-            .map(|a| a.net.trunc())
-            .collect();
+        let mut link_local = None;
+        let mut segments = Vec::new();
+        for a in addrs.iter().filter(|a| a.index == index) {
+            match a.net.addr() {
+                IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => link_local = Some(v6),
+                _ if a.net.prefix_len() < a.net.max_prefix_len() => segments.push(a.net.trunc()),
+                _ => {}
+            }
+        }
         Ok(Underlay {
             address,
             index,
@@ -56,13 +54,5 @@ impl Underlay {
             segments,
             link_local,
         })
-    }
-}
-
-/// The IPv6 address in `ip`, or `::` for IPv4.
-fn ip_v6(ip: IpAddr) -> Ipv6Addr {
-    match ip {
-        IpAddr::V6(v6) => v6,
-        IpAddr::V4(_) => Ipv6Addr::UNSPECIFIED,
     }
 }

@@ -85,28 +85,19 @@ pub(crate) fn start_etcd(lab: &Lab, ctl: &Netns) -> Result<(), LabError> {
         &initial,
     ];
     let log = lab.state_dir().join("etcd.log");
-    spawn_daemon(ctl, Path::new(&etcd_binary()), &args, Some(&log))?;
+    spawn_daemon(ctl, Path::new("etcd"), &args, Some(&log))?;
     wait_for(START_DEADLINE, "etcd to answer", || {
         lab.with_store(StoreKind::Etcd, |s| Ok(s.snapshot()?))
             .is_ok()
     })
 }
 
-fn etcd_binary() -> String {
-    std::env::var("PODNET_ETCD").unwrap_or_else(|_| "etcd".into())
-}
-
 /// Starts node `node`'s agent in its namespace and waits for its CNI config.
-pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result<String, LabError> {
+pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result<(), LabError> {
     let dir = lab.node_dir(&node.name);
     std::fs::create_dir_all(&dir)
         .map_err(|e| LabError::io(format!("create {}", dir.display()), e))?;
-    let cluster_file = lab.state_dir().join("cluster.json");
-    let cluster_json = serde_json::to_string(&state.spec.cluster()).unwrap_or_default();
-    std::fs::write(&cluster_file, cluster_json)
-        .map_err(|e| LabError::io("write cluster.json", e))?;
-    let conf = dir.join("cni").join(podnet_agent::CNI_CONF_FILE);
-    let _ = std::fs::remove_file(&conf);
+    let cluster_file = cluster_file(lab);
     let netns = Netns::open_named(&node.ns)?;
     let model = match state.spec.model {
         podnet_dataplane::Model::Bridge => "bridge",
@@ -137,17 +128,35 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         &ipam_arg,
     ];
     let log = dir.join("agent.log");
+    // Ready once it logs its start, which it does after writing the CNI
+    // config; a restarted agent leaves the config in place meanwhile.
+    let starts = || {
+        std::fs::read_to_string(&log)
+            .map(|text| text.matches(AGENT_STARTED).count())
+            .unwrap_or(0)
+    };
+    let before = starts();
     spawn_daemon(&netns, &state.plugin, &args, Some(&log))?;
-    wait_for(
-        START_DEADLINE,
-        &format!(
-            "agent of {} to write its CNI config (log: {})",
-            node.name,
-            log.display()
-        ),
-        || conf.exists(),
-    )?;
-    std::fs::read_to_string(&conf).map_err(|e| LabError::io(format!("read {}", conf.display()), e))
+    let what = format!(
+        "the agent of {} to start (log: {})",
+        node.name,
+        log.display()
+    );
+    wait_for(START_DEADLINE, &what, || starts() > before)
+}
+
+/// What an agent logs once it has registered and written its CNI config.
+const AGENT_STARTED: &str = " podnet-agent: node ";
+
+/// The cluster spec file every agent of the lab is started with.
+fn cluster_file(lab: &Lab) -> PathBuf {
+    lab.state_dir().join("cluster.json")
+}
+
+/// Writes the cluster spec file, once per lab.
+pub(crate) fn write_cluster_file(lab: &Lab, state: &LabState) -> Result<(), LabError> {
+    let json = serde_json::to_string(&state.spec.cluster()).unwrap_or_default();
+    std::fs::write(cluster_file(lab), json).map_err(|e| LabError::io("write cluster.json", e))
 }
 
 /// Polls `ready` with growing pauses until it holds or `deadline` passes.

@@ -42,24 +42,17 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Waits until an echo server answers on loopback inside `netns`, or `deadline` passes.
 pub fn wait_listening(netns: &Netns, port: u16, deadline: Duration) -> Result<(), LabError> {
-    let end = std::time::Instant::now() + deadline;
     let target = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let up = netns
-            .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok())?;
-        if up {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= end {
-            return Err(LabError::io(
-                format!("echo server on port {port} did not start within {deadline:?}"),
-                std::io::Error::from(std::io::ErrorKind::TimedOut),
-            ));
-        }
-        std::thread::park_timeout(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+    let answers = || {
+        netns
+            .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok())
+            .unwrap_or(false)
+    };
+    crate::control::wait_for(
+        deadline,
+        &format!("the echo server on port {port}"),
+        answers,
+    )
 }
 
 /// Connects from inside `from` to `to:port` and returns the source address the server saw.

@@ -23,11 +23,6 @@ const ROUTER_HOST: u8 = 254;
 /// Host part of the control plane's address on segment 1.
 const CONTROL_HOST: u8 = 250;
 
-/// The prefix of segment `s` (1-based): `198.18.S.0/24`.
-pub fn segment_prefix(s: usize) -> IpNet {
-    IpNet::new(IpAddr::V4(Ipv4Addr::new(198, 18, s as u8, 0)), 24).expect("valid prefix")
-}
-
 /// Address `host` on segment `s`.
 pub fn segment_address(s: usize, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, s as u8, host))

@@ -116,6 +116,7 @@ impl Lab {
             pods: Vec::new(),
         };
         state::write(self, &state)?;
+        control::write_cluster_file(self, &state)?;
         fabric::build(self, spec.fabric.segments.len(), spec.fabric.mtu)?;
         control::start_store(self, &state)?;
         for (s, seg) in spec.fabric.segments.iter().enumerate() {
@@ -207,7 +208,7 @@ impl Lab {
     /// Starts node `node`'s agent and waits for it to write its CNI config.
     pub fn start_agent(&self, node: &str) -> Result<(), LabError> {
         let state = state::read(self)?;
-        control::start_agent(self, &state, state.node(node)?).map(|_| ())
+        control::start_agent(self, &state, state.node(node)?)
     }
 
     /// Kills the lab's etcd server (a store outage); its data stays.

@@ -23,6 +23,15 @@ pub fn unique_name(tag: &str) -> String {
     format!("{TEST_PREFIX}{}-{n}-{tag}", std::process::id())
 }
 
+/// Runs a command inside `netns`, like `ip netns exec NAME ...`; panics if it cannot start.
+pub fn exec_in(netns: &Netns, args: &[&str]) -> Output {
+    let (program, rest) = args.split_first().expect("a command to run");
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    podnet_kernel::netns::enter_before_exec(&mut cmd, netns);
+    cmd.output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
 /// A named network namespace that is removed when the guard drops.
 #[derive(Debug)]
 pub struct NetnsGuard {
@@ -56,12 +65,7 @@ impl NetnsGuard {
 
     /// Runs a command inside the namespace, like `ip netns exec NAME ...`.
     pub fn exec(&self, args: &[&str]) -> Output {
-        let (program, rest) = args.split_first().expect("a command to run");
-        let mut cmd = Command::new(program);
-        cmd.args(rest);
-        podnet_kernel::netns::enter_before_exec(&mut cmd, &self.netns);
-        cmd.output()
-            .unwrap_or_else(|e| panic!("{args:?} in {}: {e}", self.name))
+        exec_in(&self.netns, args)
     }
 
     /// Runs a command inside the namespace and returns its stdout; panics on failure.

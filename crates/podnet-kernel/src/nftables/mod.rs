@@ -81,58 +81,40 @@ impl NftHandle {
     /// waits for that grace period (10-15 ms here). In steady state every pod
     /// ADD would pay it for rules that did not change.
     pub fn apply_network(&mut self, ruleset: &NetworkRuleset) -> Result<bool> {
-        let chains = [
-            (ruleset.postrouting_chain(), &ruleset.postrouting[..]),
-            (ruleset.legacy_forward_chain(), &[][..]),
-        ];
-        let mut current = true;
-        let mut existing = Vec::new();
-        for (name, rules) in &chains {
-            // A rule dump filtered by a missing chain is empty, not an error: ask for the chain.
-            let have = if self.chain_exists(Family::Inet, TABLE, name)? {
-                Some(self.chain_comments(Family::Inet, TABLE, name)?)
-            } else {
-                None
-            };
+        let post = ruleset.postrouting_chain();
+        let rules = &ruleset.postrouting;
+        // Steady state costs one round trip. With rules, the chain is current
+        // when it lists exactly their comments (a rule dump of a missing chain
+        // is empty, never equal). Without, it is current when it is absent.
+        let current = if rules.is_empty() {
+            !self.chain_exists(Family::Inet, TABLE, &post)?
+        } else {
             let want: Vec<&String> = rules.iter().map(|r| &r.comment).collect();
-            current &= match &have {
-                None => rules.is_empty(),
-                Some(h) => !rules.is_empty() && h.iter().collect::<Vec<_>>() == want,
-            };
-            existing.push(have.is_some());
-        }
+            let have = self.chain_comments(Family::Inet, TABLE, &post)?;
+            have.iter().collect::<Vec<_>>() == want
+        };
         if current {
             return Ok(false);
         }
+        // An earlier version's forward chain changes the fingerprint, so a
+        // node that has one comes through here once and loses it.
+        let legacy = ruleset.legacy_forward_chain();
+        let legacy_exists = self.chain_exists(Family::Inet, TABLE, &legacy)?;
         let mut msgs = vec![batch_delimiter(NFNL_MSG_BATCH_BEGIN)];
         let mut t = nft_msg(NFT_MSG_NEWTABLE, libc::NLM_F_CREATE, Family::Inet);
         t.attr_str(NFTA_TABLE_NAME, TABLE);
         msgs.push(t);
-        for ((name, rules), exists) in chains.iter().zip(existing) {
-            if rules.is_empty() {
-                if exists {
-                    msgs.push(flush_chain(name));
-                    let mut d = nft_msg(NFT_MSG_DELCHAIN, 0, Family::Inet);
-                    d.attr_str(NFTA_CHAIN_TABLE, TABLE)
-                        .attr_str(NFTA_CHAIN_NAME, name);
-                    msgs.push(d);
-                }
-                continue;
+        if rules.is_empty() {
+            msgs.extend(delete_chain(&post));
+        } else {
+            msgs.push(nat_postrouting_chain(&post));
+            msgs.push(flush_chain(&post));
+            for r in rules {
+                msgs.push(rule_msg(Family::Inet, TABLE, &post, r, true));
             }
-            let mut c = nft_msg(NFT_MSG_NEWCHAIN, libc::NLM_F_CREATE, Family::Inet);
-            c.attr_str(NFTA_CHAIN_TABLE, TABLE)
-                .attr_str(NFTA_CHAIN_NAME, name);
-            let h = c.begin_nested(NFTA_CHAIN_HOOK);
-            c.attr_u32_be(NFTA_HOOK_HOOKNUM, NF_INET_POSTROUTING)
-                .attr_u32_be(NFTA_HOOK_PRIORITY, 100);
-            c.end_nested(h);
-            c.attr_u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT)
-                .attr_str(NFTA_CHAIN_TYPE, "nat");
-            msgs.push(c);
-            msgs.push(flush_chain(name));
-            for r in rules.iter() {
-                msgs.push(rule_msg(Family::Inet, TABLE, name, r, true));
-            }
+        }
+        if legacy_exists {
+            msgs.extend(delete_chain(&legacy));
         }
         msgs.push(batch_delimiter(NFNL_MSG_BATCH_END));
         self.sock.batch(
@@ -272,6 +254,28 @@ impl NftHandle {
             })
             .collect())
     }
+}
+
+/// `nft add chain inet podnet NAME { type nat hook postrouting priority 100; policy accept; }`.
+fn nat_postrouting_chain(name: &str) -> MessageBuilder {
+    let mut c = nft_msg(NFT_MSG_NEWCHAIN, libc::NLM_F_CREATE, Family::Inet);
+    c.attr_str(NFTA_CHAIN_TABLE, TABLE)
+        .attr_str(NFTA_CHAIN_NAME, name);
+    let h = c.begin_nested(NFTA_CHAIN_HOOK);
+    c.attr_u32_be(NFTA_HOOK_HOOKNUM, NF_INET_POSTROUTING)
+        .attr_u32_be(NFTA_HOOK_PRIORITY, 100);
+    c.end_nested(h);
+    c.attr_u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT)
+        .attr_str(NFTA_CHAIN_TYPE, "nat");
+    c
+}
+
+/// `nft flush chain inet podnet NAME; nft delete chain inet podnet NAME`.
+fn delete_chain(name: &str) -> [MessageBuilder; 2] {
+    let mut d = nft_msg(NFT_MSG_DELCHAIN, 0, Family::Inet);
+    d.attr_str(NFTA_CHAIN_TABLE, TABLE)
+        .attr_str(NFTA_CHAIN_NAME, name);
+    [flush_chain(name), d]
 }
 
 /// `nft flush chain inet podnet NAME`.

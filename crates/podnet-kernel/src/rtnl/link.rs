@@ -180,6 +180,19 @@ impl RouteHandle {
         }
     }
 
+    /// `ip link show dev INDEX`; `None` when there is no such link.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let m = MessageBuilder::new(libc::RTM_GETLINK, 0).header(&ifinfomsg(index, 0, 0));
+        match self
+            .sock
+            .request_one(m, &format!("ip link show dev {index}"))
+        {
+            Ok(payload) => Ok(parse_link(&payload)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `ip link show`.
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let m = MessageBuilder::new(libc::RTM_GETLINK, libc::NLM_F_DUMP as u16)

@@ -8,6 +8,7 @@ use crate::netlink::codec::{self, MessageBuilder};
 
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
+const NDA_IFINDEX: u16 = 8;
 const NUD_PERMANENT: u16 = 0x80;
 const NTF_SELF: u8 = 0x02;
 const AF_BRIDGE: u8 = libc::AF_BRIDGE as u8;
@@ -78,8 +79,11 @@ impl RouteHandle {
     pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
         let mut out = Vec::new();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-            let m = MessageBuilder::new(libc::RTM_GETNEIGH, libc::NLM_F_DUMP as u16)
+            // NDA_IFINDEX has the kernel dump only this device's entries, not
+            // every pod veth's; the index check below stays for older kernels.
+            let mut m = MessageBuilder::new(libc::RTM_GETNEIGH, libc::NLM_F_DUMP as u16)
                 .header(&ndmsg(family, 0, 0, 0));
+            m.attr_u32(NDA_IFINDEX, index);
             for p in self.sock.dump(m, "ip neigh show")? {
                 let Some((i, state, _, attrs)) = parse_ndmsg(&p) else {
                     continue;

@@ -127,11 +127,7 @@ impl LabGuard {
 
     /// Runs a command inside namespace `ns` of this lab.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        let netns = Netns::open_named(ns).unwrap();
-        let mut cmd = Command::new(args[0]);
-        cmd.args(&args[1..]);
-        podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
-        cmd.output().unwrap()
+        podnet_testkit::exec_in(&Netns::open_named(ns).unwrap(), args)
     }
 }
 
