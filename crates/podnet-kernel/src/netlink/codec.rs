@@ -89,6 +89,16 @@ impl MessageBuilder {
         self
     }
 
+    /// Bytes written so far (header included).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing was written (never: the header is always there).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Appends raw bytes inside the current attribute (for nested fixed headers).
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(bytes);

@@ -327,36 +327,72 @@ impl NetlinkSocket {
         }
     }
 
-    /// Sends several messages as one buffer (an nf_tables batch) and checks every ack.
+    /// Sends several messages as one buffer (an nf_tables batch) and checks the outcome.
     ///
-    /// Each message but the batch delimiters gets `NLM_F_ACK`; the first error wins.
+    /// `msgs` starts and ends with the batch delimiters. Only the last message
+    /// inside the batch asks for an ack: the kernel processes a whole batch
+    /// and reports every failing message anyway, and then acks the last one,
+    /// so a large batch (thousands of set-element messages) costs one answer
+    /// instead of one per message. The first error of the batch wins. When the
+    /// batch header itself is refused, that error is the only answer.
     pub fn batch(&mut self, msgs: Vec<MessageBuilder>, op: &str) -> Result<()> {
         let mut bytes = Vec::new();
-        let mut acked = Vec::new();
-        let last = msgs.len().saturating_sub(1);
+        let count = msgs.len();
+        let first = self.seq.wrapping_add(1).max(1);
+        let mut last_acked = first;
         for (i, msg) in msgs.into_iter().enumerate() {
             let seq = self.next_seq();
-            let msg = if i != 0 && i != last {
-                acked.push(seq);
+            let msg = if i + 2 == count && i != 0 {
+                last_acked = seq;
                 msg.with_ack()
             } else {
                 msg
             };
             bytes.extend_from_slice(&msg.finish(seq));
         }
+        self.grow_send_buffer(bytes.len());
         self.send(&bytes, op)?;
         let mut first_error = None;
-        for seq in acked {
-            if let Reply::Failed(e) = self.collect(seq, op, &mut |_, _| {})? {
-                first_error.get_or_insert(e);
-                // The kernel aborts the whole batch on the first error, then
-                // acks nothing more; stop waiting.
+        loop {
+            let n = self.recv(op)?;
+            let mut finished = false;
+            for m in codec::messages(&self.buf[..n]) {
+                if m.msg_type != NLMSG_ERROR || m.seq < first || m.seq > last_acked {
+                    continue; // a late answer to an earlier request
+                }
+                if let Reply::Failed(e) = decode_error(m.payload, m.flags, op) {
+                    first_error.get_or_insert(e);
+                }
+                finished |= m.seq == last_acked || m.seq == first;
+            }
+            if finished {
                 break;
             }
         }
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Raises the send buffer so that one batch of `bytes` fits in a single
+    /// `send` (the kernel takes a batch as one message). Needs `CAP_NET_ADMIN`
+    /// for sizes above the system maximum, which podnet has where it programs
+    /// nf_tables; failure only means large batches fail with `EMSGSIZE`.
+    fn grow_send_buffer(&self, bytes: usize) {
+        if bytes < 200 * 1024 {
+            return;
+        }
+        let size = (bytes + 64 * 1024).min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: setsockopt with a valid fd and a pointer to a c_int.
+        unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
     }
 

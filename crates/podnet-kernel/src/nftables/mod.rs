@@ -19,6 +19,7 @@
 //! policy is drop (for example `iptables -P FORWARD DROP` under iptables-nft).
 
 mod ruleset;
+mod transaction;
 mod wire;
 
 use ipnet::IpNet;
@@ -29,6 +30,7 @@ use crate::netlink::{NetlinkSocket, Protocol};
 use crate::netns::Netns;
 
 pub use ruleset::{match_prefix, CmpOp, Direction, Expr, NetworkRuleset, Rule};
+pub use transaction::{datatype, ChainKind, Hook, SetElement, SetSpec, Transaction};
 pub use wire::Family;
 // The wire vocabulary (NFTA_*, NFT_MSG_*, message builders) reads best unqualified.
 use wire::*;
@@ -188,6 +190,56 @@ impl NftHandle {
             changed.push(what);
         }
         Ok(changed)
+    }
+
+    /// Applies `tx` as one batch: all of it, or nothing.
+    pub fn commit(&mut self, tx: Transaction, op: &str) -> Result<()> {
+        self.sock.batch(tx.into_messages(), op)
+    }
+
+    /// Names of the sets and maps of `table`, sorted (none when the table is missing).
+    pub fn set_names(&mut self, family: Family, table: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .sock
+            .dump(transaction::sets_request(family), "nft list sets")?
+            .iter()
+            .filter_map(|p| transaction::parse_set_name(p))
+            .filter(|(t, _)| t == table)
+            .map(|(_, s)| s)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Names of the chains of `table`, sorted (none when the table is missing).
+    pub fn chain_names(&mut self, family: Family, table: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .sock
+            .dump(transaction::chains_request(family), "nft list chains")?
+            .iter()
+            .filter_map(|p| transaction::parse_chain_name(p))
+            .filter(|(t, _)| t == table)
+            .map(|(_, c)| c)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The elements of one set or map (`nft list set`), in the kernel's order.
+    pub fn set_elements(&mut self, family: Family, table: &str, set: &str) -> Result<Vec<SetElement>> {
+        let mut out = Vec::new();
+        for p in self.sock.dump(
+            transaction::elements_request(family, table, set),
+            &format!("nft list set {table} {set}"),
+        )? {
+            transaction::parse_elements(&p, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The comments of the rules in one chain, in order (empty when the chain is missing).
+    pub fn rule_comments(&mut self, family: Family, table: &str, chain: &str) -> Result<Vec<String>> {
+        self.chain_comments(family, table, chain)
     }
 
     fn base_chains(&mut self) -> Result<Vec<BaseChain>> {

@@ -31,6 +31,99 @@ pub enum Expr {
     Accept,
     /// `[ masq ]`
     Masquerade,
+    /// `[ meta load KEY => reg DREG ]` (`NFT_META_*` key, any register).
+    MetaLoad {
+        /// `NFT_META_*` key.
+        key: u32,
+        /// Destination register (32-bit numbering: 8 is the first word of reg 1).
+        dreg: u32,
+    },
+    /// `[ meta set mark with reg SREG ]`
+    MetaSetMark {
+        /// Source register.
+        sreg: u32,
+    },
+    /// `[ payload load LEN b @ BASE header + OFFSET => reg DREG ]`
+    PayloadLoad {
+        /// `NFT_PAYLOAD_*_HEADER` base.
+        base: u32,
+        /// Offset from the base.
+        offset: u32,
+        /// Length in bytes.
+        len: u32,
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `[ bitwise reg REG = ( reg REG & MASK ) ^ XOR ]`
+    Bitwise {
+        /// Source and destination register.
+        reg: u32,
+        /// AND mask.
+        mask: Vec<u8>,
+        /// XOR value, as long as the mask.
+        xor: Vec<u8>,
+    },
+    /// `[ cmp OP reg REG DATA ]`
+    CmpReg(CmpOp, u32, Vec<u8>),
+    /// `[ ct load KEY => reg DREG (, dir DIR) ]`
+    CtLoad {
+        /// `NFT_CT_*` key.
+        key: u32,
+        /// Direction for tuple keys (0 original, 1 reply).
+        dir: Option<u8>,
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `[ fib daddr type => reg DREG ]` (the address type of the destination).
+    FibDaddrType {
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `[ numgen reg DREG = random mod MODULUS ]`
+    NumgenRandom {
+        /// Modulus.
+        modulus: u32,
+        /// Destination register.
+        dreg: u32,
+    },
+    /// `[ lookup reg SREG set SET (dreg DREG) ]`
+    Lookup {
+        /// Set name in the rule's table.
+        set: String,
+        /// First register of the key.
+        sreg: u32,
+        /// First register of the data, for maps.
+        dreg: Option<u32>,
+    },
+    /// `[ dynset update reg_key K set SET sreg_data D timeout T ]`
+    DynsetUpdate {
+        /// Map name in the rule's table.
+        set: String,
+        /// First register of the key.
+        sreg_key: u32,
+        /// First register of the data.
+        sreg_data: u32,
+        /// Element timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `[ nat dnat FAMILY addr_min reg A proto_min reg P ]`
+    Dnat {
+        /// `NFPROTO_IPV4` or `NFPROTO_IPV6`.
+        family: u32,
+        /// Register holding the address.
+        reg_addr: u32,
+        /// Register holding the port.
+        reg_proto: u32,
+    },
+    /// `[ reject type TYPE code CODE ]`
+    Reject {
+        /// `NFT_REJECT_*` type.
+        ty: u32,
+        /// ICMP(x) code.
+        code: u8,
+    },
+    /// `[ immediate reg 0 jump CHAIN ]`
+    Jump(String),
 }
 
 /// Which address of the IP header a match looks at.

@@ -41,6 +41,33 @@ pub(super) const NF_INET_POSTROUTING: u32 = 4;
 pub(super) const NF_ACCEPT: u32 = 1;
 pub(super) const NF_DROP: u32 = 0;
 pub(super) const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+pub(super) const NFT_MSG_DELTABLE: u16 = 2;
+pub(super) const NFT_MSG_NEWSET: u16 = 9;
+pub(super) const NFT_MSG_GETSET: u16 = 10;
+pub(super) const NFT_MSG_DELSET: u16 = 11;
+pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
+pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
+pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
+pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_META_MARK: u32 = 3;
+pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
+pub(super) const NFT_NG_RANDOM: u32 = 1;
+pub(super) const NFT_DYNSET_OP_UPDATE: u32 = 1;
+pub(super) const NFT_NAT_DNAT: u32 = 1;
+pub(super) const NFTA_SET_TABLE: u16 = 1;
+pub(super) const NFTA_SET_NAME: u16 = 2;
+pub(super) const NFTA_SET_FLAGS: u16 = 3;
+pub(super) const NFTA_SET_KEY_TYPE: u16 = 4;
+pub(super) const NFTA_SET_KEY_LEN: u16 = 5;
+pub(super) const NFTA_SET_DATA_TYPE: u16 = 6;
+pub(super) const NFTA_SET_DATA_LEN: u16 = 7;
+pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
 
 /// nf_tables address families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +117,18 @@ impl Expr {
             Expr::Cmp(..) => "cmp",
             Expr::Accept => "immediate",
             Expr::Masquerade => "masq",
+            Expr::MetaLoad { .. } | Expr::MetaSetMark { .. } => "meta",
+            Expr::PayloadLoad { .. } => "payload",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::CmpReg(..) => "cmp",
+            Expr::CtLoad { .. } => "ct",
+            Expr::FibDaddrType { .. } => "fib",
+            Expr::NumgenRandom { .. } => "numgen",
+            Expr::Lookup { .. } => "lookup",
+            Expr::DynsetUpdate { .. } => "dynset",
+            Expr::Dnat { .. } => "nat",
+            Expr::Reject { .. } => "reject",
+            Expr::Jump(_) => "immediate",
         };
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
@@ -127,6 +166,94 @@ impl Expr {
                 m.end_nested(d);
             }
             Expr::Masquerade => {}
+            Expr::MetaLoad { key, dreg } => {
+                m.attr_u32_be(1, *dreg).attr_u32_be(2, *key);
+            }
+            Expr::MetaSetMark { sreg } => {
+                m.attr_u32_be(2, NFT_META_MARK).attr_u32_be(3, *sreg);
+            }
+            Expr::PayloadLoad {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
+                m.attr_u32_be(1, *dreg)
+                    .attr_u32_be(2, *base)
+                    .attr_u32_be(3, *offset)
+                    .attr_u32_be(4, *len);
+            }
+            Expr::Bitwise { reg, mask, xor } => {
+                m.attr_u32_be(1, *reg)
+                    .attr_u32_be(2, *reg)
+                    .attr_u32_be(3, mask.len() as u32);
+                data_value(m, 4, mask);
+                data_value(m, 5, xor);
+            }
+            Expr::CmpReg(op, reg, bytes) => {
+                let op = match op {
+                    CmpOp::Eq => 0,
+                    CmpOp::Neq => 1,
+                };
+                m.attr_u32_be(1, *reg).attr_u32_be(2, op);
+                data_value(m, 3, bytes);
+            }
+            Expr::CtLoad { key, dir, dreg } => {
+                m.attr_u32_be(1, *dreg).attr_u32_be(2, *key);
+                if let Some(d) = dir {
+                    m.attr(3, &[*d]);
+                }
+            }
+            Expr::FibDaddrType { dreg } => {
+                m.attr_u32_be(1, *dreg)
+                    .attr_u32_be(2, NFT_FIB_RESULT_ADDRTYPE)
+                    .attr_u32_be(3, NFTA_FIB_F_DADDR);
+            }
+            Expr::NumgenRandom { modulus, dreg } => {
+                m.attr_u32_be(1, *dreg)
+                    .attr_u32_be(2, *modulus)
+                    .attr_u32_be(3, NFT_NG_RANDOM);
+            }
+            Expr::Lookup { set, sreg, dreg } => {
+                m.attr_str(1, set).attr_u32_be(2, *sreg);
+                if let Some(d) = dreg {
+                    m.attr_u32_be(3, *d);
+                }
+            }
+            Expr::DynsetUpdate {
+                set,
+                sreg_key,
+                sreg_data,
+                timeout_ms,
+            } => {
+                m.attr_str(1, set)
+                    .attr_u32_be(3, NFT_DYNSET_OP_UPDATE)
+                    .attr_u32_be(4, *sreg_key)
+                    .attr_u32_be(5, *sreg_data)
+                    .attr(6, &timeout_ms.to_be_bytes());
+            }
+            Expr::Dnat {
+                family,
+                reg_addr,
+                reg_proto,
+            } => {
+                m.attr_u32_be(1, NFT_NAT_DNAT)
+                    .attr_u32_be(2, *family)
+                    .attr_u32_be(3, *reg_addr)
+                    .attr_u32_be(5, *reg_proto);
+            }
+            Expr::Reject { ty, code } => {
+                m.attr_u32_be(1, *ty).attr(2, &[*code]);
+            }
+            Expr::Jump(chain) => {
+                m.attr_u32_be(1, NFT_REG_VERDICT);
+                let d = m.begin_nested(2);
+                let v = m.begin_nested(NFTA_DATA_VERDICT);
+                m.attr_u32_be(NFTA_VERDICT_CODE, NFT_JUMP as u32);
+                m.attr_str(NFTA_VERDICT_CHAIN, chain);
+                m.end_nested(v);
+                m.end_nested(d);
+            }
         }
         m.end_nested(data);
         m.end_nested(elem);

@@ -1,0 +1,367 @@
+//! Generic nf_tables objects for callers that own a table: chains, sets and
+//! maps, their elements, and one all-or-nothing transaction that changes them.
+//!
+//! The service proxy builds its table from these; the per-network pod chains
+//! (`super::NetworkRuleset`) keep their own narrower path.
+
+use crate::netlink::codec::{self, MessageBuilder};
+
+use super::ruleset::Rule;
+use super::wire::*;
+
+/// nf_tables data types for set keys and data, as `nft` names them.
+pub mod datatype {
+    /// `ipv4_addr`
+    pub const IPV4_ADDR: u32 = 7;
+    /// `ipv6_addr`
+    pub const IPV6_ADDR: u32 = 8;
+    /// `inet_proto`
+    pub const INET_PROTO: u32 = 12;
+    /// `inet_service`
+    pub const INET_SERVICE: u32 = 13;
+    /// `mark` (a 32-bit integer in host order, used for indexes)
+    pub const MARK: u32 = 19;
+
+    /// The type id of a concatenation (`a . b . c`), as `nft` encodes it.
+    pub fn concat(types: &[u32]) -> u32 {
+        types.iter().fold(0, |acc, t| (acc << 6) | t)
+    }
+}
+
+/// Hooks of the `inet` family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `prerouting`
+    Prerouting,
+    /// `input`
+    Input,
+    /// `forward`
+    Forward,
+    /// `output`
+    Output,
+    /// `postrouting`
+    Postrouting,
+}
+
+/// What kind of chain to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainKind {
+    /// A regular chain, entered by `jump`.
+    Regular,
+    /// A base chain: `type TYPE hook HOOK priority PRIORITY; policy accept;`.
+    Base {
+        /// `"filter"` or `"nat"`.
+        ty: &'static str,
+        /// The hook.
+        hook: Hook,
+        /// The priority.
+        priority: i32,
+    },
+}
+
+/// A named set or map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    /// Name in the table.
+    pub name: String,
+    /// Key type (see [`datatype`]).
+    pub key_type: u32,
+    /// Key length in bytes (each concatenated field padded to 4).
+    pub key_len: u32,
+    /// For maps: data type and length.
+    pub data: Option<(u32, u32)>,
+    /// Elements expire and the packet path may add them (`flags timeout, dynamic`).
+    pub dynamic: bool,
+}
+
+/// One element of a set or map.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SetElement {
+    /// The key bytes.
+    pub key: Vec<u8>,
+    /// The data bytes, for maps.
+    pub data: Option<Vec<u8>>,
+}
+
+const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+const NFT_SET_EVAL: u32 = 0x20;
+/// Room for elements in one message: a nested attribute's length is 16 bits.
+const ELEMENTS_PER_MESSAGE_BYTES: usize = 60 * 1024;
+
+/// One nf_tables transaction on a table: every change in it applies, or none.
+#[derive(Debug)]
+pub struct Transaction {
+    family: Family,
+    table: String,
+    msgs: Vec<MessageBuilder>,
+}
+
+impl Transaction {
+    /// A transaction on `table` that first makes sure the table exists.
+    pub fn new(family: Family, table: &str) -> Self {
+        let mut t = nft_msg(NFT_MSG_NEWTABLE, libc::NLM_F_CREATE, family);
+        t.attr_str(NFTA_TABLE_NAME, table);
+        Transaction {
+            family,
+            table: table.to_string(),
+            msgs: vec![t],
+        }
+    }
+
+    /// How many changes (messages) the transaction holds, beyond creating the table.
+    pub fn len(&self) -> usize {
+        self.msgs.len() - 1
+    }
+
+    /// True when the transaction changes nothing but ensuring the table.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `nft add chain` (no error when it exists).
+    pub fn add_chain(&mut self, name: &str, kind: ChainKind) {
+        let mut c = nft_msg(NFT_MSG_NEWCHAIN, libc::NLM_F_CREATE, self.family);
+        c.attr_str(NFTA_CHAIN_TABLE, &self.table)
+            .attr_str(NFTA_CHAIN_NAME, name);
+        if let ChainKind::Base { ty, hook, priority } = kind {
+            let h = c.begin_nested(NFTA_CHAIN_HOOK);
+            c.attr_u32_be(NFTA_HOOK_HOOKNUM, hook_number(hook))
+                .attr_u32_be(NFTA_HOOK_PRIORITY, priority as u32);
+            c.end_nested(h);
+            c.attr_u32_be(NFTA_CHAIN_POLICY, NF_ACCEPT)
+                .attr_str(NFTA_CHAIN_TYPE, ty);
+        }
+        self.msgs.push(c);
+    }
+
+    /// `nft flush chain`.
+    pub fn flush_chain(&mut self, name: &str) {
+        let mut m = nft_msg(NFT_MSG_DELRULE, 0, self.family);
+        m.attr_str(NFTA_RULE_TABLE, &self.table)
+            .attr_str(NFTA_RULE_CHAIN, name);
+        self.msgs.push(m);
+    }
+
+    /// `nft delete chain` (it must be empty and unreferenced by then).
+    pub fn delete_chain(&mut self, name: &str) {
+        let mut m = nft_msg(NFT_MSG_DELCHAIN, 0, self.family);
+        m.attr_str(NFTA_CHAIN_TABLE, &self.table)
+            .attr_str(NFTA_CHAIN_NAME, name);
+        self.msgs.push(m);
+    }
+
+    /// `nft add rule` (appended).
+    pub fn add_rule(&mut self, chain: &str, rule: &Rule) {
+        self.msgs
+            .push(rule_msg(self.family, &self.table, chain, rule, true));
+    }
+
+    /// `nft add set|map` (no error when it exists with the same definition).
+    pub fn add_set(&mut self, set: &SetSpec) {
+        let mut m = nft_msg(NFT_MSG_NEWSET, libc::NLM_F_CREATE, self.family);
+        let mut flags = 0;
+        if set.data.is_some() {
+            flags |= NFT_SET_MAP;
+        }
+        if set.dynamic {
+            flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
+        }
+        m.attr_str(NFTA_SET_TABLE, &self.table)
+            .attr_str(NFTA_SET_NAME, &set.name)
+            .attr_u32_be(NFTA_SET_FLAGS, flags)
+            .attr_u32_be(NFTA_SET_KEY_TYPE, set.key_type)
+            .attr_u32_be(NFTA_SET_KEY_LEN, set.key_len);
+        if let Some((ty, len)) = set.data {
+            m.attr_u32_be(NFTA_SET_DATA_TYPE, ty)
+                .attr_u32_be(NFTA_SET_DATA_LEN, len);
+        }
+        self.msgs.push(m);
+    }
+
+    /// `nft delete set|map` (no rule may refer to it by then).
+    pub fn delete_set(&mut self, name: &str) {
+        let mut m = nft_msg(NFT_MSG_DELSET, 0, self.family);
+        m.attr_str(NFTA_SET_TABLE, &self.table)
+            .attr_str(NFTA_SET_NAME, name);
+        self.msgs.push(m);
+    }
+
+    /// `nft add element`: as many messages as the elements need.
+    pub fn add_elements<'a>(&mut self, set: &str, elements: impl IntoIterator<Item = &'a SetElement>) {
+        self.element_messages(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, set, elements);
+    }
+
+    /// `nft delete element` (only keys matter).
+    pub fn delete_elements<'a>(&mut self, set: &str, elements: impl IntoIterator<Item = &'a SetElement>) {
+        self.element_messages(NFT_MSG_DELSETELEM, 0, set, elements);
+    }
+
+    /// `nft delete table`.
+    pub fn delete_table(&mut self) {
+        let mut m = nft_msg(NFT_MSG_DELTABLE, 0, self.family);
+        m.attr_str(NFTA_TABLE_NAME, &self.table);
+        self.msgs.push(m);
+    }
+
+    fn element_messages<'a>(
+        &mut self,
+        kind: u16,
+        flags: i32,
+        set: &str,
+        elements: impl IntoIterator<Item = &'a SetElement>,
+    ) {
+        let mut current: Option<(MessageBuilder, usize, usize)> = None;
+        for e in elements {
+            let (m, _, start) = current.get_or_insert_with(|| {
+                let mut m = nft_msg(kind, flags, self.family);
+                m.attr_str(NFTA_SET_ELEM_LIST_TABLE, &self.table)
+                    .attr_str(NFTA_SET_ELEM_LIST_SET, set);
+                let list = m.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
+                let start = m.len();
+                (m, list, start)
+            });
+            let item = m.begin_nested(NFTA_LIST_ELEM);
+            let k = m.begin_nested(NFTA_SET_ELEM_KEY);
+            m.attr(NFTA_DATA_VALUE, &e.key);
+            m.end_nested(k);
+            if kind == NFT_MSG_NEWSETELEM {
+                if let Some(data) = &e.data {
+                    let d = m.begin_nested(NFTA_SET_ELEM_DATA);
+                    m.attr(NFTA_DATA_VALUE, data);
+                    m.end_nested(d);
+                }
+            }
+            m.end_nested(item);
+            if m.len() - *start > ELEMENTS_PER_MESSAGE_BYTES {
+                let (mut m, list, _) = current.take().expect("just filled");
+                m.end_nested(list);
+                self.msgs.push(m);
+            }
+        }
+        if let Some((mut m, list, _)) = current {
+            m.end_nested(list);
+            self.msgs.push(m);
+        }
+    }
+
+    /// The batch: begin, the messages, end.
+    pub(super) fn into_messages(self) -> Vec<MessageBuilder> {
+        let mut out = Vec::with_capacity(self.msgs.len() + 2);
+        out.push(batch_delimiter(NFNL_MSG_BATCH_BEGIN));
+        out.extend(self.msgs);
+        out.push(batch_delimiter(NFNL_MSG_BATCH_END));
+        out
+    }
+}
+
+fn hook_number(hook: Hook) -> u32 {
+    match hook {
+        Hook::Prerouting => 0,
+        Hook::Input => 1,
+        Hook::Forward => 2,
+        Hook::Output => 3,
+        Hook::Postrouting => 4,
+    }
+}
+
+/// Parses the elements of one `GETSETELEM` dump message.
+pub(super) fn parse_elements(payload: &[u8], out: &mut Vec<SetElement>) {
+    let Some(list) = payload
+        .get(4..)
+        .and_then(|a| codec::find_attr(a, NFTA_SET_ELEM_LIST_ELEMENTS))
+    else {
+        return;
+    };
+    for (_, item) in codec::attrs(list) {
+        let value = |ty| {
+            codec::find_attr(item, ty)
+                .and_then(|v| codec::find_attr(v, NFTA_DATA_VALUE))
+                .map(<[u8]>::to_vec)
+        };
+        if let Some(key) = value(NFTA_SET_ELEM_KEY) {
+            out.push(SetElement {
+                key,
+                data: value(NFTA_SET_ELEM_DATA),
+            });
+        }
+    }
+}
+
+/// The request for the elements of one set (`nft list set`).
+pub(super) fn elements_request(family: Family, table: &str, set: &str) -> MessageBuilder {
+    let mut m = MessageBuilder::new(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        libc::NLM_F_DUMP as u16,
+    )
+    .header(&nfgenmsg(family.raw(), 0));
+    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table)
+        .attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    m
+}
+
+/// The request for the sets of every table of `family` (`nft list sets`).
+pub(super) fn sets_request(family: Family) -> MessageBuilder {
+    MessageBuilder::new(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
+        libc::NLM_F_DUMP as u16,
+    )
+    .header(&nfgenmsg(family.raw(), 0))
+}
+
+/// `(table, set)` of one `GETSET` dump message.
+pub(super) fn parse_set_name(payload: &[u8]) -> Option<(String, String)> {
+    let attrs = payload.get(4..)?;
+    Some((
+        codec::attr_string(codec::find_attr(attrs, NFTA_SET_TABLE)?),
+        codec::attr_string(codec::find_attr(attrs, NFTA_SET_NAME)?),
+    ))
+}
+
+/// The request for the chains of every table of `family` (`nft list chains`).
+pub(super) fn chains_request(family: Family) -> MessageBuilder {
+    MessageBuilder::new(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN,
+        libc::NLM_F_DUMP as u16,
+    )
+    .header(&nfgenmsg(family.raw(), 0))
+}
+
+/// `(table, chain)` of one `GETCHAIN` dump message.
+pub(super) fn parse_chain_name(payload: &[u8]) -> Option<(String, String)> {
+    let attrs = payload.get(4..)?;
+    Some((
+        codec::attr_string(codec::find_attr(attrs, NFTA_CHAIN_TABLE)?),
+        codec::attr_string(codec::find_attr(attrs, NFTA_CHAIN_NAME)?),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_elements_split_into_messages_under_the_attribute_limit() {
+        let elems: Vec<SetElement> = (0..5000u32)
+            .map(|i| SetElement {
+                key: [i.to_be_bytes(), [6, 0, 0, 0], [0, 80, 0, 0], [0; 4]].concat(),
+                data: Some(vec![10, 0, 0, 1, 0, 80, 0, 0]),
+            })
+            .collect();
+        let mut tx = Transaction::new(Family::Inet, "t");
+        tx.add_elements("s", &elems);
+        assert!(tx.len() > 1, "{} messages", tx.len());
+        for m in tx.into_messages() {
+            assert!(m.len() < 65535);
+        }
+    }
+
+    #[test]
+    fn concat_type_puts_the_first_field_highest() {
+        use datatype::*;
+        assert_eq!(
+            concat(&[IPV4_ADDR, INET_PROTO, INET_SERVICE]),
+            (7 << 12) | (12 << 6) | 13
+        );
+    }
+}
