@@ -17,6 +17,7 @@ use podnet_store::{ClusterStore, StoreError};
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
 use crate::error::{kernel, AgentError};
+use crate::services::run_service_proxy;
 use crate::underlay::Underlay;
 use crate::watch::{watch_kernel, watch_store, Wake};
 
@@ -43,6 +44,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Liveness lease TTL; the agent renews it every third of it.
     pub lease_ttl: Duration,
+    /// Run the service proxy (Services on nf_tables).
+    pub services: bool,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -150,6 +153,15 @@ impl Agent {
             let (tx_store, halt_ref) = (tx.clone(), &halt);
             s.spawn(move || watch_store(&url, revision, &tx_store, halt_ref));
             s.spawn(|| watch_kernel(&tx, &halt));
+            if self.config.services {
+                let (url, node, resync) = (
+                    self.config.store.clone(),
+                    self.node.name.clone(),
+                    self.config.resync,
+                );
+                let halt_ref = &halt;
+                s.spawn(move || run_service_proxy(&url, &node, resync, halt_ref));
+            }
             while !stop.load(Ordering::Relaxed) {
                 let why = self.wait_for_wake(&rx);
                 if stop.load(Ordering::Relaxed) || !self.pass(&why) {

@@ -13,6 +13,7 @@ mod agent;
 mod cniconf;
 mod datapath;
 mod error;
+mod services;
 mod underlay;
 mod watch;
 

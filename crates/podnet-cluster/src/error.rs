@@ -5,6 +5,9 @@ use ipnet::IpNet;
 /// A cluster or node definition that cannot be used, with what is wrong in it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClusterError {
+    /// A node port range that is not `MIN-MAX` with 0 < MIN <= MAX.
+    #[error("node port range {0:?} is not MIN-MAX with 1 <= MIN <= MAX <= 65535")]
+    BadNodePortRange(String),
     /// No cluster CIDR at all.
     #[error("the cluster has no pod CIDR")]
     NoClusterCidr,

@@ -89,6 +89,20 @@ pub struct ClusterSpec {
     /// Masquerade pod traffic that leaves the cluster CIDRs (default true).
     #[serde(default = "default_true")]
     pub masquerade: bool,
+    /// Service CIDRs, where cluster IPs come from (default 10.96.0.0/12).
+    #[serde(rename = "serviceCIDRs", default = "default_service_cidrs")]
+    pub service_cidrs: Vec<IpNet>,
+    /// Node port range, `MIN-MAX` (default 30000-32767).
+    #[serde(default = "default_node_port_range")]
+    pub node_port_range: String,
+}
+
+fn default_service_cidrs() -> Vec<IpNet> {
+    vec!["10.96.0.0/12".parse().expect("static prefix")]
+}
+
+fn default_node_port_range() -> String {
+    "30000-32767".into()
 }
 
 impl ClusterSpec {
@@ -102,6 +116,8 @@ impl ClusterSpec {
             vxlan: VxlanSettings::default(),
             mtu: None,
             masquerade: true,
+            service_cidrs: default_service_cidrs(),
+            node_port_range: default_node_port_range(),
         }
     }
 
@@ -127,7 +143,29 @@ impl ClusterSpec {
         if self.vxlan.vni == 0 || self.vxlan.vni > 0x00ff_ffff {
             return Err(ClusterError::BadVni(self.vxlan.vni));
         }
+        for s in &self.service_cidrs {
+            if let Some(c) = self
+                .cluster_cidrs
+                .iter()
+                .find(|c| c.contains(s) || s.contains(*c))
+            {
+                return Err(ClusterError::Overlap(*c, *s));
+            }
+        }
+        self.node_ports()?;
         Ok(())
+    }
+
+    /// The node port range as `(first, last)`.
+    pub fn node_ports(&self) -> Result<(u16, u16), ClusterError> {
+        let bad = || ClusterError::BadNodePortRange(self.node_port_range.clone());
+        let (a, b) = self.node_port_range.split_once('-').ok_or_else(bad)?;
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        Ok((a, b))
     }
 
     /// The block prefix length for the family of `cidr`.

@@ -3,10 +3,12 @@
 //! - [`netns`]: open, create and enter network namespaces;
 //! - [`rtnl`]: links, addresses, routes and neighbours over rtnetlink;
 //! - [`nftables`]: podnet's own nf_tables table over nfnetlink;
+//! - [`conntrack`]: tracked flows over ctnetlink (listed and deleted);
 //! - [`sysctl`]: per-namespace `/proc/sys` settings.
 //!
 //! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
 
+pub mod conntrack;
 pub mod error;
 pub mod netlink;
 pub mod netns;

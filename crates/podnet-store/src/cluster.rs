@@ -45,6 +45,11 @@ impl ClusterStore {
         ClusterStore { kv }
     }
 
+    /// The key-value backend underneath.
+    pub(crate) fn kv(&self) -> &dyn KvBackend {
+        self.kv.as_ref()
+    }
+
     /// Where the store lives.
     pub fn endpoint(&self) -> String {
         self.kv.endpoint()
@@ -230,11 +235,14 @@ fn block_key(cidr: &IpNet) -> String {
     format!("{BLOCKS}{}", cidr.to_string().replace('/', "-"))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(value).map_err(|e| StoreError::Corrupt {
         key: key.to_string(),
         detail: e.to_string(),

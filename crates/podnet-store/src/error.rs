@@ -74,6 +74,9 @@ pub enum StoreError {
     /// Concurrent writers kept winning; gave up after several attempts.
     #[error("store contention: {0} kept changing under us")]
     Contention(String),
+    /// A service or its endpoints were refused.
+    #[error(transparent)]
+    Service(#[from] podnet_services::ServiceError),
     /// The cluster or node definition is invalid.
     #[error(transparent)]
     Cluster(#[from] ClusterError),

@@ -73,6 +73,9 @@ struct AgentArgs {
     /// Liveness lease TTL in seconds.
     #[arg(long, default_value_t = 15)]
     lease_ttl_secs: u64,
+    /// Do not run the service proxy (Services on nf_tables).
+    #[arg(long)]
+    no_services: bool,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +235,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         ipam_dir: args.ipam_dir,
         resync: Duration::from_secs(args.resync_secs.max(1)),
         lease_ttl: Duration::from_secs(args.lease_ttl_secs.max(3)),
+        services: !args.no_services,
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));

@@ -360,7 +360,8 @@ impl NetlinkSocket {
                 if m.msg_type != NLMSG_ERROR || m.seq < first || m.seq > last_acked {
                     continue; // a late answer to an earlier request
                 }
-                if let Reply::Failed(e) = decode_error(m.payload, m.flags, op) {
+                let at = format!("{op} (message {} of {count})", m.seq - first);
+                if let Reply::Failed(e) = decode_error(m.payload, m.flags, &at) {
                     first_error.get_or_insert(e);
                 }
                 finished |= m.seq == last_acked || m.seq == first;

@@ -226,7 +226,12 @@ impl NftHandle {
     }
 
     /// The elements of one set or map (`nft list set`), in the kernel's order.
-    pub fn set_elements(&mut self, family: Family, table: &str, set: &str) -> Result<Vec<SetElement>> {
+    pub fn set_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<SetElement>> {
         let mut out = Vec::new();
         for p in self.sock.dump(
             transaction::elements_request(family, table, set),
@@ -238,7 +243,12 @@ impl NftHandle {
     }
 
     /// The comments of the rules in one chain, in order (empty when the chain is missing).
-    pub fn rule_comments(&mut self, family: Family, table: &str, chain: &str) -> Result<Vec<String>> {
+    pub fn rule_comments(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Vec<String>> {
         self.chain_comments(family, table, chain)
     }
 

@@ -171,7 +171,8 @@ impl Transaction {
             .attr_str(NFTA_SET_NAME, &set.name)
             .attr_u32_be(NFTA_SET_FLAGS, flags)
             .attr_u32_be(NFTA_SET_KEY_TYPE, set.key_type)
-            .attr_u32_be(NFTA_SET_KEY_LEN, set.key_len);
+            .attr_u32_be(NFTA_SET_KEY_LEN, set.key_len)
+            .attr_u32_be(NFTA_SET_ID, self.msgs.len() as u32);
         if let Some((ty, len)) = set.data {
             m.attr_u32_be(NFTA_SET_DATA_TYPE, ty)
                 .attr_u32_be(NFTA_SET_DATA_LEN, len);
@@ -188,12 +189,20 @@ impl Transaction {
     }
 
     /// `nft add element`: as many messages as the elements need.
-    pub fn add_elements<'a>(&mut self, set: &str, elements: impl IntoIterator<Item = &'a SetElement>) {
+    pub fn add_elements<'a>(
+        &mut self,
+        set: &str,
+        elements: impl IntoIterator<Item = &'a SetElement>,
+    ) {
         self.element_messages(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, set, elements);
     }
 
     /// `nft delete element` (only keys matter).
-    pub fn delete_elements<'a>(&mut self, set: &str, elements: impl IntoIterator<Item = &'a SetElement>) {
+    pub fn delete_elements<'a>(
+        &mut self,
+        set: &str,
+        elements: impl IntoIterator<Item = &'a SetElement>,
+    ) {
         self.element_messages(NFT_MSG_DELSETELEM, 0, set, elements);
     }
 

@@ -63,6 +63,7 @@ pub(super) const NFTA_SET_KEY_TYPE: u16 = 4;
 pub(super) const NFTA_SET_KEY_LEN: u16 = 5;
 pub(super) const NFTA_SET_DATA_TYPE: u16 = 6;
 pub(super) const NFTA_SET_DATA_LEN: u16 = 7;
+pub(super) const NFTA_SET_ID: u16 = 10;
 pub(super) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(super) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;

@@ -1,0 +1,171 @@
+//! The agent's service proxy loop: services and endpoints from the store to
+//! the node's nf_tables, one changed service at a time.
+//!
+//! It runs in its own thread with its own store handle, so a large service
+//! load never delays the node's routes, and the other way round. Each pass
+//! reads the services unparsed, parses only those whose stored text changed
+//! since the last pass, and hands the changes to [`ServiceProxy::update`]
+//! (one atomic batch). The first pass, and one every `resync`, is a full
+//! [`ServiceProxy::sync`] instead: it adopts what an earlier agent left and
+//! repairs whatever was changed behind the agent's back.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use podnet_proxy::{Change, ServiceProxy};
+use podnet_services::{Endpoints, Service, ServiceName};
+use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceSnapshot};
+
+use crate::agent::log;
+
+/// Longest wait between checks of the stop flag.
+const SLICE: Duration = Duration::from_millis(500);
+
+/// The stored text of a service and of its endpoints, hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    service: u64,
+    endpoints: Option<u64>,
+}
+
+fn hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Keeps the node's service table equal to the store until `halt` is set.
+pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
+    let store = match podnet_store::open(url) {
+        Ok(s) => s,
+        Err(e) => return log(&format!("services: {e}")),
+    };
+    let mut proxy = match ServiceProxy::new(node, None) {
+        Ok(p) => p,
+        Err(e) => return log(&format!("services: {e}")),
+    };
+    let mut seen: HashMap<ServiceName, Seen> = HashMap::new();
+    let mut revision;
+    let mut last_full: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !halt.load(Ordering::Relaxed) {
+        let full = last_full.is_none_or(|t| t.elapsed() >= resync);
+        match pass(&store, &mut proxy, &mut seen, full) {
+            Ok(r) => {
+                revision = r;
+                backoff = Duration::from_millis(100);
+                if full {
+                    last_full = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                log(&format!(
+                    "services: {e}; keeping the current rules, retrying"
+                ));
+                seen.clear();
+                last_full = None;
+                std::thread::park_timeout(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        let until_resync = last_full
+            .map(|t| resync.saturating_sub(t.elapsed()))
+            .unwrap_or_default();
+        if let Err(e) = store.wait_for_service_change(revision, until_resync.min(SLICE)) {
+            log(&format!("services: watch: {e}"));
+            std::thread::park_timeout(backoff);
+        }
+    }
+}
+
+/// One pass; returns the store revision it read.
+fn pass(
+    store: &ClusterStore,
+    proxy: &mut ServiceProxy,
+    seen: &mut HashMap<ServiceName, Seen>,
+    full: bool,
+) -> Result<u64, String> {
+    let started = Instant::now();
+    let snap = store.service_snapshot().map_err(|e| e.to_string())?;
+    let current = fingerprints(&snap);
+    let endpoints: HashMap<&ServiceName, &String> =
+        snap.endpoints.iter().map(|(n, raw)| (n, raw)).collect();
+    let parse = |name: &ServiceName, raw: &str| -> Option<(Service, Option<Endpoints>)> {
+        let svc = parse_service(name, raw)
+            .map_err(|e| log(&format!("services: skipping {name}: {e}")))
+            .ok()?;
+        let eps = endpoints.get(name).and_then(|raw| {
+            parse_endpoints(name, raw)
+                .map_err(|e| log(&format!("services: endpoints of {name} ignored: {e}")))
+                .ok()
+        });
+        Some((svc, eps))
+    };
+    if full {
+        let all: Vec<(Service, Option<Endpoints>)> = snap
+            .services
+            .iter()
+            .filter_map(|(n, raw)| parse(n, raw))
+            .collect();
+        let report = proxy.sync(all).map_err(|e| e.to_string())?;
+        if !report.unchanged() || seen.is_empty() {
+            log(&format!(
+                "services: full sync of {} services in {:.1} ms: {report:?}",
+                report.services,
+                started.elapsed().as_secs_f64() * 1e3
+            ));
+        }
+    } else {
+        let mut changes = Vec::new();
+        for (name, raw) in &snap.services {
+            if seen.get(name) != current.get(name) {
+                if let Some((s, e)) = parse(name, raw) {
+                    changes.push(Change::Upsert(s, e));
+                }
+            }
+        }
+        for name in seen.keys().filter(|n| !current.contains_key(*n)) {
+            changes.push(Change::Delete(name.clone()));
+        }
+        if !changes.is_empty() {
+            let names: Vec<String> = changes
+                .iter()
+                .take(5)
+                .map(|c| match c {
+                    Change::Upsert(s, _) => s.key().to_string(),
+                    Change::Delete(n) => format!("-{n}"),
+                })
+                .collect();
+            let count = changes.len();
+            let report = proxy.update(changes).map_err(|e| e.to_string())?;
+            log(&format!(
+                "services: {count} changed ({}{}) applied in {:.2} ms: {report:?}",
+                names.join(", "),
+                if count > 5 { ", ..." } else { "" },
+                started.elapsed().as_secs_f64() * 1e3
+            ));
+        }
+    }
+    *seen = current;
+    Ok(snap.revision)
+}
+
+fn fingerprints(snap: &ServiceSnapshot) -> HashMap<ServiceName, Seen> {
+    let eps: HashMap<&ServiceName, u64> =
+        snap.endpoints.iter().map(|(n, r)| (n, hash(r))).collect();
+    snap.services
+        .iter()
+        .map(|(n, raw)| {
+            (
+                n.clone(),
+                Seen {
+                    service: hash(raw),
+                    endpoints: eps.get(n).copied(),
+                },
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,807 @@
+//! The table `inet podnet-services`: sets, maps, chains, rules, and the
+//! byte encoding of their elements.
+//!
+//! ## Why this shape
+//! kube-proxy's nftables mode gives every service a chain and a
+//! `numgen random mod N vmap { ... }` of jumps to per-endpoint chains. The
+//! kernel checks for loops on every jump it is handed and walks verdict maps
+//! to do it, which makes loading and changing such a table grow much faster
+//! than linearly (FIELD-NOTES: 110 s to load 10k services). podnet has no
+//! per-service chain and no verdict map. A service is only elements of a few
+//! shared maps, and the rules are a fixed handful:
+//!
+//! ```text
+//! map lb4-N   { ip daddr . l4proto . th dport . (numgen random mod N) : endpoint ip . port }
+//! chain services {
+//!   dnat ip to ip saddr . ip daddr . l4proto . th dport map @affinity4-T   # ClientIP affinity
+//!   dnat ip to ip daddr . l4proto . th dport . numgen random mod N map @lb4-N
+//!   fib daddr type local jump nodeports
+//! }
+//! ```
+//!
+//! Services are grouped by endpoint count N: one map and one rule per count
+//! in use, not per service. A new connection costs one hash lookup per count
+//! in use until it hits (counts in use are few; 1 in the 100k benchmark), and
+//! established flows never reach the nat chains at all.
+//! - `reject4`/`nodeport-reject4`: services without endpoints answer with a TCP
+//!   reset or ICMP port unreachable (checked after DNAT, so only undiverted
+//!   packets match);
+//! - `masq4`/`nodeport-masq4`: external traffic with policy Cluster gets mark
+//!   `0x4000`, masqueraded in postrouting; `hairpin4` masquerades a pod that
+//!   reaches itself through its service;
+//! - `affinity4-T` (filled by the packet path, entries expire after T
+//!   seconds), `affinity-keys4-T` and `affinity-nodeports4-T` (which services
+//!   record affinity): ClientIP session affinity.
+//!
+//! The same exists for IPv6 (`...6`). Every rule carries a comment with a
+//! fingerprint of the layout, so a sync sees at once whether the chains are
+//! current.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetElement, SetSpec};
+
+/// The proxy's table (family `inet`).
+pub const TABLE: &str = "podnet-services";
+/// The packet mark that asks postrouting to masquerade (kube-proxy's bit).
+pub const MASQ_MARK: u32 = 0x4000;
+
+const BASE_NETWORK: u32 = 1;
+const BASE_TRANSPORT: u32 = 2;
+const META_L4PROTO: u32 = 16;
+const META_NFPROTO: u32 = 15;
+const META_MARK: u32 = 3;
+const CT_STATE: u32 = 0;
+const CT_STATUS: u32 = 2;
+const CT_PROTO_DST: u32 = 12;
+const CT_DST_IP: u32 = 20;
+const CT_DST_IP6: u32 = 22;
+const CT_STATE_NEW: u32 = 8;
+const IPS_DST_NAT: u32 = 0x20;
+const RTN_LOCAL: u32 = 2;
+const REJECT_TCP_RST: u32 = 1;
+const REJECT_ICMPX: u32 = 2;
+const ICMPX_PORT_UNREACH: u8 = 1;
+
+/// The 32-bit register `word` (registers 8-23 address 4-byte words).
+fn reg(word: u32) -> u32 {
+    8 + word
+}
+
+/// One set or map of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SetId {
+    /// Services (by address, protocol, port) with `size` endpoints: index to endpoint.
+    Lb {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Number of endpoints.
+        size: u32,
+    },
+    /// Node ports (by protocol, port) with `size` endpoints: index to endpoint.
+    NodePortLb {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Number of endpoints.
+        size: u32,
+    },
+    /// Service addresses and ports without endpoints: rejected.
+    Reject {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// Node ports without endpoints on this node: rejected.
+    NodePortReject {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// External and load-balancer addresses with policy Cluster: masqueraded.
+    Masq {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// Node ports with policy Cluster: masqueraded.
+    NodePortMasq {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// `endpoint . endpoint` of local endpoints: hairpin traffic is masqueraded.
+    Hairpin {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// Service addresses and ports with ClientIP affinity of `timeout` seconds.
+    AffinityKeys {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Seconds.
+        timeout: u32,
+    },
+    /// Node ports with ClientIP affinity of `timeout` seconds.
+    AffinityNodePorts {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Seconds.
+        timeout: u32,
+    },
+    /// Client and service to endpoint, filled by the packet path, expiring.
+    Affinity {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Seconds.
+        timeout: u32,
+    },
+}
+
+impl SetId {
+    /// The set's name in the table.
+    pub fn name(&self) -> String {
+        let f = |v6: bool| if v6 { 6 } else { 4 };
+        match *self {
+            SetId::Lb { v6, size } => format!("lb{}-{size}", f(v6)),
+            SetId::NodePortLb { v6, size } => format!("nodeport-lb{}-{size}", f(v6)),
+            SetId::Reject { v6 } => format!("reject{}", f(v6)),
+            SetId::NodePortReject { v6 } => format!("nodeport-reject{}", f(v6)),
+            SetId::Masq { v6 } => format!("masq{}", f(v6)),
+            SetId::NodePortMasq { v6 } => format!("nodeport-masq{}", f(v6)),
+            SetId::Hairpin { v6 } => format!("hairpin{}", f(v6)),
+            SetId::AffinityKeys { v6, timeout } => format!("affinity-keys{}-{timeout}", f(v6)),
+            SetId::AffinityNodePorts { v6, timeout } => {
+                format!("affinity-nodeports{}-{timeout}", f(v6))
+            }
+            SetId::Affinity { v6, timeout } => format!("affinity{}-{timeout}", f(v6)),
+        }
+    }
+
+    /// Its definition.
+    pub fn spec(&self) -> SetSpec {
+        use datatype::*;
+        let (addr_t, a) = |v6: bool| -> (u32, u32) {
+            if v6 {
+                (IPV6_ADDR, 16)
+            } else {
+                (IPV4_ADDR, 4)
+            }
+        }(self.v6());
+        let endpoint = Some((concat(&[addr_t, INET_SERVICE]), a + 4));
+        let (types, len, data, dynamic): (Vec<u32>, u32, _, bool) = match self {
+            SetId::Lb { .. } => (
+                vec![addr_t, INET_PROTO, INET_SERVICE, MARK],
+                a + 12,
+                endpoint,
+                false,
+            ),
+            SetId::NodePortLb { .. } => (vec![INET_PROTO, INET_SERVICE, MARK], 12, endpoint, false),
+            SetId::Reject { .. } | SetId::Masq { .. } | SetId::AffinityKeys { .. } => {
+                (vec![addr_t, INET_PROTO, INET_SERVICE], a + 8, None, false)
+            }
+            SetId::NodePortReject { .. }
+            | SetId::NodePortMasq { .. }
+            | SetId::AffinityNodePorts { .. } => (vec![INET_PROTO, INET_SERVICE], 8, None, false),
+            SetId::Hairpin { .. } => (vec![addr_t, addr_t], 2 * a, None, false),
+            SetId::Affinity { .. } => (
+                vec![addr_t, addr_t, INET_PROTO, INET_SERVICE],
+                2 * a + 8,
+                endpoint,
+                true,
+            ),
+        };
+        SetSpec {
+            name: self.name(),
+            key_type: concat(&types),
+            key_len: len,
+            data,
+            dynamic,
+        }
+    }
+
+    /// Whether the set holds IPv6 keys.
+    pub fn v6(&self) -> bool {
+        match *self {
+            SetId::Lb { v6, .. }
+            | SetId::NodePortLb { v6, .. }
+            | SetId::Reject { v6 }
+            | SetId::NodePortReject { v6 }
+            | SetId::Masq { v6 }
+            | SetId::NodePortMasq { v6 }
+            | SetId::Hairpin { v6 }
+            | SetId::AffinityKeys { v6, .. }
+            | SetId::AffinityNodePorts { v6, .. }
+            | SetId::Affinity { v6, .. } => v6,
+        }
+    }
+
+    /// The sets that exist whatever the services are.
+    pub fn fixed() -> Vec<SetId> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            out.extend([
+                SetId::Reject { v6 },
+                SetId::NodePortReject { v6 },
+                SetId::Masq { v6 },
+                SetId::NodePortMasq { v6 },
+                SetId::Hairpin { v6 },
+            ]);
+        }
+        out
+    }
+}
+
+/// Element encodings: every concatenated field is padded to 4 bytes, as in registers.
+pub mod encode {
+    use super::*;
+
+    /// An address's bytes.
+    pub fn addr(ip: IpAddr) -> Vec<u8> {
+        match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    }
+
+    /// A protocol number as a register word.
+    pub fn proto(p: u8) -> [u8; 4] {
+        [p, 0, 0, 0]
+    }
+
+    /// A port (network order) as a register word.
+    pub fn port(p: u16) -> [u8; 4] {
+        let b = p.to_be_bytes();
+        [b[0], b[1], 0, 0]
+    }
+
+    /// An endpoint as map data: `addr . port`.
+    pub fn endpoint(ip: IpAddr, p: u16) -> Vec<u8> {
+        let mut v = addr(ip);
+        v.extend_from_slice(&port(p));
+        v
+    }
+
+    /// `addr . proto . port`.
+    pub fn service(ip: IpAddr, proto_num: u8, p: u16) -> Vec<u8> {
+        let mut v = addr(ip);
+        v.extend_from_slice(&proto(proto_num));
+        v.extend_from_slice(&port(p));
+        v
+    }
+
+    /// `proto . port`.
+    pub fn node_port(proto_num: u8, p: u16) -> Vec<u8> {
+        [proto(proto_num), port(p)].concat()
+    }
+
+    /// A key followed by a `numgen` index (host order, as numgen writes it).
+    pub fn indexed(mut key: Vec<u8>, index: u32) -> Vec<u8> {
+        key.extend_from_slice(&index.to_ne_bytes());
+        key
+    }
+
+    /// An element.
+    pub fn element(key: Vec<u8>, data: Option<Vec<u8>>) -> SetElement {
+        SetElement { key, data }
+    }
+}
+
+/// The sets whose existence depends on the services: endpoint counts and
+/// affinity timeouts in use, per family.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Layout {
+    /// `(v6, endpoint count)` of service maps in use.
+    pub lb: BTreeSet<(bool, u32)>,
+    /// `(v6, endpoint count)` of node-port maps in use.
+    pub node_port_lb: BTreeSet<(bool, u32)>,
+    /// `(v6, timeout)` of affinity maps in use.
+    pub affinity: BTreeSet<(bool, u32)>,
+}
+
+/// A chain of the table with its rules.
+#[derive(Debug, Clone)]
+pub struct ChainDef {
+    /// Name.
+    pub name: &'static str,
+    /// Regular or base.
+    pub kind: ChainKind,
+    /// Rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+impl Layout {
+    /// The layout implied by the variable sets in use.
+    pub fn from_sets<'a>(sets: impl IntoIterator<Item = &'a SetId>) -> Self {
+        let mut l = Layout::default();
+        for s in sets {
+            match *s {
+                SetId::Lb { v6, size } => {
+                    l.lb.insert((v6, size));
+                }
+                SetId::NodePortLb { v6, size } => {
+                    l.node_port_lb.insert((v6, size));
+                }
+                SetId::AffinityKeys { v6, timeout } | SetId::AffinityNodePorts { v6, timeout } => {
+                    l.affinity.insert((v6, timeout));
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+
+    /// Every set and map of the table under this layout.
+    pub fn sets(&self) -> Vec<SetId> {
+        let mut out = SetId::fixed();
+        out.extend(self.lb.iter().map(|&(v6, size)| SetId::Lb { v6, size }));
+        out.extend(
+            self.node_port_lb
+                .iter()
+                .map(|&(v6, size)| SetId::NodePortLb { v6, size }),
+        );
+        for &(v6, timeout) in &self.affinity {
+            out.extend([
+                SetId::AffinityKeys { v6, timeout },
+                SetId::AffinityNodePorts { v6, timeout },
+                SetId::Affinity { v6, timeout },
+            ]);
+        }
+        out
+    }
+
+    /// The comment every rule carries: a fingerprint of the layout and rule version.
+    pub fn fingerprint(&self) -> String {
+        let text = format!(
+            "v1 {:?} {:?} {:?}",
+            self.lb, self.node_port_lb, self.affinity
+        );
+        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("podnet-services {h:016x}")
+    }
+
+    /// Every chain with its rules, regular chains first (base chains jump to them).
+    pub fn chains(&self) -> Vec<ChainDef> {
+        let c = self.fingerprint();
+        let rule = |exprs: Vec<Expr>| Rule {
+            exprs,
+            comment: c.clone(),
+        };
+        let mut services = Vec::new();
+        let mut nodeports = Vec::new();
+        let mut filter = Vec::new();
+        let mut post = Vec::new();
+        for v6 in [false, true] {
+            let a = if v6 { 4 } else { 1 };
+            let g = guard(v6);
+            // External addresses with policy Cluster: mark for masquerade.
+            services.push(rule(cat(&[
+                &g,
+                &daddr_proto_port(v6, 0),
+                &[lookup(SetId::Masq { v6 }, 0, None)],
+                &set_mark(),
+            ])));
+            services.push(rule(cat(&[
+                &local_daddr(),
+                &g,
+                &proto_port(0),
+                &[lookup(SetId::NodePortMasq { v6 }, 0, None)],
+                &set_mark(),
+            ])));
+            for &(_, timeout) in self.affinity.iter().filter(|(f, _)| *f == v6) {
+                services.push(rule(cat(&[
+                    &g,
+                    &[load_addr(v6, true, 0)],
+                    &daddr_proto_port(v6, a),
+                    &[lookup(SetId::Affinity { v6, timeout }, 0, Some(0))],
+                    &[dnat(v6, 0, a)],
+                ])));
+            }
+            for &(_, size) in self.lb.iter().filter(|(f, _)| *f == v6) {
+                services.push(rule(cat(&[
+                    &g,
+                    &daddr_proto_port(v6, 0),
+                    &[Expr::NumgenRandom {
+                        modulus: size,
+                        dreg: reg(a + 2),
+                    }],
+                    &[lookup(SetId::Lb { v6, size }, 0, Some(0))],
+                    &[dnat(v6, 0, a)],
+                ])));
+            }
+            for &(_, size) in self.node_port_lb.iter().filter(|(f, _)| *f == v6) {
+                nodeports.push(rule(cat(&[
+                    &g,
+                    &proto_port(0),
+                    &[Expr::NumgenRandom {
+                        modulus: size,
+                        dreg: reg(2),
+                    }],
+                    &[lookup(SetId::NodePortLb { v6, size }, 0, Some(0))],
+                    &[dnat(v6, 0, a)],
+                ])));
+            }
+            // No endpoints: reject (after DNAT, so diverted packets never match).
+            for reset in [true, false] {
+                filter.push(rule(cat(&[
+                    &g,
+                    &daddr_proto_port(v6, 0),
+                    &[lookup(SetId::Reject { v6 }, 0, None)],
+                    &reject(reset),
+                ])));
+                filter.push(rule(cat(&[
+                    &local_daddr(),
+                    &g,
+                    &proto_port(0),
+                    &[lookup(SetId::NodePortReject { v6 }, 0, None)],
+                    &reject(reset),
+                ])));
+            }
+            // ClientIP affinity: remember where a new connection was sent.
+            for &(_, timeout) in self.affinity.iter().filter(|(f, _)| *f == v6) {
+                let record = |which: SetId, key: &[Expr]| {
+                    rule(cat(&[
+                        &new_dnat_flow(),
+                        &g,
+                        key,
+                        &[lookup(which, 0, None)],
+                        &[load_addr(v6, true, 0), ct_original_daddr(v6, a)],
+                        &[
+                            Expr::MetaLoad {
+                                key: META_L4PROTO,
+                                dreg: reg(2 * a),
+                            },
+                            ct_original_dport(2 * a + 1),
+                            load_addr(v6, false, 2 * a + 2),
+                            dport(3 * a + 2),
+                            Expr::DynsetUpdate {
+                                set: SetId::Affinity { v6, timeout }.name(),
+                                sreg_key: reg(0),
+                                sreg_data: reg(2 * a + 2),
+                                timeout_ms: u64::from(timeout) * 1000,
+                            },
+                        ],
+                    ]))
+                };
+                filter.push(record(
+                    SetId::AffinityKeys { v6, timeout },
+                    &[
+                        ct_original_daddr(v6, 0),
+                        Expr::MetaLoad {
+                            key: META_L4PROTO,
+                            dreg: reg(a),
+                        },
+                        ct_original_dport(a + 1),
+                    ],
+                ));
+                filter.push(record(
+                    SetId::AffinityNodePorts { v6, timeout },
+                    &[
+                        Expr::MetaLoad {
+                            key: META_L4PROTO,
+                            dreg: reg(0),
+                        },
+                        ct_original_dport(1),
+                    ],
+                ));
+            }
+            post.push(rule(cat(&[
+                &ct_status_dnat(),
+                &g,
+                &[load_addr(v6, true, 0), load_addr(v6, false, a)],
+                &[lookup(SetId::Hairpin { v6 }, 0, None)],
+                &[Expr::Masquerade],
+            ])));
+        }
+        services.push(rule(cat(&[
+            &local_daddr(),
+            &[Expr::Jump("nodeports".into())],
+        ])));
+        post.insert(
+            0,
+            rule(cat(&[
+                &[Expr::MetaLoad {
+                    key: META_MARK,
+                    dreg: reg(0),
+                }],
+                &mask_neq_zero(MASQ_MARK),
+                &[
+                    Expr::MetaLoad {
+                        key: META_MARK,
+                        dreg: reg(0),
+                    },
+                    Expr::Bitwise {
+                        reg: reg(0),
+                        mask: (!MASQ_MARK).to_ne_bytes().to_vec(),
+                        xor: vec![0; 4],
+                    },
+                    Expr::MetaSetMark { sreg: reg(0) },
+                    Expr::Masquerade,
+                ],
+            ])),
+        );
+        let jump = |to: &str| vec![rule(vec![Expr::Jump(to.into())])];
+        let base = |ty, hook, priority| ChainKind::Base { ty, hook, priority };
+        vec![
+            ChainDef {
+                name: "nodeports",
+                kind: ChainKind::Regular,
+                rules: nodeports,
+            },
+            ChainDef {
+                name: "services",
+                kind: ChainKind::Regular,
+                rules: services,
+            },
+            ChainDef {
+                name: "service-filter",
+                kind: ChainKind::Regular,
+                rules: filter,
+            },
+            ChainDef {
+                name: "nat-prerouting",
+                kind: base("nat", Hook::Prerouting, -100),
+                rules: jump("services"),
+            },
+            ChainDef {
+                name: "nat-output",
+                kind: base("nat", Hook::Output, -100),
+                rules: jump("services"),
+            },
+            ChainDef {
+                name: "filter-prerouting",
+                kind: base("filter", Hook::Prerouting, -99),
+                rules: jump("service-filter"),
+            },
+            ChainDef {
+                name: "filter-output",
+                kind: base("filter", Hook::Output, -99),
+                rules: jump("service-filter"),
+            },
+            ChainDef {
+                name: "nat-postrouting",
+                kind: base("nat", Hook::Postrouting, 100),
+                rules: post,
+            },
+        ]
+    }
+}
+
+fn cat(parts: &[&[Expr]]) -> Vec<Expr> {
+    parts.iter().flat_map(|p| p.iter().cloned()).collect()
+}
+
+/// `meta nfproto ipv4|ipv6`
+fn guard(v6: bool) -> Vec<Expr> {
+    let proto = if v6 {
+        libc_nfproto::IPV6
+    } else {
+        libc_nfproto::IPV4
+    };
+    vec![
+        Expr::MetaLoad {
+            key: META_NFPROTO,
+            dreg: reg(0),
+        },
+        Expr::CmpReg(CmpOp::Eq, reg(0), vec![proto]),
+    ]
+}
+
+mod libc_nfproto {
+    pub const IPV4: u8 = 2;
+    pub const IPV6: u8 = 10;
+}
+
+/// `ip saddr|daddr` into `word`.
+fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
+    let (offset, len) = match (v6, source) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    };
+    Expr::PayloadLoad {
+        base: BASE_NETWORK,
+        offset,
+        len,
+        dreg: reg(word),
+    }
+}
+
+/// `th dport` into `word`.
+fn dport(word: u32) -> Expr {
+    Expr::PayloadLoad {
+        base: BASE_TRANSPORT,
+        offset: 2,
+        len: 2,
+        dreg: reg(word),
+    }
+}
+
+/// `meta l4proto . th dport` from `word`.
+fn proto_port(word: u32) -> Vec<Expr> {
+    vec![
+        Expr::MetaLoad {
+            key: META_L4PROTO,
+            dreg: reg(word),
+        },
+        dport(word + 1),
+    ]
+}
+
+/// `ip daddr . meta l4proto . th dport` from `word`.
+fn daddr_proto_port(v6: bool, word: u32) -> Vec<Expr> {
+    let a = if v6 { 4 } else { 1 };
+    let mut v = vec![load_addr(v6, false, word)];
+    v.extend(proto_port(word + a));
+    v
+}
+
+fn lookup(set: SetId, sreg: u32, dreg: Option<u32>) -> Expr {
+    Expr::Lookup {
+        set: set.name(),
+        sreg: reg(sreg),
+        dreg: dreg.map(reg),
+    }
+}
+
+fn dnat(v6: bool, addr_word: u32, port_word: u32) -> Expr {
+    Expr::Dnat {
+        family: if v6 { 10 } else { 2 },
+        reg_addr: reg(addr_word),
+        reg_proto: reg(port_word),
+    }
+}
+
+/// `fib daddr type local`
+fn local_daddr() -> Vec<Expr> {
+    vec![
+        Expr::FibDaddrType { dreg: reg(0) },
+        Expr::CmpReg(CmpOp::Eq, reg(0), RTN_LOCAL.to_ne_bytes().to_vec()),
+    ]
+}
+
+/// `meta mark set mark | 0x4000`
+fn set_mark() -> Vec<Expr> {
+    vec![
+        Expr::MetaLoad {
+            key: META_MARK,
+            dreg: reg(0),
+        },
+        Expr::Bitwise {
+            reg: reg(0),
+            mask: (!MASQ_MARK).to_ne_bytes().to_vec(),
+            xor: MASQ_MARK.to_ne_bytes().to_vec(),
+        },
+        Expr::MetaSetMark { sreg: reg(0) },
+    ]
+}
+
+/// `reg 0 & bits != 0` (host-order 32-bit values: mark, ct state, ct status).
+fn mask_neq_zero(bits: u32) -> Vec<Expr> {
+    vec![
+        Expr::Bitwise {
+            reg: reg(0),
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
+    ]
+}
+
+/// `ct status dnat`
+fn ct_status_dnat() -> Vec<Expr> {
+    let mut v = vec![Expr::CtLoad {
+        key: CT_STATUS,
+        dir: None,
+        dreg: reg(0),
+    }];
+    v.extend(mask_neq_zero(IPS_DST_NAT));
+    v
+}
+
+/// `ct state new ct status dnat`
+fn new_dnat_flow() -> Vec<Expr> {
+    let mut v = vec![Expr::CtLoad {
+        key: CT_STATE,
+        dir: None,
+        dreg: reg(0),
+    }];
+    v.extend(mask_neq_zero(CT_STATE_NEW));
+    v.extend(ct_status_dnat());
+    v
+}
+
+/// `ct original ip daddr` into `word`.
+fn ct_original_daddr(v6: bool, word: u32) -> Expr {
+    Expr::CtLoad {
+        key: if v6 { CT_DST_IP6 } else { CT_DST_IP },
+        dir: Some(0),
+        dreg: reg(word),
+    }
+}
+
+/// `ct original proto-dst` into `word`.
+fn ct_original_dport(word: u32) -> Expr {
+    Expr::CtLoad {
+        key: CT_PROTO_DST,
+        dir: Some(0),
+        dreg: reg(word),
+    }
+}
+
+/// `meta l4proto tcp reject with tcp reset`, or `reject with icmpx port-unreachable`.
+fn reject(tcp_reset: bool) -> Vec<Expr> {
+    if tcp_reset {
+        vec![
+            Expr::MetaLoad {
+                key: META_L4PROTO,
+                dreg: reg(0),
+            },
+            Expr::CmpReg(CmpOp::Eq, reg(0), vec![6]),
+            Expr::Reject {
+                ty: REJECT_TCP_RST,
+                code: 0,
+            },
+        ]
+    } else {
+        vec![Expr::Reject {
+            ty: REJECT_ICMPX,
+            code: ICMPX_PORT_UNREACH,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_registers_fit_for_ipv6() {
+        let mut l = Layout::default();
+        l.affinity.insert((true, 10800));
+        l.lb.insert((true, 3));
+        for chain in l.chains() {
+            for r in &chain.rules {
+                for e in &r.exprs {
+                    let regs: Vec<u32> = match e {
+                        Expr::PayloadLoad { dreg, len, .. } => vec![dreg + (len - 1) / 4],
+                        Expr::CtLoad { dreg, key, .. } => {
+                            vec![dreg + if *key == CT_DST_IP6 { 3 } else { 0 }]
+                        }
+                        Expr::MetaLoad { dreg, .. } | Expr::NumgenRandom { dreg, .. } => {
+                            vec![*dreg]
+                        }
+                        _ => vec![],
+                    };
+                    for r in regs {
+                        assert!((8..=23).contains(&r), "{} uses register {r}", chain.name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_the_layout() {
+        let a = Layout::default();
+        let mut b = Layout::default();
+        b.lb.insert((false, 3));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(Layout::from_sets(&b.sets()).fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn key_lengths_match_encodings() {
+        let ip: IpAddr = "10.96.0.10".parse().unwrap();
+        let key = encode::indexed(encode::service(ip, 6, 80), 2);
+        assert_eq!(
+            key.len() as u32,
+            SetId::Lb { v6: false, size: 3 }.spec().key_len
+        );
+        let ip6: IpAddr = "fd00::10".parse().unwrap();
+        let data = encode::endpoint(ip6, 8080);
+        assert_eq!(
+            Some(data.len() as u32),
+            SetId::Lb { v6: true, size: 3 }.spec().data.map(|d| d.1)
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The service proxy: Kubernetes Services on nf_tables, with a lookup cost
+//! that does not grow with the number of services.
+//!
+//! - [`layout`]: the table `inet podnet-services`: its sets, maps, chains and
+//!   rules, and how a service becomes map elements (pure);
+//! - [`plan`]: one service plus its endpoints, seen from one node, as the
+//!   elements it owns (pure);
+//! - [`proxy`]: [`ServiceProxy`], which keeps the kernel in step: one atomic
+//!   batch per update holding only the changed services' elements, a full
+//!   sync that adopts what is there and repairs drift, and cleanup of stale
+//!   UDP flows and affinity entries.
+
+mod error;
+pub mod layout;
+pub mod plan;
+pub mod proxy;
+
+pub use error::ProxyError;
+pub use layout::{Layout, SetId, TABLE};
+pub use plan::{Fragment, Frontend};
+pub use proxy::{ApplyReport, Change, ServiceProxy};

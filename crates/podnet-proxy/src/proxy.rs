@@ -1,0 +1,526 @@
+//! [`ServiceProxy`]: keeps the kernel's service table in step with the services.
+//!
+//! Two ways in:
+//! - [`ServiceProxy::update`] for changes: only the changed services'
+//!   elements are deleted and added, in one batch (all or nothing). Chains are
+//!   rewritten only when the layout changes (an endpoint count or an affinity
+//!   timeout appears or disappears), in the same batch.
+//! - [`ServiceProxy::sync`] for everything: at start (adopting whatever an
+//!   earlier agent left, without touching elements that are right, so
+//!   established connections and their conntrack NAT bindings are never
+//!   disturbed) and periodically (repairing drift: a deleted rule, element or
+//!   set is put back, a foreign element is removed).
+//!
+//! After a batch lands, flows that can outlive their endpoint are cleaned up:
+//! UDP conntrack entries to removed endpoints (a UDP client would otherwise
+//! keep sending to a dead endpoint for as long as it keeps sending) and
+//! ClientIP affinity entries that point at removed endpoints.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use podnet_kernel::conntrack::ConntrackHandle;
+use podnet_kernel::nftables::{Family, NftHandle, SetElement, Transaction};
+use podnet_kernel::Netns;
+use podnet_services::{Endpoints, Protocol, Service, ServiceName};
+
+use crate::error::ProxyError;
+use crate::layout::{encode, Layout, SetId, TABLE};
+use crate::plan::{fragment, hairpin_element, Flow, Fragment, Frontend};
+
+/// A change to one service.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The service was created or changed, or its endpoints changed.
+    Upsert(Service, Option<Endpoints>),
+    /// The service is gone.
+    Delete(ServiceName),
+}
+
+impl Change {
+    fn name(&self) -> ServiceName {
+        match self {
+            Change::Upsert(s, _) => s.key(),
+            Change::Delete(n) => n.clone(),
+        }
+    }
+}
+
+/// What one update or sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Services looked at.
+    pub services: usize,
+    /// Elements added.
+    pub added: usize,
+    /// Elements deleted.
+    pub deleted: usize,
+    /// Sets created.
+    pub sets_created: usize,
+    /// Sets deleted.
+    pub sets_deleted: usize,
+    /// Whether the chains were (re)written.
+    pub chains_written: bool,
+    /// Conntrack entries of removed UDP endpoints deleted.
+    pub flows_deleted: usize,
+    /// Affinity entries to removed endpoints deleted.
+    pub affinity_deleted: usize,
+}
+
+impl ApplyReport {
+    /// True when the kernel was not changed.
+    pub fn unchanged(&self) -> bool {
+        self.added == 0
+            && self.deleted == 0
+            && self.sets_created == 0
+            && self.sets_deleted == 0
+            && !self.chains_written
+    }
+}
+
+/// The service proxy of one node.
+pub struct ServiceProxy {
+    nft: NftHandle,
+    conntrack: ConntrackHandle,
+    node: String,
+    applied: HashMap<ServiceName, (Service, Option<Endpoints>)>,
+    counts: HashMap<SetId, usize>,
+    hairpin: HashMap<IpAddr, usize>,
+    layout: Option<Layout>,
+}
+
+type ElementDiff = BTreeMap<SetId, Vec<SetElement>>;
+
+impl ServiceProxy {
+    /// A proxy for node `node`, programming the namespace `netns` (the caller's when `None`).
+    pub fn new(node: &str, netns: Option<&Netns>) -> Result<Self, ProxyError> {
+        let (nft, conntrack) = match netns {
+            Some(ns) => (NftHandle::in_netns(ns)?, ConntrackHandle::in_netns(ns)?),
+            None => (NftHandle::current()?, ConntrackHandle::current()?),
+        };
+        Ok(ServiceProxy {
+            nft,
+            conntrack,
+            node: node.to_string(),
+            applied: HashMap::new(),
+            counts: HashMap::new(),
+            hairpin: HashMap::new(),
+            layout: None,
+        })
+    }
+
+    /// How many services are programmed.
+    pub fn len(&self) -> usize {
+        self.applied.len()
+    }
+
+    /// True when no service is programmed.
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+    }
+
+    /// Whether `svc` with `eps` is exactly what is programmed for it.
+    pub fn is_current(&self, svc: &Service, eps: Option<&Endpoints>) -> bool {
+        self.applied
+            .get(&svc.key())
+            .is_some_and(|(s, e)| s == svc && e.as_ref() == eps)
+    }
+
+    /// Names of the programmed services.
+    pub fn service_names(&self) -> Vec<ServiceName> {
+        self.applied.keys().cloned().collect()
+    }
+
+    /// Applies `changes` in one batch touching only their elements.
+    ///
+    /// Before the first [`ServiceProxy::sync`], the proxy knows nothing of the
+    /// kernel, so this syncs instead (with the changes as the whole set).
+    pub fn update(&mut self, changes: Vec<Change>) -> Result<ApplyReport, ProxyError> {
+        let mut last: HashMap<ServiceName, Change> = HashMap::new();
+        for c in changes {
+            last.insert(c.name(), c);
+        }
+        let Some(layout) = self.layout.clone() else {
+            let all = last
+                .into_values()
+                .filter_map(|c| match c {
+                    Change::Upsert(s, e) => Some((s, e)),
+                    Change::Delete(_) => None,
+                })
+                .collect();
+            return self.sync(all);
+        };
+        let mut report = ApplyReport {
+            services: last.len(),
+            ..ApplyReport::default()
+        };
+        let mut counts = self.counts.clone();
+        let mut hairpin_delta: HashMap<IpAddr, isize> = HashMap::new();
+        let (mut del, mut add) = (ElementDiff::new(), ElementDiff::new());
+        let mut gone_flows = Vec::new();
+        let mut gone_affinity = Vec::new();
+        for change in last.values() {
+            let old = self
+                .applied
+                .get(&change.name())
+                .map(|(s, e)| fragment(s, e.as_ref(), &self.node))
+                .unwrap_or_default();
+            let new = match change {
+                Change::Upsert(s, e) => fragment(s, e.as_ref(), &self.node),
+                Change::Delete(_) => Fragment::default(),
+            };
+            let old_set: HashSet<&(SetId, SetElement)> = old.elements.iter().collect();
+            let new_set: HashSet<&(SetId, SetElement)> = new.elements.iter().collect();
+            for (set, e) in old.elements.iter().filter(|x| !new_set.contains(x)) {
+                del.entry(*set).or_default().push(e.clone());
+                *counts.entry(*set).or_default() -= 1;
+            }
+            for (set, e) in new.elements.iter().filter(|x| !old_set.contains(x)) {
+                add.entry(*set).or_default().push(e.clone());
+                *counts.entry(*set).or_default() += 1;
+            }
+            for ip in old.hairpin.difference(&new.hairpin) {
+                *hairpin_delta.entry(*ip).or_default() -= 1;
+            }
+            for ip in new.hairpin.difference(&old.hairpin) {
+                *hairpin_delta.entry(*ip).or_default() += 1;
+            }
+            let kept: HashSet<(Frontend, IpAddr, u16)> = new
+                .flows
+                .iter()
+                .map(|f| (f.frontend, f.backend, f.backend_port))
+                .collect();
+            gone_flows.extend(
+                old.flows
+                    .iter()
+                    .filter(|f| !kept.contains(&(f.frontend, f.backend, f.backend_port)))
+                    .copied(),
+            );
+            gone_affinity.extend(
+                old.affinity_frontends
+                    .difference(&new.affinity_frontends)
+                    .copied(),
+            );
+        }
+        let mut hairpin = self.hairpin.clone();
+        for (ip, d) in hairpin_delta {
+            let before = hairpin.get(&ip).copied().unwrap_or(0);
+            let after = (before as isize + d).max(0) as usize;
+            let (set, e) = hairpin_element(ip);
+            if before == 0 && after > 0 {
+                add.entry(set).or_default().push(e);
+            } else if before > 0 && after == 0 {
+                del.entry(set).or_default().push(e);
+            }
+            if after == 0 {
+                hairpin.remove(&ip);
+            } else {
+                hairpin.insert(ip, after);
+            }
+        }
+        counts.retain(|_, n| *n > 0);
+        let new_layout = Layout::from_sets(counts.keys());
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        let old_sets: BTreeSet<SetId> = layout.sets().into_iter().collect();
+        let new_sets: BTreeSet<SetId> = new_layout.sets().into_iter().collect();
+        for s in new_sets.difference(&old_sets) {
+            tx.add_set(&s.spec());
+            report.sets_created += 1;
+        }
+        for (set, elems) in &del {
+            if new_sets.contains(set) {
+                tx.delete_elements(&set.name(), elems);
+            }
+            report.deleted += elems.len();
+        }
+        for (set, elems) in &add {
+            tx.add_elements(&set.name(), elems);
+            report.added += elems.len();
+        }
+        if new_layout != layout {
+            write_chains(&mut tx, &new_layout);
+            report.chains_written = true;
+        }
+        for s in old_sets.difference(&new_sets) {
+            tx.delete_set(&s.name());
+            report.sets_deleted += 1;
+        }
+        if !tx.is_empty() {
+            self.nft.commit(tx, "nft: apply service changes")?;
+        }
+        for (name, change) in last {
+            match change {
+                Change::Upsert(s, e) => {
+                    self.applied.insert(name, (s, e));
+                }
+                Change::Delete(_) => {
+                    self.applied.remove(&name);
+                }
+            }
+        }
+        self.counts = counts;
+        self.hairpin = hairpin;
+        self.layout = Some(new_layout);
+        report.flows_deleted = self.delete_stale_udp_flows(&gone_flows);
+        report.affinity_deleted = self.delete_stale_affinity(&gone_flows, &gone_affinity);
+        Ok(report)
+    }
+
+    /// Makes the kernel hold exactly `services`, changing only what differs.
+    pub fn sync(
+        &mut self,
+        services: Vec<(Service, Option<Endpoints>)>,
+    ) -> Result<ApplyReport, ProxyError> {
+        let mut report = ApplyReport {
+            services: services.len(),
+            ..ApplyReport::default()
+        };
+        let mut desired: HashMap<SetId, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
+        let mut hairpin: HashMap<IpAddr, usize> = HashMap::new();
+        for (s, e) in &services {
+            let f = fragment(s, e.as_ref(), &self.node);
+            for (set, el) in f.elements {
+                desired.entry(set).or_default().insert(el.key, el.data);
+            }
+            for ip in f.hairpin {
+                *hairpin.entry(ip).or_default() += 1;
+            }
+        }
+        for ip in hairpin.keys() {
+            let (set, el) = hairpin_element(*ip);
+            desired.entry(set).or_default().insert(el.key, el.data);
+        }
+        let counts: HashMap<SetId, usize> = desired
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(s, m)| (*s, m.len()))
+            .collect();
+        let layout = Layout::from_sets(counts.keys());
+        let existing: HashSet<String> = self
+            .nft
+            .set_names(Family::Inet, TABLE)?
+            .into_iter()
+            .collect();
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        let wanted = layout.sets();
+        for set in &wanted {
+            let name = set.name();
+            let want = desired.remove(set).unwrap_or_default();
+            if !existing.contains(&name) {
+                tx.add_set(&set.spec());
+                report.sets_created += 1;
+                let elems: Vec<SetElement> = want
+                    .into_iter()
+                    .map(|(key, data)| SetElement { key, data })
+                    .collect();
+                report.added += elems.len();
+                tx.add_elements(&name, &elems);
+                continue;
+            }
+            if set.spec().dynamic {
+                continue; // filled by the packet path
+            }
+            let have = self.nft.set_elements(Family::Inet, TABLE, &name)?;
+            let mut stale = Vec::new();
+            let mut seen = HashSet::new();
+            for e in have {
+                if want.get(&e.key) == Some(&e.data) {
+                    seen.insert(e.key);
+                } else {
+                    stale.push(e);
+                }
+            }
+            let missing: Vec<SetElement> = want
+                .into_iter()
+                .filter(|(k, _)| !seen.contains(k))
+                .map(|(key, data)| SetElement { key, data })
+                .collect();
+            report.deleted += stale.len();
+            report.added += missing.len();
+            tx.delete_elements(&name, &stale);
+            tx.add_elements(&name, &missing);
+        }
+        if !self.chains_current(&layout)? {
+            write_chains(&mut tx, &layout);
+            report.chains_written = true;
+        }
+        let wanted_names: HashSet<String> = wanted.iter().map(SetId::name).collect();
+        for name in existing.difference(&wanted_names) {
+            tx.delete_set(name);
+            report.sets_deleted += 1;
+        }
+        if !tx.is_empty() {
+            self.nft.commit(tx, "nft: sync services")?;
+        }
+        self.applied = services
+            .into_iter()
+            .map(|(s, e)| (s.key(), (s, e)))
+            .collect();
+        self.counts = counts;
+        self.hairpin = hairpin;
+        self.layout = Some(layout);
+        Ok(report)
+    }
+
+    /// Removes the proxy's table (nothing of it stays in the kernel).
+    pub fn remove_all(&mut self) -> Result<(), ProxyError> {
+        if self.nft.chain_names(Family::Inet, TABLE)?.is_empty()
+            && self.nft.set_names(Family::Inet, TABLE)?.is_empty()
+        {
+            return Ok(());
+        }
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        tx.delete_table();
+        self.nft
+            .commit(tx, "nft delete table inet podnet-services")?;
+        self.applied.clear();
+        self.counts.clear();
+        self.hairpin.clear();
+        self.layout = None;
+        Ok(())
+    }
+
+    fn chains_current(&mut self, layout: &Layout) -> Result<bool, ProxyError> {
+        let fp = layout.fingerprint();
+        let names = self.nft.chain_names(Family::Inet, TABLE)?;
+        for chain in layout.chains() {
+            let present = names.iter().any(|c| c == chain.name);
+            let have = if present {
+                self.nft.rule_comments(Family::Inet, TABLE, chain.name)?
+            } else {
+                Vec::new()
+            };
+            if !present || have.len() != chain.rules.len() || have.iter().any(|c| *c != fp) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes conntrack entries of UDP flows whose endpoint no longer serves the frontend.
+    fn delete_stale_udp_flows(&mut self, gone: &[Flow]) -> usize {
+        let udp: Vec<&Flow> = gone
+            .iter()
+            .filter(|f| f.frontend.protocol == Protocol::Udp)
+            .collect();
+        if udp.is_empty() {
+            return 0;
+        }
+        let mut deleted = 0;
+        for v6 in [false, true] {
+            if !udp.iter().any(|f| f.backend.is_ipv6() == v6) {
+                continue;
+            }
+            let Ok(flows) = self.conntrack.flows(v6) else {
+                continue;
+            };
+            for ct in flows {
+                let stale = ct.original.proto == 17
+                    && udp.iter().any(|f| {
+                        ct.reply.src == f.backend
+                            && ct.reply.src_port == f.backend_port
+                            && ct.original.dst_port == f.frontend.port
+                            && f.frontend.addr.is_none_or(|a| a == ct.original.dst)
+                    });
+                if stale && self.conntrack.delete(&ct).is_ok() {
+                    deleted += 1;
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Deletes affinity entries that point at removed endpoints, or belong to
+    /// frontends that no longer have affinity (or changed its timeout).
+    fn delete_stale_affinity(&mut self, gone: &[Flow], frontends: &[(u32, Frontend)]) -> usize {
+        let mut by_map: BTreeMap<SetId, Vec<(Frontend, Option<(IpAddr, u16)>)>> = BTreeMap::new();
+        for f in gone {
+            if let Some(timeout) = f.affinity {
+                let v6 = f.backend.is_ipv6();
+                by_map
+                    .entry(SetId::Affinity { v6, timeout })
+                    .or_default()
+                    .push((f.frontend, Some((f.backend, f.backend_port))));
+            }
+        }
+        for (timeout, fe) in frontends {
+            let v6 = fe.addr.map(|a| a.is_ipv6());
+            for v6 in [false, true]
+                .into_iter()
+                .filter(|v| v6.is_none_or(|x| x == *v))
+            {
+                by_map
+                    .entry(SetId::Affinity {
+                        v6,
+                        timeout: *timeout,
+                    })
+                    .or_default()
+                    .push((*fe, None));
+            }
+        }
+        let mut deleted = 0;
+        for (set, targets) in by_map {
+            let name = set.name();
+            let Ok(entries) = self.nft.set_elements(Family::Inet, TABLE, &name) else {
+                continue; // the map is gone with its last service
+            };
+            let a = if set.v6() { 16 } else { 4 };
+            let stale: Vec<SetElement> = entries
+                .into_iter()
+                .filter(|e| {
+                    targets.iter().any(|(fe, backend)| {
+                        affinity_matches(&e.key, e.data.as_deref(), a, fe, *backend)
+                    })
+                })
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let mut tx = Transaction::new(Family::Inet, TABLE);
+            tx.delete_elements(&name, &stale);
+            if self.nft.commit(tx, "nft: delete stale affinity").is_ok() {
+                deleted += stale.len();
+            }
+        }
+        deleted
+    }
+}
+
+/// Whether an affinity entry (`client . service addr . proto . port : endpoint`) belongs
+/// to `frontend` (and, when given, points at `backend`).
+fn affinity_matches(
+    key: &[u8],
+    data: Option<&[u8]>,
+    a: usize,
+    frontend: &Frontend,
+    backend: Option<(IpAddr, u16)>,
+) -> bool {
+    let Some(tail) = key.get(a..) else {
+        return false;
+    };
+    let fe_ok = match frontend.addr {
+        Some(ip) => {
+            tail == encode::service(ip, frontend.protocol.number(), frontend.port).as_slice()
+        }
+        None => {
+            tail.get(a..) == Some(&encode::node_port(frontend.protocol.number(), frontend.port)[..])
+        }
+    };
+    fe_ok && backend.is_none_or(|(ip, port)| data == Some(&encode::endpoint(ip, port)[..]))
+}
+
+/// Creates every chain, empties it and adds its rules (regular chains first).
+fn write_chains(tx: &mut Transaction, layout: &Layout) {
+    let chains = layout.chains();
+    for c in &chains {
+        tx.add_chain(c.name, c.kind);
+    }
+    for c in &chains {
+        tx.flush_chain(c.name);
+    }
+    for c in &chains {
+        for r in &c.rules {
+            tx.add_rule(c.name, r);
+        }
+    }
+}

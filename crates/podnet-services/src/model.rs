@@ -1,0 +1,296 @@
+//! Services and endpoints as stored and as written in cluster.yaml.
+//!
+//! Field names follow Kubernetes (`clusterIP`, `targetPort`, `nodePort`,
+//! `externalTrafficPolicy`, ...), so a Kubernetes user reads them as usual.
+//! Port numbers are read as `u32` so that `70000` is reported as out of range
+//! by [`crate::validate`] instead of as a parse error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// `namespace/name` of a service (and of its endpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceName {
+    /// Namespace (default `default`).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Transport protocol of a service port.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub enum Protocol {
+    /// TCP (the default).
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// `TCP`, `UDP` or `SCTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+/// Service type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ServiceType {
+    /// A virtual IP inside the cluster (the default).
+    #[default]
+    ClusterIP,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus given load-balancer IPs.
+    LoadBalancer,
+}
+
+/// External or internal traffic policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Any ready endpoint in the cluster (the default).
+    #[default]
+    Cluster,
+    /// Only endpoints on the node the traffic arrives at.
+    Local,
+}
+
+/// Session affinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SessionAffinity {
+    /// Every connection is balanced anew (the default).
+    #[default]
+    None,
+    /// A client address sticks to one endpoint for the timeout.
+    ClientIP,
+}
+
+/// The port a service port forwards to: a number, or a port name looked up per endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetPort {
+    /// A port number.
+    Number(u32),
+    /// A named port of the endpoint.
+    Name(String),
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Port name (required when the service has several ports).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Protocol (default TCP).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The service port.
+    pub port: u32,
+    /// Where traffic goes on the endpoint (default: the same number as `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<TargetPort>,
+    /// The node port (NodePort and LoadBalancer; allocated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u32>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// A service: a stable virtual address and ports, balanced to its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Namespace (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Type (default ClusterIP).
+    #[serde(default, rename = "type", skip_serializing_if = "is_default")]
+    pub service_type: ServiceType,
+    /// The cluster IP (allocated from the service CIDR when absent).
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Pods whose labels hold all of these are the endpoints (used by the lab).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// Further addresses the service answers on, on every node.
+    #[serde(default, rename = "externalIPs", skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<IpAddr>,
+    /// Load-balancer addresses (type LoadBalancer), given rather than provisioned.
+    #[serde(
+        default,
+        rename = "loadBalancerIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// Session affinity (default None).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub session_affinity: SessionAffinity,
+    /// ClientIP affinity timeout in seconds (default 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_timeout_seconds: Option<u32>,
+    /// Policy for NodePort, external and load-balancer traffic (default Cluster).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub external_traffic_policy: TrafficPolicy,
+    /// Policy for cluster IP traffic (default Cluster).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub internal_traffic_policy: TrafficPolicy,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+/// Kubernetes' default ClientIP affinity timeout: three hours.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+
+impl Service {
+    /// `namespace/name`.
+    pub fn key(&self) -> ServiceName {
+        ServiceName {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The ClientIP affinity timeout in seconds, when affinity is on.
+    pub fn affinity_timeout(&self) -> Option<u32> {
+        match self.session_affinity {
+            SessionAffinity::None => None,
+            SessionAffinity::ClientIP => Some(
+                self.session_affinity_timeout_seconds
+                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT),
+            ),
+        }
+    }
+
+    /// Whether the service has node ports (NodePort and LoadBalancer).
+    pub fn has_node_ports(&self) -> bool {
+        matches!(
+            self.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        )
+    }
+}
+
+/// A named port of an endpoint (a container port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointPort {
+    /// The port's name.
+    pub name: String,
+    /// Protocol (default TCP).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Number.
+    pub port: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One endpoint: a pod address on a node, with its conditions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// The pod's address.
+    pub address: IpAddr,
+    /// The node the pod runs on.
+    pub node: String,
+    /// Ready for traffic (default true).
+    #[serde(default = "default_true")]
+    pub ready: bool,
+    /// Serving (default true); a terminating endpoint may still serve.
+    #[serde(default = "default_true")]
+    pub serving: bool,
+    /// Terminating (default false).
+    #[serde(default)]
+    pub terminating: bool,
+    /// Named ports, for target ports given by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<EndpointPort>,
+}
+
+/// The endpoints of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoints {
+    /// The service's name.
+    pub name: String,
+    /// The service's namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Endpoints {
+    /// `namespace/name` of the service these belong to.
+    pub fn key(&self) -> ServiceName {
+        ServiceName {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Cluster-wide service settings: where cluster IPs and node ports come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSettings {
+    /// Service CIDRs: one IPv4, optionally one IPv6.
+    pub service_cidrs: Vec<IpNet>,
+    /// First node port.
+    pub node_port_min: u16,
+    /// Last node port.
+    pub node_port_max: u16,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            service_cidrs: vec!["10.96.0.0/12".parse().expect("static prefix")],
+            node_port_min: 30000,
+            node_port_max: 32767,
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Checks on services and endpoints, and allocation of cluster IPs and node ports.
+//!
+//! [`check_service`] looks at one service alone; [`Allocations`] knows every
+//! stored service and hands out free cluster IPs and node ports, refusing
+//! duplicates. Both run before anything is stored, so refused input writes
+//! nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::error::ServiceError;
+use crate::model::{Endpoints, Protocol, Service, ServiceName, ServiceSettings, TargetPort};
+
+/// Checks the service settings: CIDRs (at most one per family) and the node port range.
+pub fn check_settings(settings: &ServiceSettings) -> Result<(), ServiceError> {
+    if settings.service_cidrs.is_empty() {
+        return Err(ServiceError::BadSettings("no service CIDR".into()));
+    }
+    let v4 = settings
+        .service_cidrs
+        .iter()
+        .filter(|c| c.addr().is_ipv4())
+        .count();
+    if v4 > 1 || settings.service_cidrs.len() - v4 > 1 {
+        return Err(ServiceError::BadSettings(
+            "give at most one IPv4 and one IPv6 service CIDR".into(),
+        ));
+    }
+    if settings.node_port_min == 0 || settings.node_port_min > settings.node_port_max {
+        return Err(ServiceError::BadSettings(format!(
+            "node port range {}-{} is empty",
+            settings.node_port_min, settings.node_port_max
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn port_in_range(service: &str, field: &'static str, value: u32) -> Result<u16, ServiceError> {
+    match u16::try_from(value) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(ServiceError::PortOutOfRange {
+            service: service.to_string(),
+            field,
+            value,
+        }),
+    }
+}
+
+/// Checks one service on its own: names, ports, node ports, addresses, affinity.
+pub fn check_service(svc: &Service, settings: &ServiceSettings) -> Result<(), ServiceError> {
+    let id = format!("{}/{}", svc.namespace, svc.name);
+    if !check_name(&svc.name) || !check_name(&svc.namespace) {
+        return Err(ServiceError::BadName(id));
+    }
+    if svc.ports.is_empty() {
+        return Err(ServiceError::NoPorts(id));
+    }
+    let mut seen = HashSet::new();
+    for p in &svc.ports {
+        let port = port_in_range(&id, "port", p.port)?;
+        if let Some(TargetPort::Number(t)) = &p.target_port {
+            port_in_range(&id, "targetPort", *t)?;
+        }
+        if svc.ports.len() > 1 && p.name.is_empty() {
+            return Err(ServiceError::UnnamedPort(id));
+        }
+        let dup = |port: String| ServiceError::DuplicatePort {
+            service: id.clone(),
+            port,
+        };
+        if !seen.insert(format!("{}/{}", p.protocol.as_str(), port)) {
+            return Err(dup(format!("{}/{}", p.protocol.as_str(), port)));
+        }
+        if !p.name.is_empty() && !seen.insert(p.name.clone()) {
+            return Err(dup(p.name.clone()));
+        }
+        if let Some(np) = p.node_port {
+            if !svc.has_node_ports() {
+                return Err(ServiceError::NodePortOnClusterIp(id));
+            }
+            let np16 = port_in_range(&id, "nodePort", np)?;
+            if np16 < settings.node_port_min || np16 > settings.node_port_max {
+                return Err(ServiceError::NodePortOutOfRange {
+                    service: id,
+                    port: np,
+                    min: settings.node_port_min,
+                    max: settings.node_port_max,
+                });
+            }
+        }
+    }
+    if let Some(ip) = svc.cluster_ip {
+        if !settings.service_cidrs.iter().any(|c| c.contains(&ip)) {
+            return Err(ServiceError::ClusterIpOutsideRange {
+                service: id,
+                ip,
+                cidrs: cidr_list(&settings.service_cidrs),
+            });
+        }
+    }
+    if !svc.load_balancer_ips.is_empty()
+        && svc.service_type != crate::model::ServiceType::LoadBalancer
+    {
+        return Err(ServiceError::LoadBalancerIpsOnOtherType(id));
+    }
+    let fields = [
+        ("externalIPs", &svc.external_ips),
+        ("loadBalancerIPs", &svc.load_balancer_ips),
+    ];
+    for (field, ips) in fields {
+        for ip in ips {
+            let why = if settings.service_cidrs.iter().any(|c| c.contains(ip)) {
+                Some("inside the service CIDRs")
+            } else if svc.cluster_ip.is_some_and(|c| c.is_ipv4() != ip.is_ipv4()) {
+                Some("not of the cluster IP's address family")
+            } else if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                Some("not a unicast address")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(ServiceError::BadExternalIp {
+                    service: id,
+                    field,
+                    ip: *ip,
+                    why,
+                });
+            }
+        }
+    }
+    if let Some(t) = svc.session_affinity_timeout_seconds {
+        if t == 0 || t > 86400 {
+            return Err(ServiceError::BadAffinityTimeout {
+                service: id,
+                value: t,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks endpoints: addresses of one family per service, port numbers in range.
+pub fn check_endpoints(eps: &Endpoints) -> Result<(), ServiceError> {
+    let id = format!("{}/{}", eps.namespace, eps.name);
+    for e in &eps.endpoints {
+        if e.node.is_empty() {
+            return Err(ServiceError::BadEndpoints {
+                service: id,
+                why: format!("endpoint {} has no node", e.address),
+            });
+        }
+        for p in &e.ports {
+            if p.port == 0 || p.port > 65535 {
+                return Err(ServiceError::BadEndpoints {
+                    service: id,
+                    why: format!("endpoint {} port {} is out of range", e.address, p.port),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cidr_list(cidrs: &[IpNet]) -> String {
+    cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every cluster IP and node port in use, and who holds it.
+#[derive(Debug, Default)]
+pub struct Allocations {
+    ips: HashMap<IpAddr, ServiceName>,
+    node_ports: HashMap<(Protocol, u16), ServiceName>,
+}
+
+impl Allocations {
+    /// What `services` hold.
+    pub fn of<'a>(services: impl IntoIterator<Item = &'a Service>) -> Self {
+        let mut a = Allocations::default();
+        for s in services {
+            a.hold(s);
+        }
+        a
+    }
+
+    fn hold(&mut self, svc: &Service) {
+        let key = svc.key();
+        if let Some(ip) = svc.cluster_ip {
+            self.ips.insert(ip, key.clone());
+        }
+        for p in &svc.ports {
+            if let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
+                self.node_ports.insert((p.protocol, np), key.clone());
+            }
+        }
+    }
+
+    /// Forgets what `name` holds (before it is updated or deleted).
+    pub fn release(&mut self, name: &ServiceName) {
+        self.ips.retain(|_, owner| owner != name);
+        self.node_ports.retain(|_, owner| owner != name);
+    }
+
+    /// Checks `svc` and fills in its cluster IP and node ports; records them.
+    ///
+    /// An update keeps what the stored version had: pass the stored service as
+    /// `previous`, and absent fields are taken from it before anything new is
+    /// allocated.
+    pub fn admit(
+        &mut self,
+        mut svc: Service,
+        previous: Option<&Service>,
+        settings: &ServiceSettings,
+    ) -> Result<Service, ServiceError> {
+        check_service(&svc, settings)?;
+        let key = svc.key();
+        let id = key.to_string();
+        if let Some(prev) = previous {
+            if svc.cluster_ip.is_none() {
+                svc.cluster_ip = prev.cluster_ip;
+            }
+            for p in svc.ports.iter_mut().filter(|p| p.node_port.is_none()) {
+                p.node_port = prev
+                    .ports
+                    .iter()
+                    .find(|q| q.protocol == p.protocol && q.port == p.port)
+                    .and_then(|q| q.node_port);
+            }
+            if !svc.has_node_ports() {
+                svc.ports.iter_mut().for_each(|p| p.node_port = None);
+            }
+        }
+        match svc.cluster_ip {
+            Some(ip) => {
+                if let Some(owner) = self.ips.get(&ip).filter(|o| **o != key) {
+                    return Err(ServiceError::DuplicateClusterIp {
+                        service: id,
+                        ip,
+                        owner: owner.to_string(),
+                    });
+                }
+            }
+            None => svc.cluster_ip = Some(self.free_ip(&id, settings)?),
+        }
+        let mut taken_here = HashSet::new();
+        for i in 0..svc.ports.len() {
+            let proto = svc.ports[i].protocol;
+            match svc.ports[i].node_port {
+                Some(np) => {
+                    let np = np as u16; // checked by check_service
+                    let owner = self.node_ports.get(&(proto, np)).filter(|o| **o != key);
+                    if let Some(owner) = owner {
+                        return Err(ServiceError::DuplicateNodePort {
+                            service: id,
+                            protocol: proto.as_str().into(),
+                            port: np,
+                            owner: owner.to_string(),
+                        });
+                    }
+                    taken_here.insert((proto, np));
+                }
+                None if svc.has_node_ports() => {
+                    let free = (settings.node_port_min..=settings.node_port_max)
+                        .find(|p| {
+                            !self.node_ports.contains_key(&(proto, *p))
+                                && !taken_here.contains(&(proto, *p))
+                                && !svc.ports.iter().any(|q| {
+                                    q.protocol == proto && q.node_port == Some(u32::from(*p))
+                                })
+                        })
+                        .ok_or_else(|| ServiceError::NodePortsExhausted(id.clone()))?;
+                    taken_here.insert((proto, free));
+                    svc.ports[i].node_port = Some(u32::from(free));
+                }
+                None => {}
+            }
+        }
+        self.release(&key);
+        self.hold(&svc);
+        Ok(svc)
+    }
+
+    fn free_ip(&self, id: &str, settings: &ServiceSettings) -> Result<IpAddr, ServiceError> {
+        let cidr = settings
+            .service_cidrs
+            .first()
+            .ok_or_else(|| ServiceError::BadSettings("no service CIDR".into()))?;
+        // The first address is the network; Kubernetes also keeps .1 for the
+        // API server, so allocation starts at .10 like its DNS convention.
+        cidr.hosts()
+            .skip(9)
+            .take(1 << 20)
+            .find(|ip| !self.ips.contains_key(ip))
+            .ok_or_else(|| ServiceError::ClusterIpsExhausted(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ServicePort, ServiceType};
+
+    fn svc(name: &str, ty: ServiceType, port: u32, node_port: Option<u32>) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "type": ty, "ports": [{"port": port, "nodePort": node_port}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn port_out_of_range_is_named() {
+        let s = svc("a", ServiceType::ClusterIP, 70000, None);
+        let e = check_service(&s, &ServiceSettings::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service default/a: port 70000 is out of range (1-65535)"
+        );
+    }
+
+    #[test]
+    fn duplicate_node_port_names_the_owner() {
+        let settings = ServiceSettings::default();
+        let mut a = Allocations::default();
+        a.admit(
+            svc("a", ServiceType::NodePort, 80, Some(30080)),
+            None,
+            &settings,
+        )
+        .unwrap();
+        let e = a
+            .admit(
+                svc("b", ServiceType::NodePort, 81, Some(30080)),
+                None,
+                &settings,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("already used by service default/a"),
+            "{e}"
+        );
+        // The same service may keep its own node port on update.
+        let again = a
+            .admit(
+                svc("a", ServiceType::NodePort, 80, Some(30080)),
+                None,
+                &settings,
+            )
+            .unwrap();
+        assert_eq!(again.ports[0].node_port, Some(30080));
+    }
+
+    #[test]
+    fn allocation_fills_cluster_ip_and_node_ports_and_keeps_them_on_update() {
+        let settings = ServiceSettings::default();
+        let mut a = Allocations::default();
+        let s = a
+            .admit(svc("a", ServiceType::NodePort, 80, None), None, &settings)
+            .unwrap();
+        assert_eq!(s.cluster_ip, Some("10.96.0.10".parse().unwrap()));
+        assert_eq!(s.ports[0].node_port, Some(30000));
+        let t = a
+            .admit(svc("b", ServiceType::NodePort, 80, None), None, &settings)
+            .unwrap();
+        assert_eq!(t.cluster_ip, Some("10.96.0.11".parse().unwrap()));
+        assert_eq!(t.ports[0].node_port, Some(30001));
+        let mut updated = svc("a", ServiceType::NodePort, 80, None);
+        updated.ports.push(ServicePort {
+            name: "x".into(),
+            protocol: Protocol::Udp,
+            port: 53,
+            target_port: None,
+            node_port: None,
+        });
+        updated.ports[0].name = "web".into();
+        let u = a.admit(updated, Some(&s), &settings).unwrap();
+        assert_eq!(u.cluster_ip, s.cluster_ip);
+        assert_eq!(u.ports[0].node_port, Some(30000));
+        assert_eq!(u.ports[1].node_port, Some(30000), "UDP has its own range");
+    }
+
+    #[test]
+    fn cluster_ip_outside_the_service_cidr_is_refused() {
+        let mut s = svc("a", ServiceType::ClusterIP, 80, None);
+        s.cluster_ip = Some("192.168.1.1".parse().unwrap());
+        let e = check_service(&s, &ServiceSettings::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service default/a: cluster IP 192.168.1.1 is outside the service CIDRs (10.96.0.0/12)"
+        );
+    }
+
+    #[test]
+    fn node_port_checks() {
+        let settings = ServiceSettings::default();
+        let e =
+            check_service(&svc("a", ServiceType::NodePort, 80, Some(80)), &settings).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("outside the node port range 30000-32767"),
+            "{e}"
+        );
+        let e = check_service(
+            &svc("a", ServiceType::ClusterIP, 80, Some(30000)),
+            &settings,
+        )
+        .unwrap_err();
+        assert_eq!(e, ServiceError::NodePortOnClusterIp("default/a".into()));
+    }
+}

@@ -1,0 +1,237 @@
+//! Services and endpoints in the store, next to the cluster.
+//!
+//! Keys live under their own root, `/podnet-services/`, so that the node
+//! agents' cluster snapshots (`/podnet/`) stay small with 100,000 services.
+//! - `services/NS/NAME`: the service, with its cluster IP and node ports filled in;
+//! - `endpoints/NS/NAME`: its endpoints;
+//! - `claims/ip/IP`, `claims/nodeport/PROTO/PORT`: who holds a cluster IP or node
+//!   port. A write claims what it newly takes in the same transaction (failing
+//!   if someone else just did), so two services never get one address or port.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use podnet_services::validate::{check_endpoints, check_settings, Allocations};
+use podnet_services::{Endpoints, Service, ServiceName, ServiceSettings};
+
+use crate::cluster::{from_json, to_json, ClusterStore};
+use crate::error::StoreError;
+use crate::kv::Txn;
+
+/// Root of every service key.
+pub const SERVICES_ROOT: &str = "/podnet-services/";
+const SERVICES: &str = "/podnet-services/services/";
+const ENDPOINTS: &str = "/podnet-services/endpoints/";
+const CLAIMS: &str = "/podnet-services/claims/";
+const MAX_ATTEMPTS: usize = 16;
+
+/// Services and endpoints as stored, unparsed, at one revision: the agent
+/// parses only what changed since its last look.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSnapshot {
+    /// Store revision.
+    pub revision: u64,
+    /// `(name, service JSON)`, sorted by name.
+    pub services: Vec<(ServiceName, String)>,
+    /// `(name, endpoints JSON)`, sorted by name.
+    pub endpoints: Vec<(ServiceName, String)>,
+}
+
+fn service_key(n: &ServiceName) -> String {
+    format!("{SERVICES}{}/{}", n.namespace, n.name)
+}
+
+fn endpoints_key(n: &ServiceName) -> String {
+    format!("{ENDPOINTS}{}/{}", n.namespace, n.name)
+}
+
+fn name_of(prefix: &str, key: &str) -> Option<ServiceName> {
+    let (ns, name) = key.strip_prefix(prefix)?.split_once('/')?;
+    Some(ServiceName {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The claim keys a service holds.
+fn claims(svc: &Service) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(ip) = svc.cluster_ip {
+        out.insert(format!("{CLAIMS}ip/{ip}"));
+    }
+    for p in &svc.ports {
+        if let Some(np) = p.node_port {
+            out.insert(format!("{CLAIMS}nodeport/{}/{np}", p.protocol.as_str()));
+        }
+    }
+    out
+}
+
+/// Parses a stored service.
+pub fn parse_service(name: &ServiceName, raw: &str) -> Result<Service, StoreError> {
+    from_json(&service_key(name), raw)
+}
+
+/// Parses stored endpoints.
+pub fn parse_endpoints(name: &ServiceName, raw: &str) -> Result<Endpoints, StoreError> {
+    from_json(&endpoints_key(name), raw)
+}
+
+impl ClusterStore {
+    /// The cluster's service settings (service CIDRs, node port range).
+    pub fn service_settings(&self) -> Result<ServiceSettings, StoreError> {
+        let spec = self.cluster()?.ok_or(StoreError::NoCluster)?;
+        let (min, max) = spec.node_ports()?;
+        let settings = ServiceSettings {
+            service_cidrs: spec.service_cidrs.clone(),
+            node_port_min: min,
+            node_port_max: max,
+        };
+        check_settings(&settings)?;
+        Ok(settings)
+    }
+
+    /// Every stored service, parsed.
+    pub fn services(&self) -> Result<Vec<Service>, StoreError> {
+        let snap = self.service_snapshot()?;
+        snap.services
+            .iter()
+            .map(|(n, raw)| parse_service(n, raw))
+            .collect()
+    }
+
+    /// Services and endpoints, unparsed.
+    pub fn service_snapshot(&self) -> Result<ServiceSnapshot, StoreError> {
+        let listing = self.kv().list(SERVICES_ROOT)?;
+        let mut snap = ServiceSnapshot {
+            revision: listing.revision,
+            ..ServiceSnapshot::default()
+        };
+        for (key, value) in listing.entries {
+            if let Some(n) = name_of(SERVICES, &key) {
+                snap.services.push((n, value));
+            } else if let Some(n) = name_of(ENDPOINTS, &key) {
+                snap.endpoints.push((n, value));
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Waits up to `timeout` for a change to services or endpoints after `revision`.
+    pub fn wait_for_service_change(
+        &self,
+        revision: u64,
+        timeout: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        self.kv().wait(SERVICES_ROOT, revision, timeout)
+    }
+
+    /// Creates or updates a service: checks it, keeps its stored cluster IP and
+    /// node ports, allocates missing ones, refuses ones another service holds.
+    /// Returns the service as stored. Refused input writes nothing.
+    pub fn put_service(&self, svc: Service) -> Result<Service, StoreError> {
+        let settings = self.service_settings()?;
+        for _ in 0..MAX_ATTEMPTS {
+            let snap = self.service_snapshot()?;
+            let key = svc.key();
+            let mut stored = Vec::with_capacity(snap.services.len());
+            let mut previous = None;
+            for (n, raw) in &snap.services {
+                let s = parse_service(n, raw)?;
+                if *n == key {
+                    previous = Some((s.clone(), raw.clone()));
+                }
+                stored.push(s);
+            }
+            let mut alloc = Allocations::of(&stored);
+            let admitted = alloc.admit(svc.clone(), previous.as_ref().map(|p| &p.0), &settings)?;
+            let held = previous.as_ref().map(|p| claims(&p.0)).unwrap_or_default();
+            let wanted = claims(&admitted);
+            let owner = key.to_string();
+            let mut txn = Txn::default();
+            match &previous {
+                Some((_, raw)) => txn.equal.push((service_key(&key), raw.clone())),
+                None => txn.absent.push(service_key(&key)),
+            }
+            for c in wanted.difference(&held) {
+                txn.absent.push(c.clone());
+                txn.puts.push((c.clone(), owner.clone()));
+            }
+            txn.deletes.extend(held.difference(&wanted).cloned());
+            txn.puts.push((service_key(&key), to_json(&admitted)));
+            if self.kv().transact(&txn)? {
+                return Ok(admitted);
+            }
+        }
+        Err(StoreError::Contention(format!("service {}", svc.key())))
+    }
+
+    /// Stores many services and their endpoints at once (initial loads,
+    /// benchmarks): all are checked and allocated together first; nothing is
+    /// written if one is refused. Written in transactions of at most
+    /// `chunk` keys (etcd limits a transaction's size; the file store does not).
+    pub fn put_services_bulk(
+        &self,
+        services: Vec<Service>,
+        endpoints: Vec<Endpoints>,
+        chunk: usize,
+    ) -> Result<usize, StoreError> {
+        let settings = self.service_settings()?;
+        let mut alloc = Allocations::of(&self.services()?);
+        let mut puts = Vec::with_capacity(services.len() * 3);
+        for svc in services {
+            let admitted = alloc.admit(svc, None, &settings)?;
+            let owner = admitted.key().to_string();
+            for c in claims(&admitted) {
+                puts.push((c, owner.clone()));
+            }
+            puts.push((service_key(&admitted.key()), to_json(&admitted)));
+        }
+        for eps in &endpoints {
+            check_endpoints(eps)?;
+            puts.push((endpoints_key(&eps.key()), to_json(eps)));
+        }
+        let n = puts.len();
+        for part in puts.chunks(chunk.max(1)) {
+            let txn = Txn {
+                puts: part.to_vec(),
+                ..Txn::default()
+            };
+            if !self.kv().transact(&txn)? {
+                return Err(StoreError::Contention("bulk service load".into()));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sets the endpoints of a service (replacing what was there).
+    pub fn put_endpoints(&self, eps: &Endpoints) -> Result<(), StoreError> {
+        check_endpoints(eps)?;
+        let txn = Txn {
+            puts: vec![(endpoints_key(&eps.key()), to_json(eps))],
+            ..Txn::default()
+        };
+        self.kv().transact(&txn)?;
+        Ok(())
+    }
+
+    /// Deletes a service, its endpoints and its claims; false when there was none.
+    pub fn delete_service(&self, name: &ServiceName) -> Result<bool, StoreError> {
+        let snap = self.service_snapshot()?;
+        let Some((_, raw)) = snap.services.iter().find(|(n, _)| n == name) else {
+            return Ok(false);
+        };
+        let svc = parse_service(name, raw)?;
+        let mut txn = Txn {
+            equal: vec![(service_key(name), raw.clone())],
+            deletes: vec![service_key(name), endpoints_key(name)],
+            ..Txn::default()
+        };
+        txn.deletes.extend(claims(&svc));
+        if self.kv().transact(&txn)? {
+            Ok(true)
+        } else {
+            Err(StoreError::Contention(format!("service {name}")))
+        }
+    }
+}
