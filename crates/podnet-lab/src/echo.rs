@@ -1,10 +1,12 @@
 //! The echo service each lab pod runs, and the client the matrix uses.
 //!
-//! The server answers every connection with the source address it saw, which
-//! is how the matrix proves that traffic between pods is not NATed.
+//! The server answers every connection (TCP) and every datagram (UDP) with
+//! the source address it saw and its own name: `seen ADDRESS by NAME`. The
+//! address is how the matrix proves that traffic between pods is not NATed;
+//! the name is how service tests know which endpoint answered.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use podnet_kernel::Netns;
@@ -14,19 +16,90 @@ use crate::error::LabError;
 /// The port every lab echo server listens on.
 pub const ECHO_PORT: u16 = 7777;
 
-/// Serves forever: each connection gets one line, `seen <peer address>`.
-pub fn serve(port: u16) -> Result<(), LabError> {
+/// Serves forever on TCP and UDP `port`: each connection or datagram gets
+/// one line, `seen <peer address> by <name>`.
+pub fn serve(port: u16, name: &str) -> Result<(), LabError> {
     let listener = TcpListener::bind(("::", port))
         .map_err(|e| LabError::io(format!("listen on [::]:{port}"), e))?;
+    let udp = UdpSocket::bind(("::", port))
+        .map_err(|e| LabError::io(format!("listen on udp [::]:{port}"), e))?;
+    let udp_name = name.to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+            let line = format!("seen {} by {udp_name}\n", canonical(peer.ip()));
+            let _ = udp.send_to(line.as_bytes(), peer);
+        }
+    });
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let peer = conn
             .peer_addr()
             .map(|p| canonical(p.ip()).to_string())
             .unwrap_or_default();
-        let _ = writeln!(conn, "seen {peer}");
+        let _ = writeln!(conn, "seen {peer} by {name}");
     }
     Ok(())
+}
+
+/// An echo answer: the source address the server saw and the server's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The client address as the server saw it.
+    pub seen: IpAddr,
+    /// The answering server's name (its pod).
+    pub by: String,
+}
+
+fn parse_answer(line: &str) -> Result<Answer, String> {
+    let rest = line
+        .trim()
+        .strip_prefix("seen ")
+        .ok_or_else(|| format!("unexpected answer {line:?}"))?;
+    let (seen, by) = rest.split_once(" by ").unwrap_or((rest, ""));
+    Ok(Answer {
+        seen: seen
+            .parse()
+            .map_err(|_| format!("unexpected answer {line:?}"))?,
+        by: by.to_string(),
+    })
+}
+
+/// Connects over TCP from inside `from` to `to` and returns the answer.
+pub fn ask(from: &Netns, to: SocketAddr, timeout: Duration) -> Result<Answer, String> {
+    let stream = from
+        .run(move || TcpStream::connect_timeout(&to, timeout))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    parse_answer(&line)
+}
+
+/// A UDP socket inside `from`, bound to one source port, for datagram probes.
+pub fn udp_client(from: &Netns, v6: bool) -> Result<UdpSocket, String> {
+    let any: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| "address".to_string())?;
+    from.run(move || UdpSocket::bind(any))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Sends one datagram from `socket` to `to` and returns the answer.
+pub fn ask_udp(socket: &UdpSocket, to: SocketAddr, timeout: Duration) -> Result<Answer, String> {
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    socket.send_to(b"hello\n", to).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let (n, _) = socket.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    parse_answer(&String::from_utf8_lossy(&buf[..n]))
 }
 
 /// Maps IPv4-mapped IPv6 addresses back to IPv4.
@@ -57,21 +130,6 @@ pub fn wait_listening(netns: &Netns, port: u16, deadline: Duration) -> Result<()
 
 /// Connects from inside `from` to `to:port` and returns the source address the server saw.
 pub fn probe(from: &Netns, to: IpAddr, port: u16, timeout: Duration) -> Result<IpAddr, String> {
-    let addr = SocketAddr::new(to, port);
     // The socket is created inside `from`, then used from here: sockets stay in their namespace.
-    let stream = from
-        .run(move || TcpStream::connect_timeout(&addr, timeout))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    line.trim()
-        .strip_prefix("seen ")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("unexpected answer {line:?}"))
+    ask(from, SocketAddr::new(to, port), timeout).map(|a| a.seen)
 }

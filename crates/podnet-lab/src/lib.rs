@@ -18,6 +18,7 @@ pub mod fabric;
 pub mod matrix;
 mod pods;
 pub mod runtime;
+pub mod services;
 pub mod spec;
 mod state;
 
@@ -127,6 +128,9 @@ impl Lab {
         for node in state.nodes.clone() {
             pods::create(self, &mut state, &node.name, spec.pods_per_node)?;
         }
+        for svc in &spec.services {
+            self.apply_service(svc.clone())?;
+        }
         Ok(())
     }
 
@@ -172,7 +176,9 @@ impl Lab {
     /// Creates `count` more pods on node `node`.
     pub fn add_pods(&self, node: &str, count: usize) -> Result<Vec<LabPod>, LabError> {
         let mut state = state::read(self)?;
-        pods::create(self, &mut state, node, count)
+        let made = pods::create(self, &mut state, node, count)?;
+        self.sync_endpoints()?;
+        Ok(made)
     }
 
     /// Removes node `node`: its pods (CNI DEL), its agent, its namespace, and
@@ -188,7 +194,8 @@ impl Lab {
         let name = n.name.clone();
         self.with_store(state.spec.store, move |s| Ok(s.remove_node(&name)?))?;
         state.nodes.retain(|x| x.name != node);
-        state::write(self, &state)
+        state::write(self, &state)?;
+        self.sync_endpoints()
     }
 
     /// Kills node `node`'s agent (SIGKILL) and starts a new one.
@@ -291,7 +298,8 @@ impl Lab {
             );
         }
         println!();
-        match matrix::print(&state)? {
+        let failures = matrix::print(&state)? + self.print_services()?;
+        match failures {
             0 => Ok(()),
             n => Err(LabError::Unreachable(n)),
         }

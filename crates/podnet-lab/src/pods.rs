@@ -59,11 +59,16 @@ pub(crate) fn create(
             config: &config,
         };
         let ips = result_ips(&run_cni(&node_ns, &call)?);
-        start_echo(&pod_ns, &state.plugin)?;
+        start_echo(&pod_ns, &state.plugin, &name)?;
+        let mut labels = state.spec.pod_labels.clone();
+        labels.insert("node".into(), node.to_string());
+        labels.insert("pod".into(), name.clone());
         let pod = LabPod {
             name,
             node: node.to_string(),
             ips,
+            labels,
+            ready: true,
         };
         state.pods.push(pod.clone());
         state::write(lab, state)?;
@@ -109,12 +114,12 @@ pub(crate) fn delete_on(lab: &Lab, state: &mut LabState, node: &str) -> Result<(
 }
 
 /// Starts the echo server inside `netns` and waits until it listens.
-fn start_echo(netns: &Netns, podnet: &Path) -> Result<(), LabError> {
+fn start_echo(netns: &Netns, podnet: &Path, name: &str) -> Result<(), LabError> {
     let port = echo::ECHO_PORT.to_string();
     spawn_daemon(
         netns,
         podnet,
-        &["lab", "echo-server", "--port", &port],
+        &["lab", "echo-server", "--port", &port, "--id", name],
         None,
     )?;
     echo::wait_listening(netns, echo::ECHO_PORT, READY_DEADLINE)

@@ -1,8 +1,11 @@
 //! What a lab is made of: `cluster.yaml`, or the flags of `podnet lab up`.
 
+use std::collections::BTreeMap;
+
 use ipnet::IpNet;
 use podnet_cluster::{Backend, ClusterSpec, VxlanSettings};
 use podnet_dataplane::Model;
+use podnet_services::Service;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
@@ -78,8 +81,29 @@ pub struct LabSpec {
     /// Pods created on each node.
     #[serde(default = "default_pods")]
     pub pods_per_node: usize,
+    /// Labels of every lab pod (default `app: echo`); each pod also gets
+    /// `node: NODE` and `pod: NAME`. Service selectors match these.
+    #[serde(default = "default_pod_labels")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Service CIDRs (default 10.96.0.0/12).
+    #[serde(
+        rename = "serviceCIDRs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub service_cidrs: Vec<IpNet>,
+    /// Node port range (default 30000-32767).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port_range: Option<String>,
+    /// Services created once the pods are up; endpoints follow their selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
     /// The fabric.
     pub fabric: FabricSpec,
+}
+
+fn default_pod_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), "echo".to_string())])
 }
 
 impl LabSpec {
@@ -109,6 +133,10 @@ impl LabSpec {
             masquerade: true,
             mtu: None,
             pods_per_node,
+            pod_labels: default_pod_labels(),
+            service_cidrs: Vec::new(),
+            node_port_range: None,
+            services: Vec::new(),
             fabric,
         }
     }
@@ -124,6 +152,12 @@ impl LabSpec {
         c.vxlan = self.vxlan;
         c.mtu = self.mtu;
         c.masquerade = self.masquerade;
+        if !self.service_cidrs.is_empty() {
+            c.service_cidrs = self.service_cidrs.clone();
+        }
+        if let Some(range) = &self.node_port_range {
+            c.node_port_range = range.clone();
+        }
         c
     }
 
@@ -148,6 +182,19 @@ impl LabSpec {
         }
         if self.pods_per_node > 100 {
             return Err(LabError::Spec("at most 100 pods per node".into()));
+        }
+        let c = self.cluster();
+        let (min, max) = c.node_ports().map_err(|e| LabError::Spec(e.to_string()))?;
+        let settings = podnet_services::ServiceSettings {
+            service_cidrs: c.service_cidrs.clone(),
+            node_port_min: min,
+            node_port_max: max,
+        };
+        let mut alloc = podnet_services::validate::Allocations::default();
+        for svc in &self.services {
+            alloc
+                .admit(svc.clone(), None, &settings)
+                .map_err(|e| LabError::Spec(e.to_string()))?;
         }
         if !(1280..=65535).contains(&self.fabric.mtu) {
             return Err(LabError::Spec(format!(

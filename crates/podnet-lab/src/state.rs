@@ -1,5 +1,6 @@
 //! The lab's record of what it built, in its state directory.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -30,6 +31,16 @@ pub struct LabPod {
     pub node: String,
     /// Addresses the plugin gave it.
     pub ips: Vec<IpAddr>,
+    /// Its labels (service selectors match them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is ready (an endpoint of its services); `lab set-ready` changes it.
+    #[serde(default = "ready_default")]
+    pub ready: bool,
+}
+
+fn ready_default() -> bool {
+    true
 }
 
 /// Everything a lab is made of.

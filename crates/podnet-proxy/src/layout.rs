@@ -157,13 +157,11 @@ impl SetId {
     /// Its definition.
     pub fn spec(&self) -> SetSpec {
         use datatype::*;
-        let (addr_t, a) = |v6: bool| -> (u32, u32) {
-            if v6 {
-                (IPV6_ADDR, 16)
-            } else {
-                (IPV4_ADDR, 4)
-            }
-        }(self.v6());
+        let (addr_t, a) = if self.v6() {
+            (IPV6_ADDR, 16)
+        } else {
+            (IPV4_ADDR, 4)
+        };
         let endpoint = Some((concat(&[addr_t, INET_SERVICE]), a + 4));
         let (types, len, data, dynamic): (Vec<u32>, u32, _, bool) = match self {
             SetId::Lb { .. } => (

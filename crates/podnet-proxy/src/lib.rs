@@ -5,12 +5,14 @@
 //!   rules, and how a service becomes map elements (pure);
 //! - [`plan`]: one service plus its endpoints, seen from one node, as the
 //!   elements it owns (pure);
+//! - [`inspect`]: whether the kernel holds exactly one service's elements;
 //! - [`proxy`]: [`ServiceProxy`], which keeps the kernel in step: one atomic
 //!   batch per update holding only the changed services' elements, a full
 //!   sync that adopts what is there and repairs drift, and cleanup of stale
 //!   UDP flows and affinity entries.
 
 mod error;
+pub mod inspect;
 pub mod layout;
 pub mod plan;
 pub mod proxy;

@@ -91,6 +91,9 @@ pub struct ServiceProxy {
 
 type ElementDiff = BTreeMap<SetId, Vec<SetElement>>;
 
+/// A frontend whose affinity entries go, optionally only those pointing at one endpoint.
+type AffinityTarget = (Frontend, Option<(IpAddr, u16)>);
+
 impl ServiceProxy {
     /// A proxy for node `node`, programming the namespace `netns` (the caller's when `None`).
     pub fn new(node: &str, netns: Option<&Netns>) -> Result<Self, ProxyError> {
@@ -433,7 +436,7 @@ impl ServiceProxy {
     /// Deletes affinity entries that point at removed endpoints, or belong to
     /// frontends that no longer have affinity (or changed its timeout).
     fn delete_stale_affinity(&mut self, gone: &[Flow], frontends: &[(u32, Frontend)]) -> usize {
-        let mut by_map: BTreeMap<SetId, Vec<(Frontend, Option<(IpAddr, u16)>)>> = BTreeMap::new();
+        let mut by_map: BTreeMap<SetId, Vec<AffinityTarget>> = BTreeMap::new();
         for f in gone {
             if let Some(timeout) = f.affinity {
                 let v6 = f.backend.is_ipv6();

@@ -132,3 +132,147 @@ fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
     assert!(nft.chain_names(Family::Inet, TABLE).unwrap().is_empty());
     let _ = UdpSocket::bind("127.0.0.1:0");
 }
+
+/// Every element of every set of the table, as `set: key => data` lines, sorted.
+fn table_elements(nft: &mut NftHandle) -> Vec<String> {
+    let mut out = Vec::new();
+    for set in nft.set_names(Family::Inet, TABLE).unwrap() {
+        for e in nft.set_elements(Family::Inet, TABLE, &set).unwrap() {
+            out.push(format!("{set}: {:?} => {:?}", e.key, e.data));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn rules(ns: &NetnsGuard) -> String {
+    let text = ns.exec_ok(&["nft", "-a", "list", "table", "inet", TABLE]);
+    text.lines()
+        .filter(|l| l.contains("comment"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn one_change_among_10000_services_touches_only_that_service() {
+    require_root();
+    let ns = NetnsGuard::new("proxy10k");
+    let mut proxy = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
+    let service = |i: u32| {
+        svc(serde_json::json!({
+            "name": format!("s{i}"),
+            "clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1),
+            "ports": [{"port": 80, "targetPort": 8080}]
+        }))
+    };
+    let endpoints = |i: u32, n: u32| {
+        let addrs: Vec<String> = (0..n)
+            .map(|k| format!("10.244.{}.{}", k, i % 250 + 1))
+            .collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        let mut e = eps(&format!("s{i}"), &refs);
+        e.endpoints.iter_mut().for_each(|e| e.node = "n2".into());
+        e
+    };
+    let all: Vec<_> = (0..10_000)
+        .map(|i| (service(i), Some(endpoints(i, 3))))
+        .collect();
+    let r = proxy.sync(all).unwrap();
+    assert_eq!(r.added, 30_000, "{r:?}");
+    let mut nft = NftHandle::in_netns(ns.netns()).unwrap();
+    let before = table_elements(&mut nft);
+    let rules_before = rules(&ns);
+    assert_eq!(before.len(), 30_000);
+
+    // Service 4242 loses one of its three endpoints' addresses to a new one.
+    let mut changed = endpoints(4242, 3);
+    changed.endpoints[2].address = "10.244.9.9".parse().unwrap();
+    let r = proxy
+        .update(vec![Change::Upsert(service(4242), Some(changed))])
+        .unwrap();
+    assert_eq!(
+        (r.added, r.deleted, r.chains_written),
+        (1, 1, false),
+        "{r:?}"
+    );
+    let after = table_elements(&mut nft);
+    let gone: Vec<&String> = before.iter().filter(|l| !after.contains(l)).collect();
+    let new: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+    // 10.96.16.243 is service 4242's cluster IP.
+    let own_key = "[10, 96, 16, 243, 6, 0, 0, 0, 0, 80, 0, 0, 2, 0, 0, 0]";
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(
+        gone[0].contains(own_key) && new[0].contains(own_key),
+        "{gone:?} {new:?}"
+    );
+    assert!(new[0].contains("[10, 244, 9, 9, 31, 144, 0, 0]"), "{new:?}");
+    // Rules and their handles are untouched.
+    assert_eq!(rules(&ns), rules_before);
+    proxy.remove_all().unwrap();
+}
+
+#[test]
+fn sync_repairs_drift_and_adopts_an_existing_table() {
+    require_root();
+    let backends = ["10.244.0.2", "10.244.0.3"];
+    let ns = node(&backends);
+    serve_tcp(&ns, &backends, 8080);
+    let web = svc(serde_json::json!({
+        "name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080}]
+    }));
+    let state = vec![(web.clone(), Some(eps("web", &backends)))];
+    let mut first = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
+    first.sync(state.clone()).unwrap();
+    // An established connection through the service, kept open.
+    let addr: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    let held = ns
+        .netns()
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        .unwrap()
+        .unwrap();
+    drop(first);
+
+    // A new proxy (a restarted agent) adopts the table without changing it.
+    let mut second = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
+    let r = second.sync(state.clone()).unwrap();
+    assert!(r.unchanged(), "adoption changed the kernel: {r:?}");
+    let mut line = String::new();
+    held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    BufReader::new(&held).read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("10.244.0."),
+        "held connection answered {line:?}"
+    );
+
+    // Someone deletes the DNAT rule and an element; the next sync puts them back.
+    let listing = ns.exec_ok(&["nft", "-a", "list", "chain", "inet", TABLE, "services"]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("dnat"))
+        .and_then(|l| l.rsplit("handle ").next())
+        .unwrap()
+        .trim()
+        .to_string();
+    ns.exec_ok(&[
+        "nft", "delete", "rule", "inet", TABLE, "services", "handle", &handle,
+    ]);
+    ns.exec_ok(&[
+        "nft",
+        "delete",
+        "element",
+        "inet",
+        TABLE,
+        "hairpin4",
+        "{ 10.244.0.2 . 10.244.0.2 }",
+    ]);
+    assert!(
+        ask_tcp(&ns, "10.96.0.10:80").is_err(),
+        "control: the service is broken"
+    );
+    let r = second.sync(state).unwrap();
+    assert!(r.chains_written && r.added == 1, "{r:?}");
+    assert!(ask_tcp(&ns, "10.96.0.10:80")
+        .unwrap()
+        .starts_with("10.244.0."));
+}

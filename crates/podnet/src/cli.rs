@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
 use podnet_lab::{Lab, LabSpec, Model, StoreKind};
+use podnet_services::{Service, ServiceName};
 
 /// podnet: a Kubernetes pod network.
 #[derive(Parser)]
@@ -128,12 +129,74 @@ enum LabAction {
         /// Node name.
         node: String,
     },
+    /// Create, change, list, delete and probe services.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Mark a pod ready or not ready (its service endpoints follow).
+    SetReady {
+        /// Pod name.
+        pod: String,
+        /// `true` or `false`.
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+        ready: bool,
+    },
     /// Serve TCP echo in the current namespace (started inside each lab pod).
     #[command(hide = true)]
     EchoServer {
         /// Port to listen on.
         #[arg(long)]
         port: u16,
+        /// Name to answer with.
+        #[arg(long, default_value = "")]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Create or update services from a YAML file (one service, or a list);
+    /// endpoints come from the pods their selector matches.
+    Apply {
+        /// The file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Delete a service.
+    Delete {
+        /// Service name.
+        #[arg(value_name = "NAME")]
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// List services with their cluster IPs, node ports and endpoints.
+    List,
+    /// Connect to a service many times and count which endpoint answered.
+    Probe {
+        /// Service name.
+        #[arg(value_name = "NAME")]
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Client: a pod, a node (`node1`), or `control` (outside the cluster, on the fabric).
+        #[arg(long)]
+        from: Option<String>,
+        /// Connect to this address instead of the cluster IP (a node, external or load-balancer IP).
+        #[arg(long)]
+        to: Option<IpAddr>,
+        /// Use the node port (with `--to NODE_ADDRESS`).
+        #[arg(long)]
+        node_port: bool,
+        /// Connections (TCP) or datagrams (UDP).
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+        /// Which service port (by number; default the first).
+        #[arg(long)]
+        port: Option<u32>,
     },
 }
 
@@ -311,7 +374,105 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
         }
         LabAction::RemoveNode { node } => lab.remove_node(&node)?,
         LabAction::RestartAgent { node } => lab.restart_agent(&node)?,
-        LabAction::EchoServer { port } => podnet_lab::echo::serve(port)?,
+        LabAction::EchoServer { port, id } => podnet_lab::echo::serve(port, &id)?,
+        LabAction::Service { action } => run_lab_service(&lab, action)?,
+        LabAction::SetReady { pod, ready } => lab.set_ready(&pod, ready)?,
+    }
+    Ok(())
+}
+
+fn run_lab_service(lab: &Lab, action: ServiceAction) -> Result<(), Box<dyn std::error::Error>> {
+    match action {
+        ServiceAction::Apply { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("read {}: {e}", file.display()))?;
+            let services: Vec<Service> = match serde_yaml::from_str::<Vec<Service>>(&text) {
+                Ok(list) => list,
+                Err(_) => vec![serde_yaml::from_str::<Service>(&text)
+                    .map_err(|e| format!("{}: {e}", file.display()))?],
+            };
+            for svc in services {
+                let stored = lab.apply_service(svc)?;
+                println!("{}", serde_json::to_string(&stored)?);
+            }
+        }
+        ServiceAction::Delete { service, namespace } => {
+            let key = ServiceName {
+                namespace,
+                name: service,
+            };
+            if !lab.delete_service(&key)? {
+                return Err(format!("no service {key}").into());
+            }
+        }
+        ServiceAction::List => {
+            for (svc, eps) in lab.services()? {
+                let ready: Vec<String> = eps
+                    .iter()
+                    .flat_map(|e| &e.endpoints)
+                    .filter(|e| e.ready)
+                    .map(|e| format!("{}@{}", e.address, e.node))
+                    .collect();
+                println!("{}", serde_json::to_string(&svc)?);
+                println!("  endpoints: {}", ready.join(" "));
+            }
+        }
+        ServiceAction::Probe {
+            service,
+            namespace,
+            from,
+            to,
+            node_port,
+            count,
+            port,
+        } => {
+            let key = ServiceName {
+                namespace,
+                name: service,
+            };
+            let (svc, _) = lab
+                .services()?
+                .into_iter()
+                .find(|(s, _)| s.key() == key)
+                .ok_or_else(|| format!("no service {key}"))?;
+            let sp = match port {
+                Some(n) => svc.ports.iter().find(|p| p.port == n),
+                None => svc.ports.first(),
+            }
+            .ok_or("no such service port")?;
+            let number = if node_port {
+                sp.node_port.ok_or("the service port has no node port")?
+            } else {
+                sp.port
+            };
+            let addr = to
+                .or(svc.cluster_ip)
+                .ok_or("the service has no cluster IP")?;
+            let target = std::net::SocketAddr::new(addr, u16::try_from(number)?);
+            let client = match from {
+                Some(f) => f,
+                None => lab
+                    .state()?
+                    .pods
+                    .first()
+                    .ok_or("the lab has no pods")?
+                    .name
+                    .clone(),
+            };
+            let udp = sp.protocol == podnet_services::Protocol::Udp;
+            let mut counts = std::collections::BTreeMap::new();
+            for a in lab.probe_service(&client, target, udp, count)? {
+                let k = match a {
+                    Ok(a) => format!("{} (saw client {})", a.by, a.seen),
+                    Err(e) => format!("error: {e}"),
+                };
+                *counts.entry(k).or_insert(0usize) += 1;
+            }
+            println!("{count} probes from {client} to {target}:");
+            for (k, n) in counts {
+                println!("  {n:>5}  {k}");
+            }
+        }
     }
     Ok(())
 }

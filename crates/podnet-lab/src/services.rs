@@ -1,0 +1,274 @@
+//! Services in the lab: created in the cluster store, endpoints derived from
+//! pod labels (a selector), and probed from pods and from the fabric.
+//!
+//! Every lab pod runs the echo server on TCP and UDP port 7777 under the port
+//! names `echo` and `echo-udp`, so a service port with `targetPort: echo`
+//! reaches it by name. The agents do the rest: they see the service in the
+//! store and program it on their node.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use podnet_kernel::nftables::NftHandle;
+use podnet_kernel::Netns;
+use podnet_services::{
+    Endpoint, EndpointPort, Endpoints, Protocol, Service, ServiceName, TrafficPolicy,
+};
+
+use crate::echo::{self, Answer, ECHO_PORT};
+use crate::error::LabError;
+use crate::state::{self, LabPod, LabState};
+use crate::{control, Lab};
+
+/// How long a service change may take to reach every node's kernel.
+pub const PROGRAM_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The endpoints a selector picks among the lab's pods (ready ones ready, others not).
+pub fn endpoints_for(svc: &Service, pods: &[LabPod]) -> Endpoints {
+    let endpoints = pods
+        .iter()
+        .filter(|p| {
+            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+        })
+        .flat_map(|p| {
+            let family_v4 = svc.cluster_ip.map(|c| c.is_ipv4());
+            p.ips
+                .iter()
+                .filter(move |ip| family_v4.is_none_or(|v4| ip.is_ipv4() == v4))
+                .map(move |ip| Endpoint {
+                    address: *ip,
+                    node: p.node.clone(),
+                    ready: p.ready,
+                    serving: p.ready,
+                    terminating: false,
+                    ports: vec![
+                        EndpointPort {
+                            name: "echo".into(),
+                            protocol: Protocol::Tcp,
+                            port: u32::from(ECHO_PORT),
+                        },
+                        EndpointPort {
+                            name: "echo-udp".into(),
+                            protocol: Protocol::Udp,
+                            port: u32::from(ECHO_PORT),
+                        },
+                    ],
+                })
+        })
+        .collect();
+    Endpoints {
+        name: svc.name.clone(),
+        namespace: svc.namespace.clone(),
+        endpoints,
+    }
+}
+
+impl Lab {
+    /// Creates or updates a service (cluster IP and node ports allocated when
+    /// absent), sets its endpoints from its selector, and waits until every
+    /// node has programmed it. Returns the service as stored.
+    pub fn apply_service(&self, svc: Service) -> Result<Service, LabError> {
+        let state = state::read(self)?;
+        let stored = self.with_store(state.spec.store, move |s| Ok(s.put_service(svc)?))?;
+        let eps = endpoints_for(&stored, &state.pods);
+        let e = eps.clone();
+        self.with_store(state.spec.store, move |s| Ok(s.put_endpoints(&e)?))?;
+        self.wait_programmed(&state, &stored, Some(&eps))?;
+        Ok(stored)
+    }
+
+    /// Deletes a service; false when there was none.
+    pub fn delete_service(&self, name: &ServiceName) -> Result<bool, LabError> {
+        let state = state::read(self)?;
+        let n = name.clone();
+        self.with_store(state.spec.store, move |s| Ok(s.delete_service(&n)?))
+    }
+
+    /// Every service with its endpoints.
+    pub fn services(&self) -> Result<Vec<(Service, Option<Endpoints>)>, LabError> {
+        let state = state::read(self)?;
+        self.with_store(state.spec.store, |s| {
+            let snap = s.service_snapshot()?;
+            let eps: BTreeMap<&ServiceName, &String> =
+                snap.endpoints.iter().map(|(n, r)| (n, r)).collect();
+            let mut out = Vec::new();
+            for (n, raw) in &snap.services {
+                let svc = podnet_store::parse_service(n, raw)?;
+                let e = match eps.get(n) {
+                    Some(r) => Some(podnet_store::parse_endpoints(n, r)?),
+                    None => None,
+                };
+                out.push((svc, e));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Marks a pod ready or not (its endpoints follow) and waits until every
+    /// node has programmed the services it belongs to.
+    pub fn set_ready(&self, pod: &str, ready: bool) -> Result<(), LabError> {
+        let mut state = state::read(self)?;
+        let p = state
+            .pods
+            .iter_mut()
+            .find(|p| p.name == pod)
+            .ok_or_else(|| LabError::Spec(format!("the lab has no pod {pod}")))?;
+        p.ready = ready;
+        state::write(self, &state)?;
+        self.sync_endpoints()
+    }
+
+    /// Rewrites the endpoints of every service with a selector from the
+    /// current pods, and waits until every node has programmed them.
+    pub fn sync_endpoints(&self) -> Result<(), LabError> {
+        let state = state::read(self)?;
+        for (svc, old) in self.services()? {
+            if svc.selector.is_empty() {
+                continue;
+            }
+            let eps = endpoints_for(&svc, &state.pods);
+            if old.as_ref() != Some(&eps) {
+                let e = eps.clone();
+                self.with_store(state.spec.store, move |s| Ok(s.put_endpoints(&e)?))?;
+            }
+            self.wait_programmed(&state, &svc, Some(&eps))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every node's kernel holds exactly `svc` with `eps`.
+    fn wait_programmed(
+        &self,
+        state: &LabState,
+        svc: &Service,
+        eps: Option<&Endpoints>,
+    ) -> Result<(), LabError> {
+        for n in &state.nodes {
+            let ns = Netns::open_named(&n.ns)?;
+            let mut nft = NftHandle::in_netns(&ns)?;
+            control::wait_for(
+                PROGRAM_DEADLINE,
+                &format!("{} to program service {}", n.name, svc.key()),
+                || {
+                    podnet_proxy::inspect::is_programmed(&mut nft, svc, eps, &n.name)
+                        .unwrap_or(false)
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Prints every service and probes each TCP port from one pod per node;
+    /// returns how many probes gave an unexpected result.
+    pub fn print_services(&self) -> Result<usize, LabError> {
+        let state = state::read(self)?;
+        let services = self.services()?;
+        if services.is_empty() {
+            return Ok(0);
+        }
+        println!("services:");
+        let mut failures = 0;
+        for (svc, eps) in &services {
+            let ready = eps
+                .as_ref()
+                .map(|e| e.endpoints.iter().filter(|x| x.ready).count())
+                .unwrap_or(0);
+            let ports: Vec<String> = svc
+                .ports
+                .iter()
+                .map(|p| match p.node_port {
+                    Some(np) => format!("{}/{} (node port {np})", p.port, p.protocol.as_str()),
+                    None => format!("{}/{}", p.port, p.protocol.as_str()),
+                })
+                .collect();
+            println!(
+                "  {} {:?} {} ports {}: {ready} ready endpoints",
+                svc.key(),
+                svc.service_type,
+                svc.cluster_ip.map(|i| i.to_string()).unwrap_or_default(),
+                ports.join(", ")
+            );
+            let Some(cluster_ip) = svc.cluster_ip else {
+                continue;
+            };
+            for node in &state.nodes {
+                let Some(client) = state.pods.iter().find(|p| p.node == node.name) else {
+                    continue;
+                };
+                let client_ns = Netns::open_named(&client.name)?;
+                for p in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+                    let Ok(port) = u16::try_from(p.port) else {
+                        continue;
+                    };
+                    let serves = eps.as_ref().is_some_and(|e| {
+                        e.endpoints.iter().any(|x| {
+                            x.ready
+                                && (svc.internal_traffic_policy == TrafficPolicy::Cluster
+                                    || x.node == node.name)
+                        })
+                    });
+                    let to = SocketAddr::new(cluster_ip, port);
+                    let got = echo::ask(&client_ns, to, Duration::from_secs(3));
+                    let (text, ok) = match (&got, serves) {
+                        (Ok(a), true) => (format!("answered by {}", a.by), true),
+                        (Err(e), false) if e.contains("refused") => {
+                            ("refused (no endpoints)".into(), true)
+                        }
+                        (Ok(a), false) => {
+                            (format!("answered by {} but has no endpoints", a.by), false)
+                        }
+                        (Err(e), _) => (format!("FAILED: {e}"), false),
+                    };
+                    failures += usize::from(!ok);
+                    println!("    from {} to {to}: {text}", client.name);
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Connects `count` times over TCP (or sends `count` datagrams over UDP,
+    /// from one source port) from the namespace `from` (a pod, node or the
+    /// control-plane namespace) to `to`; returns each answer or error.
+    pub fn probe_service(
+        &self,
+        from: &str,
+        to: SocketAddr,
+        udp: bool,
+        count: usize,
+    ) -> Result<Vec<Result<Answer, String>>, LabError> {
+        let ns = Netns::open_named(&self.resolve_ns(from)?)?;
+        let timeout = Duration::from_secs(3);
+        if udp {
+            let sock = echo::udp_client(&ns, to.is_ipv6())
+                .map_err(|e| LabError::io("udp socket", std::io::Error::other(e)))?;
+            return Ok((0..count)
+                .map(|_| echo::ask_udp(&sock, to, timeout))
+                .collect());
+        }
+        Ok((0..count).map(|_| echo::ask(&ns, to, timeout)).collect())
+    }
+
+    /// The namespace of a pod, node (`node1`) or `control` by name.
+    pub fn resolve_ns(&self, name: &str) -> Result<String, LabError> {
+        let state = state::read(self)?;
+        if name == "control" {
+            return Ok(self.control_ns());
+        }
+        if let Ok(n) = state.node(name) {
+            return Ok(n.ns.clone());
+        }
+        state
+            .pods
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.name.clone())
+            .ok_or_else(|| LabError::Spec(format!("the lab has no pod or node {name}")))
+    }
+
+    /// The control-plane namespace's fabric address (an outside client for node ports).
+    pub fn control_address(&self) -> IpAddr {
+        crate::fabric::control_address()
+    }
+}
