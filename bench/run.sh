@@ -3,6 +3,8 @@
 #   bench/run.sh           both benchmarks
 #   bench/run.sh cni       podnet vs the reference CNI plugins (ADD/DEL latency, pods/s)
 #   bench/run.sh cluster   pod-to-pod across nodes vs a plain veth; route convergence, 10 nodes
+#   bench/run.sh services  service proxy at 1k-100k services vs kube-proxy's iptables/nftables rulesets
+#                          (PODNET_BENCH_SERVICES=1000,10000 picks the sizes)
 # Needs root; installs the reference plugins, etcd-server and iperf3 from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,15 +2,20 @@
 //! - `cni`: CNI ADD/DEL latency and pods/s, podnet vs the reference plugins;
 //! - `cluster`: pod-to-pod throughput and RTT across nodes (host-gw, VXLAN)
 //!   vs a plain veth, and route convergence after a node joins (10 nodes,
-//!   embedded store and etcd).
+//!   embedded store and etcd);
+//! - `services`: service proxy full sync, one change and connect latency at
+//!   1k-100k services vs kube-proxy's iptables and nftables rulesets, and the
+//!   agent's memory at 100k.
 //!
 //! Each writes its own section of `bench/RESULTS.md` and prints it.
 //! Run: `bench/run.sh [cni|cluster]` (builds release binaries, runs this as root).
 
 mod cluster;
 mod cni;
+mod kubeproxy;
 mod plugins;
 mod report;
+mod services;
 
 use std::path::PathBuf;
 
@@ -25,7 +30,11 @@ fn main() {
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let sections: [Section; 2] = [("cni", cni::run), ("cluster", cluster::run)];
+    let sections: [Section; 3] = [
+        ("cni", cni::run),
+        ("cluster", cluster::run),
+        ("services", services::run),
+    ];
     let mut ran = false;
     for (name, run) in sections {
         if which == "all" || which == name {
@@ -35,7 +44,10 @@ fn main() {
             ran = true;
         }
     }
-    assert!(ran, "unknown benchmark {which:?}: use cni, cluster or all");
+    assert!(
+        ran,
+        "unknown benchmark {which:?}: use cni, cluster, services or all"
+    );
 }
 
 /// Replaces section `name` of bench/RESULTS.md (between its markers), or appends it.

@@ -91,14 +91,16 @@ fn pass(
     let started = Instant::now();
     let snap = store.service_snapshot().map_err(|e| e.to_string())?;
     let current = fingerprints(&snap);
-    let endpoints: HashMap<&ServiceName, &String> =
-        snap.endpoints.iter().map(|(n, raw)| (n, raw)).collect();
-    let parse = |name: &ServiceName, raw: &str| -> Option<(Service, Option<Endpoints>)> {
-        let svc = parse_service(name, raw)
+    let revision = snap.revision;
+    // The stored text is consumed as it is parsed: with 100,000 services,
+    // holding the text and the parsed services at once would double the peak.
+    let mut endpoints: HashMap<ServiceName, String> = snap.endpoints.into_iter().collect();
+    let mut parse = |name: &ServiceName, raw: String| -> Option<(Service, Option<Endpoints>)> {
+        let svc = parse_service(name, &raw)
             .map_err(|e| log(&format!("services: skipping {name}: {e}")))
             .ok()?;
-        let eps = endpoints.get(name).and_then(|raw| {
-            parse_endpoints(name, raw)
+        let eps = endpoints.remove(name).and_then(|raw| {
+            parse_endpoints(name, &raw)
                 .map_err(|e| log(&format!("services: endpoints of {name} ignored: {e}")))
                 .ok()
         });
@@ -107,10 +109,11 @@ fn pass(
     if full {
         let all: Vec<(Service, Option<Endpoints>)> = snap
             .services
-            .iter()
-            .filter_map(|(n, raw)| parse(n, raw))
+            .into_iter()
+            .filter_map(|(n, raw)| parse(&n, raw))
             .collect();
         let report = proxy.sync(all).map_err(|e| e.to_string())?;
+        release_freed_memory();
         if !report.unchanged() || seen.is_empty() {
             log(&format!(
                 "services: full sync of {} services in {:.1} ms: {report:?}",
@@ -120,9 +123,9 @@ fn pass(
         }
     } else {
         let mut changes = Vec::new();
-        for (name, raw) in &snap.services {
-            if seen.get(name) != current.get(name) {
-                if let Some((s, e)) = parse(name, raw) {
+        for (name, raw) in snap.services {
+            if seen.get(&name) != current.get(&name) {
+                if let Some((s, e)) = parse(&name, raw) {
                     changes.push(Change::Upsert(s, e));
                 }
             }
@@ -150,7 +153,16 @@ fn pass(
         }
     }
     *seen = current;
-    Ok(snap.revision)
+    Ok(revision)
+}
+
+/// Gives memory freed after a large sync back to the system, so that the
+/// agent's resident size reflects what it holds, not its peak.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn fingerprints(snap: &ServiceSnapshot) -> HashMap<ServiceName, Seen> {

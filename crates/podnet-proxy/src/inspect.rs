@@ -45,7 +45,8 @@ pub fn is_programmed(
         let node_port_set = set.starts_with("nodeport-") || set.starts_with("affinity-nodeports");
         let keyed_by_service = !set.starts_with("hairpin")
             && !set.starts_with("affinity4-")
-            && !set.starts_with("affinity6-");
+            && !set.starts_with("affinity6-")
+            && !set.starts_with("affinity-np");
         if !keyed_by_service {
             continue;
         }

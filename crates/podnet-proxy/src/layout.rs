@@ -79,8 +79,23 @@ pub enum SetId {
         /// Number of endpoints.
         size: u32,
     },
+    /// Like [`SetId::Lb`], for external and load-balancer addresses with
+    /// policy Cluster: a hit also marks the connection for masquerade.
+    LbMasq {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Number of endpoints.
+        size: u32,
+    },
     /// Node ports (by protocol, port) with `size` endpoints: index to endpoint.
     NodePortLb {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Number of endpoints.
+        size: u32,
+    },
+    /// Like [`SetId::NodePortLb`], for policy Cluster: a hit also marks for masquerade.
+    NodePortLbMasq {
         /// IPv6 or IPv4.
         v6: bool,
         /// Number of endpoints.
@@ -132,6 +147,13 @@ pub enum SetId {
         /// Seconds.
         timeout: u32,
     },
+    /// Client and node port to endpoint, filled by the packet path, expiring.
+    AffinityNodePortMap {
+        /// IPv6 or IPv4.
+        v6: bool,
+        /// Seconds.
+        timeout: u32,
+    },
 }
 
 impl SetId {
@@ -140,7 +162,9 @@ impl SetId {
         let f = |v6: bool| if v6 { 6 } else { 4 };
         match *self {
             SetId::Lb { v6, size } => format!("lb{}-{size}", f(v6)),
+            SetId::LbMasq { v6, size } => format!("lb-masq{}-{size}", f(v6)),
             SetId::NodePortLb { v6, size } => format!("nodeport-lb{}-{size}", f(v6)),
+            SetId::NodePortLbMasq { v6, size } => format!("nodeport-lb-masq{}-{size}", f(v6)),
             SetId::Reject { v6 } => format!("reject{}", f(v6)),
             SetId::NodePortReject { v6 } => format!("nodeport-reject{}", f(v6)),
             SetId::Masq { v6 } => format!("masq{}", f(v6)),
@@ -151,6 +175,9 @@ impl SetId {
                 format!("affinity-nodeports{}-{timeout}", f(v6))
             }
             SetId::Affinity { v6, timeout } => format!("affinity{}-{timeout}", f(v6)),
+            SetId::AffinityNodePortMap { v6, timeout } => {
+                format!("affinity-np{}-{timeout}", f(v6))
+            }
         }
     }
 
@@ -164,13 +191,15 @@ impl SetId {
         };
         let endpoint = Some((concat(&[addr_t, INET_SERVICE]), a + 4));
         let (types, len, data, dynamic): (Vec<u32>, u32, _, bool) = match self {
-            SetId::Lb { .. } => (
+            SetId::Lb { .. } | SetId::LbMasq { .. } => (
                 vec![addr_t, INET_PROTO, INET_SERVICE, MARK],
                 a + 12,
                 endpoint,
                 false,
             ),
-            SetId::NodePortLb { .. } => (vec![INET_PROTO, INET_SERVICE, MARK], 12, endpoint, false),
+            SetId::NodePortLb { .. } | SetId::NodePortLbMasq { .. } => {
+                (vec![INET_PROTO, INET_SERVICE, MARK], 12, endpoint, false)
+            }
             SetId::Reject { .. } | SetId::Masq { .. } | SetId::AffinityKeys { .. } => {
                 (vec![addr_t, INET_PROTO, INET_SERVICE], a + 8, None, false)
             }
@@ -181,6 +210,12 @@ impl SetId {
             SetId::Affinity { .. } => (
                 vec![addr_t, addr_t, INET_PROTO, INET_SERVICE],
                 2 * a + 8,
+                endpoint,
+                true,
+            ),
+            SetId::AffinityNodePortMap { .. } => (
+                vec![addr_t, INET_PROTO, INET_SERVICE],
+                a + 8,
                 endpoint,
                 true,
             ),
@@ -198,7 +233,9 @@ impl SetId {
     pub fn v6(&self) -> bool {
         match *self {
             SetId::Lb { v6, .. }
+            | SetId::LbMasq { v6, .. }
             | SetId::NodePortLb { v6, .. }
+            | SetId::NodePortLbMasq { v6, .. }
             | SetId::Reject { v6 }
             | SetId::NodePortReject { v6 }
             | SetId::Masq { v6 }
@@ -206,7 +243,8 @@ impl SetId {
             | SetId::Hairpin { v6 }
             | SetId::AffinityKeys { v6, .. }
             | SetId::AffinityNodePorts { v6, .. }
-            | SetId::Affinity { v6, .. } => v6,
+            | SetId::Affinity { v6, .. }
+            | SetId::AffinityNodePortMap { v6, .. } => v6,
         }
     }
 
@@ -287,8 +325,12 @@ pub mod encode {
 pub struct Layout {
     /// `(v6, endpoint count)` of service maps in use.
     pub lb: BTreeSet<(bool, u32)>,
+    /// `(v6, endpoint count)` of masquerading service maps in use.
+    pub lb_masq: BTreeSet<(bool, u32)>,
     /// `(v6, endpoint count)` of node-port maps in use.
     pub node_port_lb: BTreeSet<(bool, u32)>,
+    /// `(v6, endpoint count)` of masquerading node-port maps in use.
+    pub node_port_lb_masq: BTreeSet<(bool, u32)>,
     /// `(v6, timeout)` of affinity maps in use.
     pub affinity: BTreeSet<(bool, u32)>,
 }
@@ -313,8 +355,14 @@ impl Layout {
                 SetId::Lb { v6, size } => {
                     l.lb.insert((v6, size));
                 }
+                SetId::LbMasq { v6, size } => {
+                    l.lb_masq.insert((v6, size));
+                }
                 SetId::NodePortLb { v6, size } => {
                     l.node_port_lb.insert((v6, size));
+                }
+                SetId::NodePortLbMasq { v6, size } => {
+                    l.node_port_lb_masq.insert((v6, size));
                 }
                 SetId::AffinityKeys { v6, timeout } | SetId::AffinityNodePorts { v6, timeout } => {
                     l.affinity.insert((v6, timeout));
@@ -330,15 +378,26 @@ impl Layout {
         let mut out = SetId::fixed();
         out.extend(self.lb.iter().map(|&(v6, size)| SetId::Lb { v6, size }));
         out.extend(
+            self.lb_masq
+                .iter()
+                .map(|&(v6, size)| SetId::LbMasq { v6, size }),
+        );
+        out.extend(
             self.node_port_lb
                 .iter()
                 .map(|&(v6, size)| SetId::NodePortLb { v6, size }),
+        );
+        out.extend(
+            self.node_port_lb_masq
+                .iter()
+                .map(|&(v6, size)| SetId::NodePortLbMasq { v6, size }),
         );
         for &(v6, timeout) in &self.affinity {
             out.extend([
                 SetId::AffinityKeys { v6, timeout },
                 SetId::AffinityNodePorts { v6, timeout },
                 SetId::Affinity { v6, timeout },
+                SetId::AffinityNodePortMap { v6, timeout },
             ]);
         }
         out
@@ -347,8 +406,8 @@ impl Layout {
     /// The comment every rule carries: a fingerprint of the layout and rule version.
     pub fn fingerprint(&self) -> String {
         let text = format!(
-            "v1 {:?} {:?} {:?}",
-            self.lb, self.node_port_lb, self.affinity
+            "v2 {:?} {:?} {:?} {:?} {:?}",
+            self.lb, self.lb_masq, self.node_port_lb, self.node_port_lb_masq, self.affinity
         );
         let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -357,6 +416,13 @@ impl Layout {
     }
 
     /// Every chain with its rules, regular chains first (base chains jump to them).
+    ///
+    /// Only the first packet of a connection reaches these rules: the nat
+    /// chains see nothing else, and the filter chains are entered for
+    /// `ct state new` only. A connection to a cluster IP costs one map lookup
+    /// per endpoint count in use until one hits (plus one per affinity
+    /// timeout in use). Masquerading maps set the mark after their lookup
+    /// hit, in the same rule, so no separate classification pass is needed.
     pub fn chains(&self) -> Vec<ChainDef> {
         let c = self.fingerprint();
         let rule = |exprs: Vec<Expr>| Rule {
@@ -370,52 +436,92 @@ impl Layout {
         for v6 in [false, true] {
             let a = if v6 { 4 } else { 1 };
             let g = guard(v6);
-            // External addresses with policy Cluster: mark for masquerade.
-            services.push(rule(cat(&[
-                &g,
-                &daddr_proto_port(v6, 0),
-                &[lookup(SetId::Masq { v6 }, 0, None)],
-                &set_mark(),
-            ])));
-            services.push(rule(cat(&[
-                &local_daddr(),
-                &g,
-                &proto_port(0),
-                &[lookup(SetId::NodePortMasq { v6 }, 0, None)],
-                &set_mark(),
-            ])));
-            for &(_, timeout) in self.affinity.iter().filter(|(f, _)| *f == v6) {
+            let timeouts: Vec<u32> = self
+                .affinity
+                .iter()
+                .filter(|(f, _)| *f == v6)
+                .map(|(_, t)| *t)
+                .collect();
+            // ClientIP affinity first: a remembered endpoint wins. Masquerade
+            // where the service address is external with policy Cluster.
+            for &timeout in &timeouts {
+                let affinity = SetId::Affinity { v6, timeout };
+                services.push(rule(cat(&[
+                    &g,
+                    &daddr_proto_port(v6, 0),
+                    &[lookup(SetId::Masq { v6 }, 0, None)],
+                    &[load_addr(v6, true, 0)],
+                    &daddr_proto_port(v6, a),
+                    &[lookup(affinity, 0, Some(0))],
+                    &set_mark(a + 1),
+                    &[dnat(v6, 0, a)],
+                ])));
                 services.push(rule(cat(&[
                     &g,
                     &[load_addr(v6, true, 0)],
                     &daddr_proto_port(v6, a),
-                    &[lookup(SetId::Affinity { v6, timeout }, 0, Some(0))],
+                    &[lookup(affinity, 0, Some(0))],
                     &[dnat(v6, 0, a)],
                 ])));
             }
-            for &(_, size) in self.lb.iter().filter(|(f, _)| *f == v6) {
-                services.push(rule(cat(&[
+            let balance = |set: SetId, size: u32, masq: bool| {
+                rule(cat(&[
                     &g,
                     &daddr_proto_port(v6, 0),
                     &[Expr::NumgenRandom {
                         modulus: size,
                         dreg: reg(a + 2),
                     }],
-                    &[lookup(SetId::Lb { v6, size }, 0, Some(0))],
+                    &[lookup(set, 0, Some(0))],
+                    &if masq { set_mark(a + 1) } else { Vec::new() },
+                    &[dnat(v6, 0, a)],
+                ]))
+            };
+            for &(_, size) in self.lb.iter().filter(|(f, _)| *f == v6) {
+                services.push(balance(SetId::Lb { v6, size }, size, false));
+            }
+            for &(_, size) in self.lb_masq.iter().filter(|(f, _)| *f == v6) {
+                services.push(balance(SetId::LbMasq { v6, size }, size, true));
+            }
+            // Node ports (reached for local destinations only).
+            for &timeout in &timeouts {
+                let affinity = SetId::AffinityNodePortMap { v6, timeout };
+                nodeports.push(rule(cat(&[
+                    &g,
+                    &proto_port(0),
+                    &[lookup(SetId::NodePortMasq { v6 }, 0, None)],
+                    &[load_addr(v6, true, 0)],
+                    &proto_port(a),
+                    &[lookup(affinity, 0, Some(0))],
+                    &set_mark(a + 1),
+                    &[dnat(v6, 0, a)],
+                ])));
+                nodeports.push(rule(cat(&[
+                    &g,
+                    &[load_addr(v6, true, 0)],
+                    &proto_port(a),
+                    &[lookup(affinity, 0, Some(0))],
                     &[dnat(v6, 0, a)],
                 ])));
             }
-            for &(_, size) in self.node_port_lb.iter().filter(|(f, _)| *f == v6) {
-                nodeports.push(rule(cat(&[
+            let node_balance = |set: SetId, size: u32, masq: bool| {
+                rule(cat(&[
                     &g,
                     &proto_port(0),
                     &[Expr::NumgenRandom {
                         modulus: size,
                         dreg: reg(2),
                     }],
-                    &[lookup(SetId::NodePortLb { v6, size }, 0, Some(0))],
+                    &[lookup(set, 0, Some(0))],
+                    &if masq { set_mark(a + 1) } else { Vec::new() },
                     &[dnat(v6, 0, a)],
-                ])));
+                ]))
+            };
+            for &(_, size) in self.node_port_lb.iter().filter(|(f, _)| *f == v6) {
+                nodeports.push(node_balance(SetId::NodePortLb { v6, size }, size, false));
+            }
+            for &(_, size) in self.node_port_lb_masq.iter().filter(|(f, _)| *f == v6) {
+                nodeports.push(node_balance(SetId::NodePortLbMasq { v6, size }, size, true));
             }
             // No endpoints: reject (after DNAT, so diverted packets never match).
             for reset in [true, false] {
@@ -426,41 +532,18 @@ impl Layout {
                     &reject(reset),
                 ])));
                 filter.push(rule(cat(&[
-                    &local_daddr(),
                     &g,
                     &proto_port(0),
                     &[lookup(SetId::NodePortReject { v6 }, 0, None)],
+                    &local_daddr(),
                     &reject(reset),
                 ])));
             }
             // ClientIP affinity: remember where a new connection was sent.
-            for &(_, timeout) in self.affinity.iter().filter(|(f, _)| *f == v6) {
-                let record = |which: SetId, key: &[Expr]| {
-                    rule(cat(&[
-                        &new_dnat_flow(),
-                        &g,
-                        key,
-                        &[lookup(which, 0, None)],
-                        &[load_addr(v6, true, 0), ct_original_daddr(v6, a)],
-                        &[
-                            Expr::MetaLoad {
-                                key: META_L4PROTO,
-                                dreg: reg(2 * a),
-                            },
-                            ct_original_dport(2 * a + 1),
-                            load_addr(v6, false, 2 * a + 2),
-                            dport(3 * a + 2),
-                            Expr::DynsetUpdate {
-                                set: SetId::Affinity { v6, timeout }.name(),
-                                sreg_key: reg(0),
-                                sreg_data: reg(2 * a + 2),
-                                timeout_ms: u64::from(timeout) * 1000,
-                            },
-                        ],
-                    ]))
-                };
-                filter.push(record(
-                    SetId::AffinityKeys { v6, timeout },
+            for &timeout in &timeouts {
+                filter.push(rule(cat(&[
+                    &ct_status_dnat(),
+                    &g,
                     &[
                         ct_original_daddr(v6, 0),
                         Expr::MetaLoad {
@@ -468,18 +551,50 @@ impl Layout {
                             dreg: reg(a),
                         },
                         ct_original_dport(a + 1),
+                        lookup(SetId::AffinityKeys { v6, timeout }, 0, None),
+                        load_addr(v6, true, 0),
+                        ct_original_daddr(v6, a),
+                        Expr::MetaLoad {
+                            key: META_L4PROTO,
+                            dreg: reg(2 * a),
+                        },
+                        ct_original_dport(2 * a + 1),
+                        load_addr(v6, false, 2 * a + 2),
+                        dport(3 * a + 2),
+                        Expr::DynsetUpdate {
+                            set: SetId::Affinity { v6, timeout }.name(),
+                            sreg_key: reg(0),
+                            sreg_data: reg(2 * a + 2),
+                            timeout_ms: u64::from(timeout) * 1000,
+                        },
                     ],
-                ));
-                filter.push(record(
-                    SetId::AffinityNodePorts { v6, timeout },
+                ])));
+                filter.push(rule(cat(&[
+                    &ct_status_dnat(),
+                    &g,
                     &[
                         Expr::MetaLoad {
                             key: META_L4PROTO,
                             dreg: reg(0),
                         },
                         ct_original_dport(1),
+                        lookup(SetId::AffinityNodePorts { v6, timeout }, 0, None),
+                        load_addr(v6, true, 0),
+                        Expr::MetaLoad {
+                            key: META_L4PROTO,
+                            dreg: reg(a),
+                        },
+                        ct_original_dport(a + 1),
+                        load_addr(v6, false, a + 2),
+                        dport(2 * a + 2),
+                        Expr::DynsetUpdate {
+                            set: SetId::AffinityNodePortMap { v6, timeout }.name(),
+                            sreg_key: reg(0),
+                            sreg_data: reg(a + 2),
+                            timeout_ms: u64::from(timeout) * 1000,
+                        },
                     ],
-                ));
+                ])));
             }
             post.push(rule(cat(&[
                 &ct_status_dnat(),
@@ -517,6 +632,16 @@ impl Layout {
             ])),
         );
         let jump = |to: &str| vec![rule(vec![Expr::Jump(to.into())])];
+        let new_flow_jump = |to: &str| {
+            let mut exprs = vec![Expr::CtLoad {
+                key: CT_STATE,
+                dir: None,
+                dreg: reg(0),
+            }];
+            exprs.extend(mask_neq_zero(CT_STATE_NEW));
+            exprs.push(Expr::Jump(to.into()));
+            vec![rule(exprs)]
+        };
         let base = |ty, hook, priority| ChainKind::Base { ty, hook, priority };
         vec![
             ChainDef {
@@ -547,12 +672,12 @@ impl Layout {
             ChainDef {
                 name: "filter-prerouting",
                 kind: base("filter", Hook::Prerouting, -99),
-                rules: jump("service-filter"),
+                rules: new_flow_jump("service-filter"),
             },
             ChainDef {
                 name: "filter-output",
                 kind: base("filter", Hook::Output, -99),
-                rules: jump("service-filter"),
+                rules: new_flow_jump("service-filter"),
             },
             ChainDef {
                 name: "nat-postrouting",
@@ -657,19 +782,19 @@ fn local_daddr() -> Vec<Expr> {
     ]
 }
 
-/// `meta mark set mark | 0x4000`
-fn set_mark() -> Vec<Expr> {
+/// `meta mark set mark | 0x4000`, computed in register `word` (keeping the others).
+fn set_mark(word: u32) -> Vec<Expr> {
     vec![
         Expr::MetaLoad {
             key: META_MARK,
-            dreg: reg(0),
+            dreg: reg(word),
         },
         Expr::Bitwise {
-            reg: reg(0),
+            reg: reg(word),
             mask: (!MASQ_MARK).to_ne_bytes().to_vec(),
             xor: MASQ_MARK.to_ne_bytes().to_vec(),
         },
-        Expr::MetaSetMark { sreg: reg(0) },
+        Expr::MetaSetMark { sreg: reg(word) },
     ]
 }
 
@@ -693,18 +818,6 @@ fn ct_status_dnat() -> Vec<Expr> {
         dreg: reg(0),
     }];
     v.extend(mask_neq_zero(IPS_DST_NAT));
-    v
-}
-
-/// `ct state new ct status dnat`
-fn new_dnat_flow() -> Vec<Expr> {
-    let mut v = vec![Expr::CtLoad {
-        key: CT_STATE,
-        dir: None,
-        dreg: reg(0),
-    }];
-    v.extend(mask_neq_zero(CT_STATE_NEW));
-    v.extend(ct_status_dnat());
     v
 }
 

@@ -74,12 +74,12 @@ pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment 
                 protocol: proto,
                 port,
             };
-            f.balance(
-                SetId::Lb { v6, size: 0 },
-                SetId::Reject { v6 },
-                key.clone(),
-                backends,
-            );
+            let lb = if masq {
+                SetId::LbMasq { v6, size: 0 }
+            } else {
+                SetId::Lb { v6, size: 0 }
+            };
+            f.balance(lb, SetId::Reject { v6 }, key.clone(), backends);
             if masq {
                 f.elements
                     .push((SetId::Masq { v6 }, encode::element(key.clone(), None)));
@@ -105,8 +105,13 @@ pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment 
                 protocol: proto,
                 port: np,
             };
+            let lb = if external_masq {
+                SetId::NodePortLbMasq { v6, size: 0 }
+            } else {
+                SetId::NodePortLb { v6, size: 0 }
+            };
             f.balance(
-                SetId::NodePortLb { v6, size: 0 },
+                lb,
                 SetId::NodePortReject { v6 },
                 key.clone(),
                 &view.external,
@@ -145,7 +150,9 @@ impl Fragment {
         let size = backends.len() as u32;
         let set = match lb {
             SetId::Lb { v6, .. } => SetId::Lb { v6, size },
+            SetId::LbMasq { v6, .. } => SetId::LbMasq { v6, size },
             SetId::NodePortLb { v6, .. } => SetId::NodePortLb { v6, size },
+            SetId::NodePortLbMasq { v6, .. } => SetId::NodePortLbMasq { v6, size },
             other => other,
         };
         for (i, b) in backends.iter().enumerate() {

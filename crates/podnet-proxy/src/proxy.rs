@@ -437,11 +437,14 @@ impl ServiceProxy {
     /// frontends that no longer have affinity (or changed its timeout).
     fn delete_stale_affinity(&mut self, gone: &[Flow], frontends: &[(u32, Frontend)]) -> usize {
         let mut by_map: BTreeMap<SetId, Vec<AffinityTarget>> = BTreeMap::new();
+        let map_of = |fe: &Frontend, v6: bool, timeout: u32| match fe.addr {
+            Some(_) => SetId::Affinity { v6, timeout },
+            None => SetId::AffinityNodePortMap { v6, timeout },
+        };
         for f in gone {
             if let Some(timeout) = f.affinity {
-                let v6 = f.backend.is_ipv6();
                 by_map
-                    .entry(SetId::Affinity { v6, timeout })
+                    .entry(map_of(&f.frontend, f.backend.is_ipv6(), timeout))
                     .or_default()
                     .push((f.frontend, Some((f.backend, f.backend_port))));
             }
@@ -453,10 +456,7 @@ impl ServiceProxy {
                 .filter(|v| v6.is_none_or(|x| x == *v))
             {
                 by_map
-                    .entry(SetId::Affinity {
-                        v6,
-                        timeout: *timeout,
-                    })
+                    .entry(map_of(fe, v6, *timeout))
                     .or_default()
                     .push((*fe, None));
             }
@@ -505,9 +505,7 @@ fn affinity_matches(
         Some(ip) => {
             tail == encode::service(ip, frontend.protocol.number(), frontend.port).as_slice()
         }
-        None => {
-            tail.get(a..) == Some(&encode::node_port(frontend.protocol.number(), frontend.port)[..])
-        }
+        None => tail == encode::node_port(frontend.protocol.number(), frontend.port).as_slice(),
     };
     fe_ok && backend.is_none_or(|(ip, port)| data == Some(&encode::endpoint(ip, port)[..]))
 }

@@ -6,6 +6,12 @@
 //! the directory with inotify and re-read the revision. Leases live in a
 //! second file, `leases.json`, with wall-clock expiry, so that heartbeats do
 //! not bump the revision and wake every agent.
+//!
+//! Two things keep big stores (100,000 services) cheap for readers: the
+//! revision is also written to its own small file, so waiters do not parse
+//! the data to learn it, and a listing keeps only the keys under its prefix
+//! while parsing, so the node agents' small cluster snapshots never hold the
+//! services in memory.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -21,6 +27,7 @@ use crate::kv::{KvBackend, Listing, Txn};
 
 const DATA: &str = "kv.json";
 const LEASES: &str = "leases.json";
+const REVISION: &str = "revision";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Data {
@@ -87,6 +94,40 @@ impl FileKv {
         fs::rename(&tmp, &path).map_err(|e| io_err(&path, "rename", e))
     }
 
+    /// The entries under `prefix` and the revision, parsed from `kv.json`
+    /// without keeping the other entries.
+    fn read_prefix(&self, prefix: &str) -> Result<Data, StoreError> {
+        let path = self.dir.join(DATA);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Data::default()),
+            Err(e) => return Err(io_err(&path, "read", e)),
+        };
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde::de::DeserializeSeed::deserialize(PrefixSeed(prefix), &mut de).map_err(|e| {
+            StoreError::Corrupt {
+                key: path.display().to_string(),
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    /// The current revision, from its own small file.
+    fn revision(&self) -> Result<u64, StoreError> {
+        let path = self.dir.join(REVISION);
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt {
+                key: path.display().to_string(),
+                detail: format!("not a revision: {text:?}"),
+            }),
+            // A store written before the revision file existed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(self.read_prefix("\u{0}")?.revision)
+            }
+            Err(e) => Err(io_err(&path, "read", e)),
+        }
+    }
+
     fn live_leases(&self) -> Result<BTreeMap<String, Lease>, StoreError> {
         let now = unix_ms();
         let mut leases: BTreeMap<String, Lease> = self.read_json(LEASES)?;
@@ -97,7 +138,7 @@ impl FileKv {
 
 impl KvBackend for FileKv {
     fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let data: Data = self.read_json(DATA)?;
+        let data = self.read_prefix(prefix)?;
         let mut entries: BTreeMap<String, String> = data
             .entries
             .into_iter()
@@ -133,6 +174,7 @@ impl KvBackend for FileKv {
         }
         data.revision += 1;
         self.write_json(DATA, &data)?;
+        self.write_json(REVISION, &data.revision)?;
         Ok(true)
     }
 
@@ -145,9 +187,9 @@ impl KvBackend for FileKv {
         let deadline = Instant::now() + timeout;
         let watch = DirWatch::new(&self.dir)?;
         loop {
-            let data: Data = self.read_json(DATA)?;
-            if data.revision > after {
-                return Ok(Some(data.revision));
+            let revision = self.revision()?;
+            if revision > after {
+                return Ok(Some(revision));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -172,6 +214,70 @@ impl KvBackend for FileKv {
 
     fn endpoint(&self) -> String {
         format!("file:{}", self.dir.display())
+    }
+}
+
+/// Parses `kv.json` keeping only the entries whose key starts with a prefix.
+struct PrefixSeed<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PrefixSeed<'_> {
+    type Value = Data;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Data, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PrefixSeed<'_> {
+    type Value = Data;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a podnet store file")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
+        let mut data = Data::default();
+        while let Some(field) = map.next_key::<String>()? {
+            match field.as_str() {
+                "revision" => data.revision = map.next_value()?,
+                "entries" => data.entries = map.next_value_seed(EntriesSeed(self.0))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// The `entries` object, filtered by prefix as it is read.
+struct EntriesSeed<'a>(&'a str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = BTreeMap<String, String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("store entries")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key.starts_with(self.0) {
+                out.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(out)
     }
 }
 

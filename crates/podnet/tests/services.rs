@@ -61,7 +61,13 @@ fn cluster_ips_balance_evenly_reject_without_endpoints_and_follow_readiness() {
     let guard = LabGuard::new();
     guard.up_yaml(LAB);
     let lab = guard.lab();
-    let pods: Vec<String> = lab.state().unwrap().pods.iter().map(|p| p.name.clone()).collect();
+    let pods: Vec<String> = lab
+        .state()
+        .unwrap()
+        .pods
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     assert_eq!(pods.len(), 6);
     let web = lab
         .apply_service(service(serde_json::json!({
@@ -97,7 +103,12 @@ fn cluster_ips_balance_evenly_reject_without_endpoints_and_follow_readiness() {
         .unwrap();
     for node in ["node1", "node3"] {
         let err = lab
-            .probe_service(&first_pod(&lab, node), port80(empty.cluster_ip.unwrap()), false, 1)
+            .probe_service(
+                &first_pod(&lab, node),
+                port80(empty.cluster_ip.unwrap()),
+                false,
+                1,
+            )
             .unwrap()
             .remove(0)
             .unwrap_err();
@@ -182,7 +193,10 @@ fn hairpin_affinity_and_stale_udp_flows() {
     let sock = echo::udp_client(&ns, false).unwrap();
     let first = echo::ask_udp(&sock, to, Duration::from_secs(3)).unwrap().by;
     for _ in 0..5 {
-        assert_eq!(echo::ask_udp(&sock, to, Duration::from_secs(3)).unwrap().by, first);
+        assert_eq!(
+            echo::ask_udp(&sock, to, Duration::from_secs(3)).unwrap().by,
+            first
+        );
     }
     lab.set_ready(&first, false).unwrap();
     let other = node3_pods.iter().find(|p| **p != first).unwrap().clone();
@@ -193,9 +207,16 @@ fn hairpin_affinity_and_stale_udp_flows() {
             .unwrap_or_default();
         last == other
     });
-    assert!(moved, "UDP flow still answered by {last:?}, not {other}\n{}", guard.logs());
+    assert!(
+        moved,
+        "UDP flow still answered by {last:?}, not {other}\n{}",
+        guard.logs()
+    );
     for _ in 0..5 {
-        assert_eq!(echo::ask_udp(&sock, to, Duration::from_secs(3)).unwrap().by, other);
+        assert_eq!(
+            echo::ask_udp(&sock, to, Duration::from_secs(3)).unwrap().by,
+            other
+        );
     }
 }
 
@@ -232,7 +253,12 @@ fn node_ports_external_ips_and_traffic_policy_local() {
         })))
         .unwrap();
     let port = local.ports[0].node_port.unwrap() as u16;
-    let got = answers(&lab, "control", SocketAddr::new(node_addr("node2"), port), 10);
+    let got = answers(
+        &lab,
+        "control",
+        SocketAddr::new(node_addr("node2"), port),
+        10,
+    );
     assert!(
         got.iter()
             .all(|a| a.seen == outside && a.by.contains("node2")),
@@ -247,6 +273,23 @@ fn node_ports_external_ips_and_traffic_policy_local() {
         assert!(err.contains("refused"), "{n}: {err}");
     }
 
+    // ClientIP affinity on a node port with policy Cluster: pinned and masqueraded.
+    let sticky = lab
+        .apply_service(service(serde_json::json!({
+            "name": "sticky-np", "type": "NodePort", "selector": {"app": "echo"},
+            "sessionAffinity": "ClientIP", "ports": [{"port": 80, "targetPort": "echo"}]
+        })))
+        .unwrap();
+    let port = sticky.ports[0].node_port.unwrap() as u16;
+    let got = answers(
+        &lab,
+        "control",
+        SocketAddr::new(node_addr("node3"), port),
+        20,
+    );
+    assert_eq!(by_endpoint(&got).len(), 1, "{got:?}");
+    assert!(got.iter().all(|a| a.seen != outside), "{got:?}");
+
     // Load-balancer and external IPs, routed to node1 by the outside client.
     let lb = lab
         .apply_service(service(serde_json::json!({
@@ -255,10 +298,23 @@ fn node_ports_external_ips_and_traffic_policy_local() {
             "ports": [{"port": 80, "targetPort": "echo"}]
         })))
         .unwrap();
-    assert!(lb.ports[0].node_port.is_some(), "LoadBalancer gets a node port");
+    assert!(
+        lb.ports[0].node_port.is_some(),
+        "LoadBalancer gets a node port"
+    );
     let ctl = lab.resolve_ns("control").unwrap();
     for ip in ["192.0.2.10", "192.0.2.20"] {
-        let out = guard.exec(&ctl, &["ip", "route", "add", ip, "via", &node_addr("node1").to_string()]);
+        let out = guard.exec(
+            &ctl,
+            &[
+                "ip",
+                "route",
+                "add",
+                ip,
+                "via",
+                &node_addr("node1").to_string(),
+            ],
+        );
         assert!(out.status.success(), "{}", text(&out));
         let got = answers(&lab, "control", SocketAddr::new(ip.parse().unwrap(), 80), 6);
         assert!(got.iter().all(|a| a.seen != outside), "{ip}: {got:?}");
@@ -301,7 +357,11 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
     std::fs::write(&file, "name: d\nports: [{port: 0}]\n").unwrap();
     let out = guard.run(&["service", "apply", "-f", file.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("port 0 is out of range"), "{}", text(&out));
+    assert!(
+        text(&out).contains("port 0 is out of range"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(lab.services().unwrap(), services_before);
     assert_eq!(text(&ruleset()), before, "the kernel was changed");
 
@@ -309,7 +369,15 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
     // sync puts it back.
     let listing = text(&guard.exec(
         &node1,
-        &["nft", "-a", "list", "chain", "inet", "podnet-services", "services"],
+        &[
+            "nft",
+            "-a",
+            "list",
+            "chain",
+            "inet",
+            "podnet-services",
+            "services",
+        ],
     ));
     let handle = listing
         .lines()
@@ -320,7 +388,16 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
         .to_string();
     let del = guard.exec(
         &node1,
-        &["nft", "delete", "rule", "inet", "podnet-services", "services", "handle", &handle],
+        &[
+            "nft",
+            "delete",
+            "rule",
+            "inet",
+            "podnet-services",
+            "services",
+            "handle",
+            &handle,
+        ],
     );
     assert!(del.status.success(), "{}", text(&del));
     assert_ne!(text(&ruleset()), before, "control: the rule is gone");
@@ -334,7 +411,10 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
 
     // A restarted agent adopts its table without changing it.
     let handles = || {
-        text(&guard.exec(&node1, &["nft", "-a", "list", "table", "inet", "podnet-services"]))
+        text(&guard.exec(
+            &node1,
+            &["nft", "-a", "list", "table", "inet", "podnet-services"],
+        ))
     };
     let kept = handles();
     let log = lab.node_dir("node1").join("agent.log");
@@ -359,7 +439,9 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
         .unwrap()
         .to_string();
     assert!(
-        last_sync.contains("added: 0, deleted: 0, sets_created: 0, sets_deleted: 0, chains_written: false"),
+        last_sync.contains(
+            "added: 0, deleted: 0, sets_created: 0, sets_deleted: 0, chains_written: false"
+        ),
         "{last_sync}"
     );
     assert_eq!(handles(), kept);

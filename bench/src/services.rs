@@ -1,0 +1,630 @@
+//! Services at scale: podnet's service proxy against kube-proxy's rulesets
+//! (iptables mode loaded by iptables-restore, nftables mode loaded by `nft -f`),
+//! for 1k, 10k, 50k and 100k ClusterIP services with 3 endpoints each.
+//!
+//! For each size, on a fresh three-namespace path (client, node, server):
+//! - full sync: podnet's `ServiceProxy::sync` (one netlink transaction)
+//!   against the restore of kube-proxy's first sync;
+//! - one change (one endpoint of one service moves): podnet's
+//!   `ServiceProxy::update` against kube-proxy's partial restore / nft
+//!   transaction;
+//! - TCP connect latency from the client through the node to the first and
+//!   the last service (the DNAT lookup happens on the node).
+//!
+//! Anchor loads that would run for hours here (FIELD-NOTES: `nft -f` of the
+//! nftables-mode shape is 458 s at 20k and grows faster than linearly) are
+//! skipped above a size limit and reported as not run. Every anchor load is
+//! bounded by a time limit and killed past it.
+//! Finally the real agent is started on a store holding the largest size and
+//! its resident memory is read once it has synced.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use podnet_kernel::Netns;
+use podnet_proxy::{Change, ServiceProxy};
+use podnet_services::{Endpoint, Endpoints, Service};
+
+use crate::kubeproxy::{self, GenService};
+use crate::plugins::podnet_binary;
+use crate::report::{machine, quantile, today};
+
+/// Connects per service and implementation for the latency figures.
+const CONNECTS: usize = 200;
+/// Repetitions of one change.
+const CHANGES: usize = 21;
+/// Upper bound on one anchor load; past it the load is killed and reported as such.
+const ANCHOR_LIMIT: Duration = Duration::from_secs(300);
+/// Largest size at which kube-proxy's nftables-mode shape is loaded (110 s at 10k here).
+const NFT_MODE_MAX: usize = 10_000;
+/// Largest size at which iptables-nft-restore is tried (528 s at 10k here).
+const IPTABLES_NFT_MAX: usize = 1_000;
+
+fn sizes() -> Vec<usize> {
+    std::env::var("PODNET_BENCH_SERVICES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 50_000, 100_000])
+}
+
+fn sh(cmd: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{cmd}");
+}
+
+/// Client, node and server namespaces in a line; the server accepts any
+/// 10.244.0.0/16 address on port 8080 (every endpoint is "there").
+struct Path3 {
+    client: String,
+    node: String,
+    server: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Path3 {
+    fn new(tag: &str) -> Path3 {
+        let id = std::process::id();
+        let [client, node, server] = ["c", "n", "s"].map(|r| format!("pnb{id}-{tag}-{r}"));
+        for n in [&client, &node, &server] {
+            let _ = Netns::remove_named(n);
+            Netns::create_named(n).expect("create namespace");
+        }
+        for cmd in [
+            format!("ip -n {client} link add eth0 type veth peer name c0 netns {node}"),
+            format!("ip -n {node} link add s0 type veth peer name eth0 netns {server}"),
+            format!("ip -n {client} addr add 10.1.0.1/24 dev eth0"),
+            format!("ip -n {node} addr add 10.1.0.2/24 dev c0"),
+            format!("ip -n {node} addr add 10.2.0.1/24 dev s0"),
+            format!("ip -n {server} addr add 10.2.0.2/24 dev eth0"),
+            format!("ip -n {client} link set eth0 up"),
+            format!("ip -n {node} link set c0 up"),
+            format!("ip -n {node} link set s0 up"),
+            format!("ip -n {server} link set eth0 up"),
+            format!("ip -n {client} route add 10.96.0.0/12 via 10.1.0.2"),
+            format!("ip -n {client} route add 10.244.0.0/16 via 10.1.0.2"),
+            format!("ip -n {node} route add 10.244.0.0/16 via 10.2.0.2"),
+            format!("ip -n {server} route add 10.1.0.0/24 via 10.2.0.1"),
+            format!("ip -n {server} route add local 10.244.0.0/16 dev lo"),
+            format!("ip netns exec {node} sysctl -qw net.ipv4.ip_forward=1"),
+        ] {
+            sh(&cmd);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = Netns::open_named(&server).expect("server namespace");
+        let listener = ns
+            .run(|| TcpListener::bind("0.0.0.0:8080"))
+            .expect("enter server namespace")
+            .expect("listen");
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(c);
+            }
+        });
+        Path3 {
+            client,
+            node,
+            server,
+            stop,
+        }
+    }
+
+    fn node_ns(&self) -> Netns {
+        Netns::open_named(&self.node).expect("node namespace")
+    }
+
+    /// Median TCP connect time to the first and the last of `vips`, interleaved.
+    fn latency(&self, first: Ipv4Addr, last: Ipv4Addr) -> (Duration, Duration) {
+        let ns = Netns::open_named(&self.client).expect("client namespace");
+        let one = |vip: Ipv4Addr| -> Duration {
+            let addr = SocketAddr::new(IpAddr::V4(vip), 80);
+            ns.run(move || {
+                let t = Instant::now();
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+                let d = t.elapsed();
+                assert!(s.is_ok(), "connect {addr}: {s:?}");
+                d
+            })
+            .expect("enter client namespace")
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..CONNECTS {
+            a.push(one(first));
+            b.push(one(last));
+        }
+        (quantile(&a, 0.5), quantile(&b, 0.5))
+    }
+}
+
+impl Drop for Path3 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(ns) = Netns::open_named(&self.server) {
+            let _ = ns.run(|| TcpStream::connect("10.2.0.2:8080"));
+        }
+        for n in [&self.client, &self.node, &self.server] {
+            let _ = Netns::remove_named(n);
+        }
+    }
+}
+
+/// Runs `program args < input` inside `ns`; its duration, or `None` past the limit or on failure.
+fn timed_in(ns: &Netns, program: &str, args: &[&str], input: &Path) -> Result<Duration, String> {
+    let stdin = std::fs::File::open(input).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    podnet_kernel::netns::enter_before_exec(&mut cmd, ns);
+    let t = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let d = t.elapsed();
+            if status.success() {
+                return Ok(d);
+            }
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(format!(
+                "{program} failed: {}",
+                err.lines().next().unwrap_or("")
+            ));
+        }
+        if t.elapsed() > ANCHOR_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("killed after {} s", ANCHOR_LIMIT.as_secs()));
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create rules file");
+    f.write_all(text.as_bytes()).expect("write rules file");
+    p
+}
+
+fn to_service(g: &GenService, third: Ipv4Addr) -> (Service, Endpoints) {
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "name": format!("svc{}", g.index), "namespace": "bench",
+        "clusterIP": g.vip.to_string(),
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]
+    }))
+    .expect("service");
+    let mut eps = g.endpoints;
+    eps[2] = third;
+    let endpoints = Endpoints {
+        name: svc.name.clone(),
+        namespace: svc.namespace.clone(),
+        endpoints: eps
+            .iter()
+            .map(|a| Endpoint {
+                address: IpAddr::V4(*a),
+                node: "other".into(),
+                ready: true,
+                serving: true,
+                terminating: false,
+                ports: Vec::new(),
+            })
+            .collect(),
+    };
+    (svc, endpoints)
+}
+
+/// The moved endpoint of the one-change measurement.
+fn moved(_: &GenService) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 255, 7)
+}
+
+struct Row {
+    size: usize,
+    podnet_sync: Duration,
+    podnet_change: Duration,
+    podnet_change_p95: Duration,
+    podnet_lat: (Duration, Duration),
+    legacy_sync: Result<Duration, String>,
+    legacy_change: Result<Duration, String>,
+    legacy_lat: Option<(Duration, Duration)>,
+    iptnft_sync: Option<Result<Duration, String>>,
+    nft_sync: Option<Result<Duration, String>>,
+    nft_change: Option<Result<Duration, String>>,
+    nft_lat: Option<(Duration, Duration)>,
+}
+
+fn podnet(row: &mut Row, gens: &[GenService]) {
+    let path = Path3::new("pn");
+    let ns = path.node_ns();
+    let input: Vec<(Service, Option<Endpoints>)> = gens
+        .iter()
+        .map(|g| {
+            let (s, e) = to_service(g, g.endpoints[2]);
+            (s, Some(e))
+        })
+        .collect();
+    let mut syncs = Vec::new();
+    for _ in 0..3 {
+        let mut proxy = ServiceProxy::new("bench-node", Some(&ns)).expect("proxy");
+        proxy.remove_all().expect("clean table");
+        let all = input.clone();
+        let t = Instant::now();
+        let r = proxy.sync(all).expect("sync");
+        syncs.push(t.elapsed());
+        assert_eq!(r.added, gens.len() * 3, "{r:?}");
+    }
+    row.podnet_sync = quantile(&syncs, 0.5);
+    let mut proxy = ServiceProxy::new("bench-node", Some(&ns)).expect("proxy");
+    proxy.sync(input.clone()).expect("adopt");
+    let g = &gens[gens.len() / 2];
+    let mut changes = Vec::new();
+    for k in 0..CHANGES {
+        let third = if k % 2 == 0 { moved(g) } else { g.endpoints[2] };
+        let (s, e) = to_service(g, third);
+        let t = Instant::now();
+        let r = proxy
+            .update(vec![Change::Upsert(s, Some(e))])
+            .expect("update");
+        changes.push(t.elapsed());
+        assert_eq!((r.added, r.deleted), (1, 1), "{r:?}");
+    }
+    row.podnet_change = quantile(&changes, 0.5);
+    row.podnet_change_p95 = quantile(&changes, 0.95);
+    row.podnet_lat = path.latency(gens[0].vip, gens[gens.len() - 1].vip);
+    drop(input);
+}
+
+fn legacy(row: &mut Row, gens: &[GenService], dir: &Path) {
+    let path = Path3::new("ipt");
+    let ns = path.node_ns();
+    let full = write_file(dir, "iptables-full.txt", &kubeproxy::iptables_full(gens));
+    row.legacy_sync = timed_in(&ns, "iptables-legacy-restore", &["--noflush"], &full);
+    if row.legacy_sync.is_err() {
+        row.legacy_change = Err("not run".into());
+        return;
+    }
+    let g = &gens[gens.len() / 2];
+    let forward = write_file(
+        dir,
+        "ipt-change-a.txt",
+        &kubeproxy::iptables_one_change(gens, g, g.endpoints[2], moved(g)),
+    );
+    let back = write_file(
+        dir,
+        "ipt-change-b.txt",
+        &kubeproxy::iptables_one_change(gens, g, moved(g), g.endpoints[2]),
+    );
+    let reps = if gens.len() >= 50_000 { 3 } else { 7 };
+    let mut times = Vec::new();
+    for k in 0..reps {
+        let f = if k % 2 == 0 { &forward } else { &back };
+        match timed_in(&ns, "iptables-legacy-restore", &["--noflush"], f) {
+            Ok(d) => times.push(d),
+            Err(e) => {
+                row.legacy_change = Err(e);
+                return;
+            }
+        }
+    }
+    row.legacy_change = Ok(quantile(&times, 0.5));
+    row.legacy_lat = Some(path.latency(gens[0].vip, gens[gens.len() - 1].vip));
+}
+
+fn iptables_nft(row: &mut Row, gens: &[GenService], dir: &Path) {
+    if gens.len() > IPTABLES_NFT_MAX {
+        return;
+    }
+    let path = Path3::new("iptn");
+    let full = write_file(dir, "iptables-full.txt", &kubeproxy::iptables_full(gens));
+    row.iptnft_sync = Some(timed_in(
+        &path.node_ns(),
+        "iptables-nft-restore",
+        &["--noflush"],
+        &full,
+    ));
+}
+
+fn nft_mode(row: &mut Row, gens: &[GenService], dir: &Path) {
+    if gens.len() > NFT_MODE_MAX {
+        return;
+    }
+    let path = Path3::new("nft");
+    let ns = path.node_ns();
+    let full = write_file(dir, "nft-full.nft", &kubeproxy::nft_full(gens));
+    let sync = timed_in(&ns, "nft", &["-f", "-"], &full);
+    let ok = sync.is_ok();
+    row.nft_sync = Some(sync);
+    if !ok {
+        return;
+    }
+    let g = &gens[gens.len() / 2];
+    let forward = write_file(
+        dir,
+        "nft-change-a.nft",
+        &kubeproxy::nft_one_change(g, g.endpoints[2], moved(g)),
+    );
+    let back = write_file(
+        dir,
+        "nft-change-b.nft",
+        &kubeproxy::nft_one_change(g, moved(g), g.endpoints[2]),
+    );
+    let mut times = Vec::new();
+    for k in 0..7 {
+        let f = if k % 2 == 0 { &forward } else { &back };
+        match timed_in(&ns, "nft", &["-f", "-"], f) {
+            Ok(d) => times.push(d),
+            Err(e) => {
+                row.nft_change = Some(Err(e));
+                return;
+            }
+        }
+    }
+    row.nft_change = Some(Ok(quantile(&times, 0.5)));
+    row.nft_lat = Some(path.latency(gens[0].vip, gens[gens.len() - 1].vip));
+}
+
+/// The agent's resident memory after syncing `size` services from its store: (VmRSS, VmHWM) in MiB,
+/// and the full sync time it logged.
+fn agent_memory(size: usize, dir: &Path) -> Result<(f64, f64, String), String> {
+    let store_dir = dir.join("store");
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let url = format!("file:{}", store_dir.display());
+    let store = podnet_store::open(&url).map_err(|e| format!("open store: {e}"))?;
+    let mut spec = podnet_cluster::ClusterSpec::new(
+        vec!["10.244.0.0/16".parse().expect("static prefix")],
+        podnet_cluster::Backend::HostGw,
+    );
+    spec.masquerade = false;
+    store
+        .init_cluster(&spec)
+        .map_err(|e| format!("init cluster: {e}"))?;
+    let (services, endpoints): (Vec<Service>, Vec<Endpoints>) = (0..size)
+        .map(|i| {
+            let g = kubeproxy::service(i);
+            to_service(&g, g.endpoints[2])
+        })
+        .unzip();
+    store
+        .put_services_bulk(services, endpoints, usize::MAX)
+        .map_err(|e| format!("load services: {e}"))?;
+    let path = Path3::new("agent");
+    let log = dir.join("agent.log");
+    let _ = std::fs::remove_file(&log);
+    let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(podnet_binary());
+    cmd.args([
+        "agent",
+        "--node",
+        "bench-node",
+        "--address",
+        "10.1.0.2",
+        "--store",
+        &url,
+        "--cni-conf-dir",
+        &dir.join("cni").display().to_string(),
+        "--ipam-dir",
+        &dir.join("ipam").display().to_string(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(logf));
+    let node = path.node_ns();
+    podnet_kernel::netns::enter_before_exec(&mut cmd, &node);
+    let mut child = cmd.spawn().map_err(|e| format!("start the agent: {e}"))?;
+    let wanted = format!("full sync of {size} services");
+    let t = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(&wanted)) {
+            break l.to_string();
+        }
+        if t.elapsed() > ANCHOR_LIMIT {
+            let _ = child.kill();
+            return Err(format!(
+                "the agent did not sync within {} s",
+                ANCHOR_LIMIT.as_secs()
+            ));
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    };
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let (rss, hwm) = (kib("VmRSS:"), kib("VmHWM:"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let took = line
+        .split(" in ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or("?")
+        .to_string();
+    Ok((rss, hwm, took))
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn res(r: &Result<Duration, String>) -> String {
+    match r {
+        Ok(d) => ms(*d),
+        Err(e) => format!("({e})"),
+    }
+}
+
+fn ratio(anchor: &Result<Duration, String>, ours: Duration) -> String {
+    match anchor {
+        Ok(d) => format!("{:.0}×", d.as_secs_f64() / ours.as_secs_f64().max(1e-9)),
+        Err(_) => "-".into(),
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn lat(l: Option<(Duration, Duration)>) -> String {
+    match l {
+        Some((a, b)) => format!(
+            "{} → {} ({:+.0}%)",
+            us(a),
+            us(b),
+            (b.as_secs_f64() / a.as_secs_f64().max(1e-9) - 1.0) * 100.0
+        ),
+        None => "not run".into(),
+    }
+}
+
+/// Runs the services benchmark and returns its report.
+pub fn run() -> String {
+    let dir = std::env::temp_dir().join(format!("podnet-bench-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let mut rows = Vec::new();
+    for size in sizes() {
+        eprintln!("services: {size}");
+        let gens: Vec<GenService> = (0..size).map(kubeproxy::service).collect();
+        let mut row = Row {
+            size,
+            podnet_sync: Duration::ZERO,
+            podnet_change: Duration::ZERO,
+            podnet_change_p95: Duration::ZERO,
+            podnet_lat: (Duration::ZERO, Duration::ZERO),
+            legacy_sync: Err("not run".into()),
+            legacy_change: Err("not run".into()),
+            legacy_lat: None,
+            iptnft_sync: None,
+            nft_sync: None,
+            nft_change: None,
+            nft_lat: None,
+        };
+        podnet(&mut row, &gens);
+        legacy(&mut row, &gens, &dir);
+        iptables_nft(&mut row, &gens, &dir);
+        nft_mode(&mut row, &gens, &dir);
+        rows.push(row);
+    }
+    let largest = sizes().into_iter().max().unwrap_or(0);
+    let memory = agent_memory(largest, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut t = String::new();
+    let _ = writeln!(t, "## Services: podnet vs kube-proxy's rulesets\n");
+    let _ = writeln!(
+        t,
+        "Measured {} on {} (`bench/run.sh services`). ClusterIP services with 3 endpoints each.",
+        today(),
+        machine()
+    );
+    let _ = writeln!(t, "podnet: the service proxy programming the kernel in-process (one netlink transaction per sync or change).");
+    let _ = writeln!(t, "Anchors: kube-proxy's iptables-mode rules loaded with `iptables-legacy-restore --noflush` (and `iptables-nft-restore`,");
+    let _ = writeln!(t, "Debian's default, up to {IPTABLES_NFT_MAX}), and its nftables-mode rules with `nft -f` (up to {NFT_MODE_MAX}; beyond, its load time here");
+    let _ = writeln!(t, "grows to hours). Times in ms, medians (podnet sync: 3 runs; one change: {CHANGES} runs, p95 in brackets; anchors' one change: 3-7 runs).");
+    let _ = writeln!(t, "Latency: median TCP connect time in µs from a client namespace through the node to the first → the last service, {CONNECTS} each, interleaved.\n");
+    let _ = writeln!(t, "| services | podnet full sync | iptables-legacy-restore | × | iptables-nft-restore | nft -f (nft mode) | × |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let iptn = r
+            .iptnft_sync
+            .as_ref()
+            .map(res)
+            .unwrap_or_else(|| "not run".into());
+        let nft = r
+            .nft_sync
+            .as_ref()
+            .map(res)
+            .unwrap_or_else(|| "not run".into());
+        let nft_ratio = r
+            .nft_sync
+            .as_ref()
+            .map(|a| ratio(a, r.podnet_sync))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {iptn} | {nft} | {nft_ratio} |",
+            r.size,
+            ms(r.podnet_sync),
+            res(&r.legacy_sync),
+            ratio(&r.legacy_sync, r.podnet_sync)
+        );
+    }
+    let _ = writeln!(t, "\n| services | podnet one change | iptables-legacy partial restore | × | nft transaction (nft mode) | × |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    for r in &rows {
+        let nft = r
+            .nft_change
+            .as_ref()
+            .map(res)
+            .unwrap_or_else(|| "not run".into());
+        let nft_ratio = r
+            .nft_change
+            .as_ref()
+            .map(|a| ratio(a, r.podnet_change))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            t,
+            "| {} | {} ({}) | {} | {} | {nft} | {nft_ratio} |",
+            r.size,
+            ms(r.podnet_change),
+            ms(r.podnet_change_p95),
+            res(&r.legacy_change),
+            ratio(&r.legacy_change, r.podnet_change)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n| services | podnet first → last µs | iptables-legacy | nft mode |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|");
+    for r in &rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            r.size,
+            lat(Some(r.podnet_lat)),
+            lat(r.legacy_lat),
+            lat(r.nft_lat)
+        );
+    }
+    let _ = writeln!(t);
+    match memory {
+        Ok((rss, hwm, took)) => {
+            let _ = writeln!(t, "Agent memory with {largest} services and {} endpoints in its (embedded) store, after its first full sync", largest * 3);
+            let _ = writeln!(t, "({took}, as the agent logged it, store read and parse included): VmRSS {rss:.0} MiB, peak (VmHWM) {hwm:.0} MiB.");
+        }
+        Err(e) => {
+            let _ = writeln!(t, "Agent memory at {largest} services: not measured ({e}).");
+        }
+    }
+    t
+}
