@@ -434,8 +434,7 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
     let last_sync = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
-        .filter(|l| l.contains("services: full sync"))
-        .last()
+        .rfind(|l| l.contains("services: full sync"))
         .unwrap()
         .to_string();
     assert!(
