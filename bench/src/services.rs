@@ -139,6 +139,11 @@ impl Path3 {
             })
             .expect("enter client namespace")
         };
+        // Warm up (neighbour entries, caches) before measuring.
+        for _ in 0..20 {
+            one(first);
+            one(last);
+        }
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..CONNECTS {
             a.push(one(first));

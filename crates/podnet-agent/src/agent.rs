@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Run the service proxy (Services on nf_tables).
     pub services: bool,
+    /// Full service sync (drift repair) at least this often; changes apply at once regardless.
+    pub service_resync: Duration,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -157,7 +159,7 @@ impl Agent {
                 let (url, node, resync) = (
                     self.config.store.clone(),
                     self.node.name.clone(),
-                    self.config.resync,
+                    self.config.service_resync,
                 );
                 let halt_ref = &halt;
                 s.spawn(move || run_service_proxy(&url, &node, resync, halt_ref));

@@ -220,6 +220,17 @@ mod tests {
     }
 
     #[test]
+    fn sample_services_yaml_parses_and_is_admitted() {
+        let text = include_str!("../../../examples/services.yaml");
+        let services: Vec<Service> = serde_yaml::from_str(text).unwrap();
+        let settings = podnet_services::ServiceSettings::default();
+        let mut alloc = podnet_services::validate::Allocations::default();
+        for s in services {
+            alloc.admit(s, None, &settings).unwrap();
+        }
+    }
+
+    #[test]
     fn flags_spread_nodes_over_segments() {
         let s = LabSpec::from_flags(5, 2, 1, Backend::Auto, Model::Routed);
         assert_eq!(

@@ -77,6 +77,9 @@ struct AgentArgs {
     /// Do not run the service proxy (Services on nf_tables).
     #[arg(long)]
     no_services: bool,
+    /// Full service sync (repairs drift) at least this often, in seconds; changes apply at once.
+    #[arg(long, default_value_t = 60)]
+    service_resync_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -299,6 +302,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         resync: Duration::from_secs(args.resync_secs.max(1)),
         lease_ttl: Duration::from_secs(args.lease_ttl_secs.max(3)),
         services: !args.no_services,
+        service_resync: Duration::from_secs(args.service_resync_secs.max(1)),
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));
