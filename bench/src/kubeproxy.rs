@@ -3,7 +3,9 @@
 //! (`nft -f` input). Rule shapes follow kube-proxy 1.31 for ClusterIP
 //! services with 3 endpoints (the nat side, where the per-service cost is):
 //!
-//! - iptables: `KUBE-SERVICES` holds one rule per service port, jumping to a
+//! - iptables: (in kube-proxy's "large cluster mode", which it enters above
+//!   1,000 endpoints: no comments on endpoint rules, to keep the table small)
+//!   `KUBE-SERVICES` holds one rule per service port, jumping to a
 //!   `KUBE-SVC-*` chain that picks an endpoint with `-m statistic --mode
 //!   random --probability` and jumps to one `KUBE-SEP-*` chain per endpoint
 //!   (hairpin mark, then DNAT). One change rewrites the top-level chains
@@ -59,25 +61,19 @@ fn iptables_service_rules(t: &mut String, s: &GenService, endpoints: &[Ipv4Addr]
         if k + 1 < n {
             let _ = writeln!(
                 t,
-                "-A {svc} -m comment --comment \"{name} -> {ep}:8080\" -m statistic --mode random --probability {:.11} -j {sep}",
+                "-A {svc} -m statistic --mode random --probability {:.11} -j {sep}",
                 1.0 / (n - k) as f64
             );
         } else {
-            let _ = writeln!(
-                t,
-                "-A {svc} -m comment --comment \"{name} -> {ep}:8080\" -j {sep}"
-            );
+            let _ = writeln!(t, "-A {svc} -j {sep}");
         }
     }
     for ep in endpoints {
         let sep = sep_chain(s, *ep);
+        let _ = writeln!(t, "-A {sep} -s {ep}/32 -j KUBE-MARK-MASQ");
         let _ = writeln!(
             t,
-            "-A {sep} -m comment --comment {name} -s {ep}/32 -j KUBE-MARK-MASQ"
-        );
-        let _ = writeln!(
-            t,
-            "-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}:8080"
+            "-A {sep} -m tcp -p tcp -j DNAT --to-destination {ep}:8080"
         );
     }
 }

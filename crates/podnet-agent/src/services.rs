@@ -46,7 +46,7 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
         Ok(p) => p,
         Err(e) => return log(&format!("services: {e}")),
     };
-    let mut seen: HashMap<ServiceName, Seen> = HashMap::new();
+    let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
     let mut revision;
     let mut last_full: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
@@ -85,7 +85,7 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
 fn pass(
     store: &ClusterStore,
     proxy: &mut ServiceProxy,
-    seen: &mut HashMap<ServiceName, Seen>,
+    seen: &mut HashMap<Box<str>, Seen>,
     full: bool,
 ) -> Result<u64, String> {
     let started = Instant::now();
@@ -124,14 +124,20 @@ fn pass(
     } else {
         let mut changes = Vec::new();
         for (name, raw) in snap.services {
-            if seen.get(&name) != current.get(&name) {
+            let key = short(&name);
+            if seen.get(&key) != current.get(&key) {
                 if let Some((s, e)) = parse(&name, raw) {
                     changes.push(Change::Upsert(s, e));
                 }
             }
         }
-        for name in seen.keys().filter(|n| !current.contains_key(*n)) {
-            changes.push(Change::Delete(name.clone()));
+        for key in seen.keys().filter(|n| !current.contains_key(*n)) {
+            if let Some((namespace, name)) = key.split_once('/') {
+                changes.push(Change::Delete(ServiceName {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                }));
+            }
         }
         if !changes.is_empty() {
             let names: Vec<String> = changes
@@ -165,14 +171,19 @@ fn release_freed_memory() {
     }
 }
 
-fn fingerprints(snap: &ServiceSnapshot) -> HashMap<ServiceName, Seen> {
+/// `namespace/name`: a compact key (100,000 of them stay in memory).
+fn short(name: &ServiceName) -> Box<str> {
+    format!("{}/{}", name.namespace, name.name).into_boxed_str()
+}
+
+fn fingerprints(snap: &ServiceSnapshot) -> HashMap<Box<str>, Seen> {
     let eps: HashMap<&ServiceName, u64> =
         snap.endpoints.iter().map(|(n, r)| (n, hash(r))).collect();
     snap.services
         .iter()
         .map(|(n, raw)| {
             (
-                n.clone(),
+                short(n),
                 Seen {
                     service: hash(raw),
                     endpoints: eps.get(n).copied(),

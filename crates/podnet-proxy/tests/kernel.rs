@@ -276,3 +276,65 @@ fn sync_repairs_drift_and_adopts_an_existing_table() {
         .unwrap()
         .starts_with("10.244.0."));
 }
+
+#[test]
+fn ipv6_cluster_ip_balances_and_rejects() {
+    require_root();
+    let ns = NetnsGuard::new("proxy6");
+    let backends = ["fd00:244::2", "fd00:244::3"];
+    for b in backends {
+        ns.exec_ok(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{b}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ]);
+    }
+    ns.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "local",
+        "fd00:96::/108",
+        "dev",
+        "lo",
+    ]);
+    for b in backends {
+        let addr: SocketAddr = format!("[{b}]:8080").parse().unwrap();
+        let l = ns
+            .netns()
+            .run(move || TcpListener::bind(addr))
+            .unwrap()
+            .unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let local = c.local_addr().unwrap().ip();
+                let _ = writeln!(c, "{local}");
+            }
+        });
+    }
+    let mut proxy = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
+    let web = svc(serde_json::json!({
+        "name": "web6", "clusterIP": "fd00:96::10", "ports": [{"port": 80, "targetPort": 8080}]
+    }));
+    let empty = svc(serde_json::json!({
+        "name": "empty6", "clusterIP": "fd00:96::11", "ports": [{"port": 80}]
+    }));
+    proxy
+        .sync(vec![(web, Some(eps("web6", &backends))), (empty, None)])
+        .unwrap();
+    let mut seen = BTreeMap::new();
+    for _ in 0..40 {
+        let who = ask_tcp(&ns, "[fd00:96::10]:80").unwrap();
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let err = ask_tcp(&ns, "[fd00:96::11]:80").unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+}

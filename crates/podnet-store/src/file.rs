@@ -7,13 +7,14 @@
 //! second file, `leases.json`, with wall-clock expiry, so that heartbeats do
 //! not bump the revision and wake every agent.
 //!
-//! Two things keep big stores (100,000 services) cheap for readers: the
-//! revision is also written to its own small file, so waiters do not parse
-//! the data to learn it, and a listing keeps only the keys under its prefix
-//! while parsing, so the node agents' small cluster snapshots never hold the
-//! services in memory.
+//! Two things keep big stores (100,000 services) cheap for readers: each
+//! top-level root (`/podnet/`, `/podnet-services/`) has a small file with the
+//! revision of its last change (`revision.ROOT`), so waiters neither parse the
+//! data to learn it nor wake for another root's writes, and a listing keeps
+//! only the keys under its prefix while parsing, so the node agents' cluster
+//! snapshots never hold the services in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -112,18 +113,17 @@ impl FileKv {
         })
     }
 
-    /// The current revision, from its own small file.
-    fn revision(&self) -> Result<u64, StoreError> {
-        let path = self.dir.join(REVISION);
+    /// The revision of the last change under the top-level root of `prefix`
+    /// (`/podnet/`, `/podnet-services/`), so that a waiter on one root is not
+    /// woken by writes to another; 0 when that root was never written.
+    fn root_revision(&self, prefix: &str) -> Result<u64, StoreError> {
+        let path = self.dir.join(root_file(prefix));
         match fs::read_to_string(&path) {
             Ok(text) => text.trim().parse().map_err(|_| StoreError::Corrupt {
                 key: path.display().to_string(),
                 detail: format!("not a revision: {text:?}"),
             }),
-            // A store written before the revision file existed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(self.read_prefix("\u{0}")?.revision)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io_err(&path, "read", e)),
         }
     }
@@ -174,20 +174,24 @@ impl KvBackend for FileKv {
         }
         data.revision += 1;
         self.write_json(DATA, &data)?;
-        self.write_json(REVISION, &data.revision)?;
+        let roots: BTreeSet<String> = txn
+            .puts
+            .iter()
+            .map(|(k, _)| k)
+            .chain(&txn.deletes)
+            .map(|k| root_file(k))
+            .collect();
+        for r in roots {
+            self.write_json(&r, &data.revision)?;
+        }
         Ok(true)
     }
 
-    fn wait(
-        &self,
-        _prefix: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<Option<u64>, StoreError> {
+    fn wait(&self, prefix: &str, after: u64, timeout: Duration) -> Result<Option<u64>, StoreError> {
         let deadline = Instant::now() + timeout;
         let watch = DirWatch::new(&self.dir)?;
         loop {
-            let revision = self.revision()?;
+            let revision = self.root_revision(prefix)?;
             if revision > after {
                 return Ok(Some(revision));
             }
@@ -328,6 +332,19 @@ impl DirWatch {
         // SAFETY: reading into a local buffer from our non-blocking descriptor.
         while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
+}
+
+/// `revision.ROOT` for a key or prefix under `/ROOT/`.
+fn root_file(key: &str) -> String {
+    let root: String = key
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!("{REVISION}.{root}")
 }
 
 fn unix_ms() -> u64 {
