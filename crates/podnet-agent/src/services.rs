@@ -116,7 +116,7 @@ fn pass(
         release_freed_memory();
         if !report.unchanged() || seen.is_empty() {
             log(&format!(
-                "services: full sync of {} services in {:.1} ms: {report:?}",
+                "services: full sync of {} services in {:.1} ms: {report}",
                 report.services,
                 started.elapsed().as_secs_f64() * 1e3
             ));
@@ -151,7 +151,7 @@ fn pass(
             let count = changes.len();
             let report = proxy.update(changes).map_err(|e| e.to_string())?;
             log(&format!(
-                "services: {count} changed ({}{}) applied in {:.2} ms: {report:?}",
+                "services: {count} changed ({}{}) applied in {:.2} ms: {report}",
                 names.join(", "),
                 if count > 5 { ", ..." } else { "" },
                 started.elapsed().as_secs_f64() * 1e3

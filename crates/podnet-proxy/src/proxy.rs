@@ -67,6 +67,28 @@ pub struct ApplyReport {
     pub affinity_deleted: usize,
 }
 
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unchanged() {
+            return f.write_str("kernel unchanged");
+        }
+        write!(f, "elements +{} -{}", self.added, self.deleted)?;
+        if self.sets_created + self.sets_deleted > 0 {
+            write!(f, ", sets +{} -{}", self.sets_created, self.sets_deleted)?;
+        }
+        if self.chains_written {
+            f.write_str(", chains rewritten")?;
+        }
+        if self.flows_deleted > 0 {
+            write!(f, ", {} stale UDP flows deleted", self.flows_deleted)?;
+        }
+        if self.affinity_deleted > 0 {
+            write!(f, ", {} stale affinities deleted", self.affinity_deleted)?;
+        }
+        Ok(())
+    }
+}
+
 impl ApplyReport {
     /// True when the kernel was not changed.
     pub fn unchanged(&self) -> bool {
@@ -165,14 +187,20 @@ impl ServiceProxy {
             last.insert(c.name(), c);
         }
         let Some(layout) = self.layout.clone() else {
-            let all = last
-                .into_values()
-                .filter_map(|c| match c {
-                    Change::Upsert(s, e) => Some((s, e)),
-                    Change::Delete(_) => None,
-                })
+            // No table of ours yet (or not known): program everything at once.
+            let mut all: HashMap<ServiceName, (Service, Option<Endpoints>)> = self
+                .applied
+                .values()
+                .filter_map(|b| serde_json::from_slice::<(Service, Option<Endpoints>)>(b).ok())
+                .map(|(s, e)| (s.key(), (s, e)))
                 .collect();
-            return self.sync(all);
+            for (name, c) in last {
+                match c {
+                    Change::Upsert(s, e) => all.insert(name, (s, e)),
+                    Change::Delete(_) => all.remove(&name),
+                };
+            }
+            return self.sync(all.into_values().collect());
         };
         let mut report = ApplyReport {
             services: last.len(),
@@ -282,6 +310,11 @@ impl ServiceProxy {
         self.counts = counts;
         self.hairpin = hairpin;
         self.layout = Some(new_layout);
+        if self.applied.is_empty() {
+            // The last service went: the table goes too.
+            report.sets_deleted += self.nft.set_names(Family::Inet, TABLE)?.len();
+            self.remove_all()?;
+        }
         report.flows_deleted = self.delete_stale_udp_flows(&gone_flows);
         report.affinity_deleted = self.delete_stale_affinity(&gone_flows, &gone_affinity);
         Ok(report)
@@ -296,6 +329,12 @@ impl ServiceProxy {
             services: services.len(),
             ..ApplyReport::default()
         };
+        if services.is_empty() {
+            // No services, no table: its hooks would cost every packet of the node.
+            report.sets_deleted = self.nft.set_names(Family::Inet, TABLE)?.len();
+            self.remove_all()?;
+            return Ok(report);
+        }
         let mut desired: HashMap<SetId, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
         let mut hairpin: HashMap<IpAddr, usize> = HashMap::new();
         for (s, e) in &services {

@@ -338,3 +338,30 @@ fn ipv6_cluster_ip_balances_and_rejects() {
     let err = ask_tcp(&ns, "[fd00:96::11]:80").unwrap_err();
     assert!(err.contains("refused"), "{err}");
 }
+
+#[test]
+fn no_services_means_no_table_and_the_last_service_takes_it_away() {
+    require_root();
+    let ns = NetnsGuard::new("proxy0");
+    let mut nft = NftHandle::in_netns(ns.netns()).unwrap();
+    let mut proxy = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
+    proxy.sync(Vec::new()).unwrap();
+    assert!(nft.chain_names(Family::Inet, TABLE).unwrap().is_empty());
+    let web = svc(serde_json::json!({
+        "name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]
+    }));
+    proxy
+        .update(vec![Change::Upsert(
+            web.clone(),
+            Some(eps("web", &["10.244.0.2"])),
+        )])
+        .unwrap();
+    assert!(nft
+        .chain_names(Family::Inet, TABLE)
+        .unwrap()
+        .contains(&"services".to_string()));
+    assert!(proxy.is_current(&web, Some(&eps("web", &["10.244.0.2"]))));
+    proxy.update(vec![Change::Delete(web.key())]).unwrap();
+    assert!(nft.chain_names(Family::Inet, TABLE).unwrap().is_empty());
+    assert!(nft.set_names(Family::Inet, TABLE).unwrap().is_empty());
+}

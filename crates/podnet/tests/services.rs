@@ -437,11 +437,6 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
         .rfind(|l| l.contains("services: full sync"))
         .unwrap()
         .to_string();
-    assert!(
-        last_sync.contains(
-            "added: 0, deleted: 0, sets_created: 0, sets_deleted: 0, chains_written: false"
-        ),
-        "{last_sync}"
-    );
+    assert!(last_sync.ends_with("kernel unchanged"), "{last_sync}");
     assert_eq!(handles(), kept);
 }
