@@ -36,7 +36,7 @@ use crate::plugins::podnet_binary;
 use crate::report::{machine, quantile, today};
 
 /// Connects per service and implementation for the latency figures.
-const CONNECTS: usize = 200;
+const CONNECTS: usize = 400;
 /// Repetitions of one change.
 const CHANGES: usize = 21;
 /// Upper bound on one anchor load; past it the load is killed and reported as such.
@@ -144,10 +144,16 @@ impl Path3 {
             one(first);
             one(last);
         }
+        // Alternate which goes first, so that neither always follows the other.
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..CONNECTS {
-            a.push(one(first));
-            b.push(one(last));
+        for k in 0..CONNECTS {
+            if k % 2 == 0 {
+                a.push(one(first));
+                b.push(one(last));
+            } else {
+                b.push(one(last));
+                a.push(one(first));
+            }
         }
         (quantile(&a, 0.5), quantile(&b, 0.5))
     }

@@ -97,6 +97,43 @@ enum ClusterAction {
         /// Node name.
         node: String,
     },
+    /// Create or update services from a YAML file (one service, or a list).
+    ApplyServices {
+        /// The file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Set services' endpoints from a YAML file (one endpoints object, or a list).
+    ApplyEndpoints {
+        /// The file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// List services (as stored, with their cluster IPs and node ports) and their endpoints.
+    Services,
+    /// Delete a service and its endpoints.
+    DeleteService {
+        /// Service name.
+        #[arg(value_name = "NAME")]
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// One object or a list of them, from a YAML file.
+fn read_list<T: serde::de::DeserializeOwned>(
+    file: &PathBuf,
+) -> Result<Vec<T>, Box<dyn std::error::Error>> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("read {}: {e}", file.display()))?;
+    match serde_yaml::from_str::<Vec<T>>(&text) {
+        Ok(list) => Ok(list),
+        Err(_) => Ok(vec![
+            serde_yaml::from_str::<T>(&text).map_err(|e| format!("{}: {e}", file.display()))?
+        ]),
+    }
 }
 
 #[derive(Subcommand)]
@@ -337,6 +374,34 @@ fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::er
                 return Err(format!("no node {node} in {}", store.endpoint()).into());
             }
         }
+        ClusterAction::ApplyServices { file } => {
+            for svc in read_list::<Service>(&file)? {
+                println!("{}", serde_json::to_string(&store.put_service(svc)?)?);
+            }
+        }
+        ClusterAction::ApplyEndpoints { file } => {
+            for eps in read_list::<podnet_services::Endpoints>(&file)? {
+                store.put_endpoints(&eps)?;
+            }
+        }
+        ClusterAction::Services => {
+            let snap = store.service_snapshot()?;
+            for (name, raw) in &snap.services {
+                println!("{raw}");
+                if let Some((_, e)) = snap.endpoints.iter().find(|(n, _)| n == name) {
+                    println!("  endpoints: {e}");
+                }
+            }
+        }
+        ClusterAction::DeleteService { service, namespace } => {
+            let key = ServiceName {
+                namespace,
+                name: service,
+            };
+            if !store.delete_service(&key)? {
+                return Err(format!("no service {key} in {}", store.endpoint()).into());
+            }
+        }
     }
     Ok(())
 }
@@ -388,14 +453,7 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
 fn run_lab_service(lab: &Lab, action: ServiceAction) -> Result<(), Box<dyn std::error::Error>> {
     match action {
         ServiceAction::Apply { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("read {}: {e}", file.display()))?;
-            let services: Vec<Service> = match serde_yaml::from_str::<Vec<Service>>(&text) {
-                Ok(list) => list,
-                Err(_) => vec![serde_yaml::from_str::<Service>(&text)
-                    .map_err(|e| format!("{}: {e}", file.display()))?],
-            };
-            for svc in services {
+            for svc in read_list::<Service>(&file)? {
                 let stored = lab.apply_service(svc)?;
                 println!("{}", serde_json::to_string(&stored)?);
             }
