@@ -197,7 +197,8 @@ impl Lab {
                     continue;
                 };
                 let client_ns = Netns::open_named(&client.name)?;
-                for p in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+                // SCTP rules are programmed, but this kernel cannot send SCTP probes.
+                for p in svc.ports.iter().filter(|p| p.protocol != Protocol::Sctp) {
                     let Ok(port) = u16::try_from(p.port) else {
                         continue;
                     };
@@ -209,7 +210,13 @@ impl Lab {
                         })
                     });
                     let to = SocketAddr::new(cluster_ip, port);
-                    let got = echo::ask(&client_ns, to, Duration::from_secs(3));
+                    let timeout = Duration::from_secs(3);
+                    let got = if p.protocol == Protocol::Udp {
+                        echo::udp_client(&client_ns, to.is_ipv6())
+                            .and_then(|s| echo::ask_udp(&s, to, timeout))
+                    } else {
+                        echo::ask(&client_ns, to, timeout)
+                    };
                     let (text, ok) = match (&got, serves) {
                         (Ok(a), true) => (format!("answered by {}", a.by), true),
                         (Err(e), false) if e.contains("refused") => {

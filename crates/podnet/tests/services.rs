@@ -440,3 +440,28 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
     assert!(last_sync.ends_with("kernel unchanged"), "{last_sync}");
     assert_eq!(handles(), kept);
 }
+
+#[test]
+fn services_work_on_the_etcd_store_too() {
+    let guard = LabGuard::new();
+    guard.up_yaml(&format!(
+        "store: etcd\n{LAB}services:\n  - {{name: web, selector: {{app: echo}}, ports: [{{port: 80, targetPort: echo}}]}}\n"
+    ));
+    let lab = guard.lab();
+    let (web, eps) = lab.services().unwrap().remove(0);
+    assert_eq!(eps.unwrap().endpoints.len(), 6);
+    let vip = port80(web.cluster_ip.unwrap());
+    let gone = first_pod(&lab, "node2");
+    lab.set_ready(&gone, false).unwrap();
+    let got = by_endpoint(&answers(&lab, &first_pod(&lab, "node3"), vip, 60));
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(!got.contains_key(&gone));
+    // A second service cannot take the first one's cluster IP, on etcd as on files.
+    let err = lab
+        .apply_service(service(serde_json::json!({
+            "name": "copy", "clusterIP": web.cluster_ip.unwrap().to_string(), "ports": [{"port": 80}]
+        })))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already used by service default/web"), "{err}");
+}
