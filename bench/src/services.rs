@@ -106,6 +106,8 @@ impl Path3 {
             .expect("listen");
         let flag = stop.clone();
         std::thread::spawn(move || {
+            // On the measuring thread's CPU (see `latency`).
+            let _pin = PinnedToCpu::new(0);
             for c in listener.incoming() {
                 if flag.load(Ordering::Relaxed) {
                     break;
@@ -126,7 +128,13 @@ impl Path3 {
     }
 
     /// Median TCP connect time to the first and the last of `vips`, interleaved.
+    ///
+    /// The measuring thread and the server's accept thread are pinned to one
+    /// CPU: on 2 cores, where the scheduler puts them (same CPU or not)
+    /// otherwise shifts every figure of a path by about 10 µs, which would
+    /// hide the differences between the rulesets.
     fn latency(&self, first: Ipv4Addr, last: Ipv4Addr) -> (Duration, Duration) {
+        let _pin = PinnedToCpu::new(0);
         let ns = Netns::open_named(&self.client).expect("client namespace");
         let one = |vip: Ipv4Addr| -> Duration {
             let addr = SocketAddr::new(IpAddr::V4(vip), 80);
@@ -156,6 +164,34 @@ impl Path3 {
             }
         }
         (quantile(&a, 0.5), quantile(&b, 0.5))
+    }
+}
+
+/// Pins the calling thread to one CPU until dropped.
+struct PinnedToCpu {
+    before: libc::cpu_set_t,
+}
+
+impl PinnedToCpu {
+    fn new(cpu: usize) -> PinnedToCpu {
+        // SAFETY: cpu_set_t is plain data; the calls get and set this thread's mask.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before);
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only);
+            PinnedToCpu { before }
+        }
+    }
+}
+
+impl Drop for PinnedToCpu {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask read in `new`.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
+        }
     }
 }
 
@@ -563,7 +599,8 @@ pub fn run() -> String {
     let _ = writeln!(t, "Anchors: kube-proxy's iptables-mode rules loaded with `iptables-legacy-restore --noflush` (and `iptables-nft-restore`,");
     let _ = writeln!(t, "Debian's default, up to {IPTABLES_NFT_MAX}), and its nftables-mode rules with `nft -f` (up to {NFT_MODE_MAX}; beyond, its load time here");
     let _ = writeln!(t, "grows to hours). Times in ms, medians (podnet sync: 3 runs; one change: {CHANGES} runs, p95 in brackets; anchors' one change: 3-7 runs).");
-    let _ = writeln!(t, "Latency: median TCP connect time in µs from a client namespace through the node to the first → the last service, {CONNECTS} each, interleaved.\n");
+    let _ = writeln!(t, "Latency: median TCP connect time in µs from a client namespace through the node to the first → the last service, {CONNECTS} each, interleaved");
+    let _ = writeln!(t, "(client and server threads pinned to one CPU, so that scheduling does not shift a path's figures).\n");
     let _ = writeln!(t, "| services | podnet full sync | iptables-legacy-restore | × | iptables-nft-restore | nft -f (nft mode) | × |");
     let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for r in &rows {
