@@ -104,9 +104,8 @@ fn iptables_top_level(t: &mut String, services: &[GenService]) {
     );
 }
 
-/// kube-proxy's first full sync in iptables mode (`iptables-restore --noflush`).
-pub fn iptables_full(services: &[GenService]) -> String {
-    let mut t = String::with_capacity(services.len() * 1200);
+/// `*nat` and the top-level chains (declaring a chain in a restore empties it).
+fn nat_header(t: &mut String) {
     t.push_str("*nat\n");
     for c in [
         "KUBE-SERVICES",
@@ -116,6 +115,12 @@ pub fn iptables_full(services: &[GenService]) -> String {
     ] {
         let _ = writeln!(t, ":{c} - [0:0]");
     }
+}
+
+/// kube-proxy's first full sync in iptables mode (`iptables-restore --noflush`).
+pub fn iptables_full(services: &[GenService]) -> String {
+    let mut t = String::with_capacity(services.len() * 1200);
+    nat_header(&mut t);
     for s in services {
         let _ = writeln!(t, ":{} - [0:0]", svc_chain(s));
         for ep in s.endpoints {
@@ -145,15 +150,7 @@ pub fn iptables_one_change(
     new: Ipv4Addr,
 ) -> String {
     let mut t = String::with_capacity(services.len() * 200);
-    t.push_str("*nat\n");
-    for c in [
-        "KUBE-SERVICES",
-        "KUBE-NODEPORTS",
-        "KUBE-POSTROUTING",
-        "KUBE-MARK-MASQ",
-    ] {
-        let _ = writeln!(t, ":{c} - [0:0]");
-    }
+    nat_header(&mut t);
     let mut eps = changed.endpoints;
     eps[2] = new;
     let _ = writeln!(t, ":{} - [0:0]", svc_chain(changed));
@@ -196,6 +193,12 @@ fn nft_service(t: &mut String, s: &GenService, endpoints: &[Ipv4Addr]) {
     }
     let c = nft_service_chain(s);
     let _ = writeln!(t, "add chain ip kube-proxy {c}");
+    nft_service_rules(t, s, endpoints);
+}
+
+/// The rules of a service's chain: mark off-cluster clients, then pick an endpoint chain.
+fn nft_service_rules(t: &mut String, s: &GenService, endpoints: &[Ipv4Addr]) {
+    let c = nft_service_chain(s);
     let _ = writeln!(
         t,
         "add rule ip kube-proxy {c} ip daddr {} tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
@@ -270,21 +273,7 @@ pub fn nft_one_change(changed: &GenService, old: Ipv4Addr, new: Ipv4Addr) -> Str
         "add rule ip kube-proxy {e} meta l4proto tcp dnat to {new}:8080"
     );
     let _ = writeln!(t, "flush chain ip kube-proxy {c}");
-    let _ = writeln!(
-        t,
-        "add rule ip kube-proxy {c} ip daddr {} tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-        changed.vip
-    );
-    let targets: Vec<String> = eps
-        .iter()
-        .enumerate()
-        .map(|(k, ep)| format!("{k} : goto {}", nft_endpoint_chain(changed, *ep)))
-        .collect();
-    let _ = writeln!(
-        t,
-        "add rule ip kube-proxy {c} numgen random mod 3 vmap {{ {} }}",
-        targets.join(", ")
-    );
+    nft_service_rules(&mut t, changed, &eps);
     let o = nft_endpoint_chain(changed, old);
     let _ = writeln!(t, "flush chain ip kube-proxy {o}");
     let _ = writeln!(t, "delete chain ip kube-proxy {o}");

@@ -39,7 +39,8 @@ fn node(backends: &[&str]) -> NetnsGuard {
 /// Echo servers on `addr:port` in `ns` answering their own address (threads end with the test process).
 fn serve_tcp(ns: &NetnsGuard, addrs: &[&str], port: u16) {
     for a in addrs {
-        let addr: SocketAddr = format!("{a}:{port}").parse().unwrap();
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        let addr = SocketAddr::new(ip, port);
         let l = ns
             .netns()
             .run(move || TcpListener::bind(addr))
@@ -304,21 +305,7 @@ fn ipv6_cluster_ip_balances_and_rejects() {
         "dev",
         "lo",
     ]);
-    for b in backends {
-        let addr: SocketAddr = format!("[{b}]:8080").parse().unwrap();
-        let l = ns
-            .netns()
-            .run(move || TcpListener::bind(addr))
-            .unwrap()
-            .unwrap();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(mut c) = c else { continue };
-                let local = c.local_addr().unwrap().ip();
-                let _ = writeln!(c, "{local}");
-            }
-        });
-    }
+    serve_tcp(&ns, &backends, 8080);
     let mut proxy = ServiceProxy::new("n1", Some(ns.netns())).unwrap();
     let web = svc(serde_json::json!({
         "name": "web6", "clusterIP": "fd00:96::10", "ports": [{"port": 80, "targetPort": 8080}]
