@@ -210,36 +210,49 @@ impl Drop for Path3 {
 /// Runs `program args < input` inside `ns`; its duration, or `None` past the limit or on failure.
 fn timed_in(ns: &Netns, program: &str, args: &[&str], input: &Path) -> Result<Duration, String> {
     let stdin = std::fs::File::open(input).map_err(|e| e.to_string())?;
+    let err_path = input.with_extension("err");
+    let stderr = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::from(stderr));
     podnet_kernel::netns::enter_before_exec(&mut cmd, ns);
     let t = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            let d = t.elapsed();
-            if status.success() {
-                return Ok(d);
+    // Blocking wait (exact timing); a watchdog kills the load past the limit.
+    let pid = child.id() as libc::pid_t;
+    let done = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, killed) = (done.clone(), killed.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) && t.elapsed() < ANCHOR_LIMIT {
+                std::thread::park_timeout(Duration::from_millis(200));
             }
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            if !done.load(Ordering::SeqCst) {
+                killed.store(true, Ordering::SeqCst);
+                // SAFETY: signalling the child we started, which has not been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            return Err(format!(
-                "{program} failed: {}",
-                err.lines().next().unwrap_or("")
-            ));
-        }
-        if t.elapsed() > ANCHOR_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("killed after {} s", ANCHOR_LIMIT.as_secs()));
-        }
-        std::thread::park_timeout(Duration::from_millis(20));
+        })
+    };
+    let status = child.wait().map_err(|e| e.to_string());
+    let d = t.elapsed();
+    done.store(true, Ordering::SeqCst);
+    watchdog.thread().unpark();
+    let _ = watchdog.join();
+    if killed.load(Ordering::SeqCst) {
+        return Err(format!("killed after {} s", ANCHOR_LIMIT.as_secs()));
     }
+    if status?.success() {
+        return Ok(d);
+    }
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    Err(format!(
+        "{program} failed: {}",
+        err.lines().next().unwrap_or("")
+    ))
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
