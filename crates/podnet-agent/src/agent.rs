@@ -120,9 +120,13 @@ impl Agent {
             &self.underlay.segments,
             &view.nodes,
         );
-        let mut changes =
-            self.datapath
-                .reconcile(&self.cluster, &self.node, &self.underlay, &remotes)?;
+        let mut changes = self.datapath.reconcile(
+            &self.cluster,
+            &self.node,
+            &self.underlay,
+            &remotes,
+            self.config.services,
+        )?;
         changes.added += self
             .datapath
             .allow_forwarding(NETWORK_NAME, &self.node.pod_cidrs)?;

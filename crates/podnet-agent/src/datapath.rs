@@ -94,17 +94,31 @@ impl NodeDatapath {
 
     /// Makes the kernel match `remotes`: ensures (or removes) the VXLAN device,
     /// then adds what is missing and deletes what no remote node needs.
+    ///
+    /// With `services`, the node also routes the cluster's service CIDRs out
+    /// of its underlay interface: the node's own processes then reach cluster
+    /// IPs (their connection is diverted by the service proxy's nat output
+    /// rule, which needs a route to exist first) even on a node without a
+    /// default route. Pods need no route: their traffic is diverted before
+    /// routing.
     pub fn reconcile(
         &mut self,
         cluster: &ClusterSpec,
         local: &Node,
         underlay: &Underlay,
         remotes: &[RemoteNode],
+        services: bool,
     ) -> Result<DatapathChanges, AgentError> {
         let mut changes = DatapathChanges::default();
         let vxlan = self.ensure_vxlan(cluster, local, underlay, &mut changes)?;
         self.vxlan_index = vxlan;
-        let desired = desired(underlay, vxlan, remotes);
+        let mut desired = desired(underlay, vxlan, remotes);
+        if services {
+            for cidr in &cluster.service_cidrs {
+                let r = Route::direct(*cidr, underlay.index, RTPROT_PODNET_NODES);
+                desired.routes.insert(route_key(&r), r);
+            }
+        }
         // The device's entries are read once: the additions below only add
         // desired entries, so the same listing tells what is stale afterwards.
         let entries = match vxlan {

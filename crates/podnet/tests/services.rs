@@ -95,6 +95,12 @@ fn cluster_ips_balance_evenly_reject_without_endpoints_and_follow_readiness() {
     // 5 degrees of freedom: P(chi2 > 20.52) = 0.001 for an even spread.
     assert!(chi2 < 20.52, "uneven spread, chi2 = {chi2:.1}: {total:?}");
 
+    // The nodes themselves reach the cluster IP too (the agent routes the service CIDR).
+    for node in ["node1", "node3"] {
+        let got = by_endpoint(&answers(&lab, node, vip, 30));
+        assert!(got.len() > 1, "from {node}: {got:?}");
+    }
+
     // No endpoints: refused at once (a TCP reset), not a silent drop.
     let empty = lab
         .apply_service(service(serde_json::json!({

@@ -104,7 +104,8 @@ impl LabGuard {
         Netns::open_named(&self.lab().node_ns(node)).unwrap()
     }
 
-    /// Routes the node agent of `node` installed (proto 113).
+    /// Routes the node agent of `node` installed to other nodes' pods (proto
+    /// 113, via a gateway: not the service CIDR route).
     pub fn agent_routes(&self, node: &str) -> Vec<Route> {
         RouteHandle::in_netns(&self.node_ns(node))
             .unwrap()
@@ -112,6 +113,7 @@ impl LabGuard {
             .unwrap()
             .into_iter()
             .filter(|r| r.protocol == podnet_kernel::rtnl::RTPROT_PODNET_NODES)
+            .filter(|r| r.gateway.is_some())
             .collect()
     }
 
