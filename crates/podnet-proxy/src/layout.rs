@@ -26,12 +26,18 @@
 //! - `reject4`/`nodeport-reject4`: services without endpoints answer with a TCP
 //!   reset or ICMP port unreachable (checked after DNAT, so only undiverted
 //!   packets match);
-//! - `masq4`/`nodeport-masq4`: external traffic with policy Cluster gets mark
-//!   `0x4000`, masqueraded in postrouting; `hairpin4` masquerades a pod that
-//!   reaches itself through its service;
-//! - `affinity4-T` (filled by the packet path, entries expire after T
-//!   seconds), `affinity-keys4-T` and `affinity-nodeports4-T` (which services
-//!   record affinity): ClientIP session affinity.
+//! - `lb-masq4-N`/`nodeport-lb-masq4-N`: like `lb4-N`/`nodeport-lb4-N`, for
+//!   external and load-balancer addresses and node ports with policy Cluster:
+//!   a hit also sets mark `0x4000`, which postrouting masquerades (and clears);
+//! - `hairpin4` (`endpoint . endpoint` of local endpoints): a pod that reaches
+//!   itself through its service is masqueraded;
+//! - `affinity4-T` and `affinity-np4-T` (filled by the packet path, entries
+//!   expire after T seconds), `affinity-keys4-T` and `affinity-nodeports4-T`
+//!   (which frontends record affinity), `masq4`/`nodeport-masq4` (which
+//!   affinity hits must also be marked): ClientIP session affinity.
+//!
+//! The filter chains (reject, affinity recording) are entered for
+//! `ct state new` only; with no services at all there is no table.
 //!
 //! The same exists for IPv6 (`...6`). Every rule carries a comment with a
 //! fingerprint of the layout, so a sync sees at once whether the chains are
