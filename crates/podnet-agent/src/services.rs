@@ -47,12 +47,24 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
         Err(e) => return log(&format!("services: {e}")),
     };
     let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
-    let mut revision;
+    let mut revision = 0;
     let mut last_full: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     while !halt.load(Ordering::Relaxed) {
         let full = last_full.is_none_or(|t| t.elapsed() >= resync);
-        match pass(&store, &mut proxy, &mut seen, full) {
+        // Between full syncs, learn what changed from the store's change log
+        // when it has one (no full read); otherwise compare every service.
+        let quick = if full || last_full.is_none() {
+            Ok(None)
+        } else {
+            changed_since(&store, &mut proxy, &mut seen, revision)
+        };
+        let outcome = match quick {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => pass(&store, &mut proxy, &mut seen, full),
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(r) => {
                 revision = r;
                 backoff = Duration::from_millis(100);
@@ -79,6 +91,117 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
             std::thread::park_timeout(backoff);
         }
     }
+}
+
+/// Applies what the store's change log says changed after `after`; returns
+/// the revision it brings the node up to, or `None` when the log cannot tell
+/// (too far behind, no log, or a new service whose endpoints are not among
+/// the changes): then [`pass`] compares everything.
+fn changed_since(
+    store: &ClusterStore,
+    proxy: &mut ServiceProxy,
+    seen: &mut HashMap<Box<str>, Seen>,
+    after: u64,
+) -> Result<Option<u64>, String> {
+    let started = Instant::now();
+    let Some(ch) = store
+        .service_changes_since(after)
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    // The last text written for each name wins.
+    let mut services: HashMap<ServiceName, Option<String>> = ch.services.into_iter().collect();
+    let mut endpoints: HashMap<ServiceName, Option<String>> = ch.endpoints.into_iter().collect();
+    let names: std::collections::BTreeSet<ServiceName> =
+        services.keys().chain(endpoints.keys()).cloned().collect();
+    let mut changes = Vec::new();
+    let mut new_seen = Vec::new();
+    for name in names {
+        let key = short(&name);
+        let programmed = proxy.programmed(&name);
+        let old = seen.get(&key).copied();
+        let (svc, svc_hash) = match services.remove(&name) {
+            Some(None) => {
+                changes.push(Change::Delete(name));
+                new_seen.push((key, None));
+                continue;
+            }
+            Some(Some(raw)) => match parse_service(&name, &raw) {
+                Ok(s) => (s, hash(&raw)),
+                Err(e) => {
+                    log(&format!("services: skipping {name}: {e}"));
+                    continue;
+                }
+            },
+            None => match (programmed.as_ref(), old) {
+                (Some((s, _)), Some(o)) => (s.clone(), o.service),
+                // Endpoints of a service this node does not program: ignored, as in `pass`.
+                _ => continue,
+            },
+        };
+        let (eps, eps_hash) = match endpoints.remove(&name) {
+            Some(None) => (None, None),
+            Some(Some(raw)) => match parse_endpoints(&name, &raw) {
+                Ok(e) => (Some(e), Some(hash(&raw))),
+                Err(e) => {
+                    log(&format!("services: endpoints of {name} ignored: {e}"));
+                    (None, None)
+                }
+            },
+            None => match programmed {
+                Some((_, e)) => (e, old.and_then(|o| o.endpoints)),
+                // A new service whose endpoints were written before: read everything.
+                None => return Ok(None),
+            },
+        };
+        changes.push(Change::Upsert(svc, eps));
+        new_seen.push((
+            key,
+            Some(Seen {
+                service: svc_hash,
+                endpoints: eps_hash,
+            }),
+        ));
+    }
+    apply_changes(proxy, changes, "store change log", started)?;
+    for (key, s) in new_seen {
+        match s {
+            Some(s) => seen.insert(key, s),
+            None => seen.remove(&key),
+        };
+    }
+    Ok(Some(ch.revision))
+}
+
+/// Applies `changes` (if any) and logs them, with how they were found and the
+/// time since `started`.
+fn apply_changes(
+    proxy: &mut ServiceProxy,
+    changes: Vec<Change>,
+    how: &str,
+    started: Instant,
+) -> Result<(), String> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = changes
+        .iter()
+        .take(5)
+        .map(|c| match c {
+            Change::Upsert(s, _) => s.key().to_string(),
+            Change::Delete(n) => format!("-{n}"),
+        })
+        .collect();
+    let count = changes.len();
+    let report = proxy.update(changes).map_err(|e| e.to_string())?;
+    log(&format!(
+        "services: {count} changed ({}{}) applied in {:.2} ms ({how}): {report}",
+        names.join(", "),
+        if count > 5 { ", ..." } else { "" },
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    Ok(())
 }
 
 /// One pass; returns the store revision it read.
@@ -139,24 +262,7 @@ fn pass(
                 }));
             }
         }
-        if !changes.is_empty() {
-            let names: Vec<String> = changes
-                .iter()
-                .take(5)
-                .map(|c| match c {
-                    Change::Upsert(s, _) => s.key().to_string(),
-                    Change::Delete(n) => format!("-{n}"),
-                })
-                .collect();
-            let count = changes.len();
-            let report = proxy.update(changes).map_err(|e| e.to_string())?;
-            log(&format!(
-                "services: {count} changed ({}{}) applied in {:.2} ms: {report}",
-                names.join(", "),
-                if count > 5 { ", ..." } else { "" },
-                started.elapsed().as_secs_f64() * 1e3
-            ));
-        }
+        apply_changes(proxy, changes, "read every service", started)?;
     }
     *seen = current;
     Ok(revision)

@@ -168,6 +168,13 @@ impl ServiceProxy {
             .collect()
     }
 
+    /// The service and endpoints programmed for `name`, if any.
+    pub fn programmed(&self, name: &ServiceName) -> Option<(Service, Option<Endpoints>)> {
+        self.applied
+            .get(&applied_key(name))
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+    }
+
     /// The fragment of what is programmed for `name` (empty when nothing is).
     fn applied_fragment(&self, name: &ServiceName) -> Fragment {
         self.applied

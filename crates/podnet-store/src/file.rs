@@ -24,11 +24,53 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, Listing, Txn};
+use crate::kv::{Changes, KvBackend, Listing, Txn};
 
 const DATA: &str = "kv.json";
 const LEASES: &str = "leases.json";
 const REVISION: &str = "revision";
+const CHANGELOG: &str = "changes.json";
+/// The change log keeps at most this many bytes of keys and values: readers
+/// further behind list instead.
+const CHANGELOG_BYTES: usize = 4 << 20;
+
+/// The recent changes, so that a reader one change behind need not parse the
+/// whole store to learn what changed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChangeLog {
+    /// Every change after this revision is in `entries`.
+    covers_after: u64,
+    /// The store revision when the log was written.
+    revision: u64,
+    /// `(revision, key, new value or null)`, oldest first.
+    entries: Vec<(u64, String, Option<String>)>,
+}
+
+impl ChangeLog {
+    /// Appends one transaction's changes, then drops whole revisions from the
+    /// front until the log fits its size.
+    fn record(&mut self, revision: u64, txn: &Txn) {
+        for k in &txn.deletes {
+            self.entries.push((revision, k.clone(), None));
+        }
+        for (k, v) in &txn.puts {
+            self.entries.push((revision, k.clone(), Some(v.clone())));
+        }
+        self.revision = revision;
+        let size =
+            |e: &(u64, String, Option<String>)| e.1.len() + e.2.as_ref().map_or(0, String::len);
+        let mut total: usize = self.entries.iter().map(size).sum();
+        while total > CHANGELOG_BYTES {
+            let Some(oldest) = self.entries.first().map(|e| e.0) else {
+                break;
+            };
+            let cut = self.entries.iter().take_while(|e| e.0 == oldest).count();
+            total -= self.entries[..cut].iter().map(size).sum::<usize>();
+            self.entries.drain(..cut);
+            self.covers_after = oldest;
+        }
+    }
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Data {
@@ -174,6 +216,16 @@ impl KvBackend for FileKv {
         }
         data.revision += 1;
         self.write_json(DATA, &data)?;
+        let mut log: ChangeLog = self.read_json(CHANGELOG)?;
+        if log.revision + 1 != data.revision {
+            // A store written before the log existed: it covers from here on.
+            log = ChangeLog {
+                covers_after: data.revision - 1,
+                ..ChangeLog::default()
+            };
+        }
+        log.record(data.revision, txn);
+        self.write_json(CHANGELOG, &log)?;
         let roots: BTreeSet<String> = txn
             .puts
             .iter()
@@ -218,6 +270,22 @@ impl KvBackend for FileKv {
 
     fn endpoint(&self) -> String {
         format!("file:{}", self.dir.display())
+    }
+
+    fn changes_since(&self, prefix: &str, after: u64) -> Result<Option<Changes>, StoreError> {
+        let log: ChangeLog = self.read_json(CHANGELOG)?;
+        if after < log.covers_after || after > log.revision {
+            return Ok(None);
+        }
+        Ok(Some(Changes {
+            revision: log.revision,
+            entries: log
+                .entries
+                .into_iter()
+                .filter(|(rev, k, _)| *rev > after && k.starts_with(prefix))
+                .map(|(_, k, v)| (k, v))
+                .collect(),
+        }))
     }
 }
 

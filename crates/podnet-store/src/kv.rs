@@ -26,6 +26,16 @@ pub struct Txn {
     pub deletes: Vec<String>,
 }
 
+/// What changed under a prefix after some revision: each key's new value, or
+/// `None` for a deleted key.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// The store revision these changes bring a reader up to.
+    pub revision: u64,
+    /// `(key, new value)` in the order they were written.
+    pub entries: Vec<(String, Option<String>)>,
+}
+
 /// A key-value store with revisions, conditional transactions, change waits and leases.
 pub trait KvBackend: Send + Sync {
     /// Every key under `prefix`, at one revision.
@@ -39,4 +49,10 @@ pub trait KvBackend: Send + Sync {
     fn refresh_lease(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
     /// Where this store lives, for messages.
     fn endpoint(&self) -> String;
+    /// The changes under `prefix` after revision `after`, when the backend
+    /// still knows them; `Ok(None)` when it does not (history not kept that
+    /// far back, or not kept at all): the caller then lists the prefix.
+    fn changes_since(&self, _prefix: &str, _after: u64) -> Result<Option<Changes>, StoreError> {
+        Ok(None)
+    }
 }

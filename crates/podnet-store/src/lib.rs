@@ -23,8 +23,10 @@ pub use cluster::{ClusterStore, ClusterView};
 pub use error::StoreError;
 pub use etcd::EtcdKv;
 pub use file::FileKv;
-pub use kv::{KvBackend, Listing, Txn};
-pub use services::{parse_endpoints, parse_service, ServiceSnapshot, SERVICES_ROOT};
+pub use kv::{Changes, KvBackend, Listing, Txn};
+pub use services::{
+    parse_endpoints, parse_service, ServiceChanges, ServiceSnapshot, SERVICES_ROOT,
+};
 
 /// Opens the backend named by `url`: `etcd:http://HOST:PORT` (or just
 /// `http://...`) for etcd, `file:DIR` (or a plain path) for the embedded store.

@@ -67,6 +67,18 @@ fn claims(svc: &Service) -> BTreeSet<String> {
     out
 }
 
+/// What changed among services and endpoints after a revision: new stored
+/// text, or `None` for a deletion.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceChanges {
+    /// The revision these changes bring a reader up to.
+    pub revision: u64,
+    /// Changed services.
+    pub services: Vec<(ServiceName, Option<String>)>,
+    /// Changed endpoints.
+    pub endpoints: Vec<(ServiceName, Option<String>)>,
+}
+
 /// Parses a stored service.
 pub fn parse_service(name: &ServiceName, raw: &str) -> Result<Service, StoreError> {
     from_json(&service_key(name), raw)
@@ -115,6 +127,29 @@ impl ClusterStore {
             }
         }
         Ok(snap)
+    }
+
+    /// What changed among services and endpoints after `revision`, when the
+    /// store still knows (`None`: list everything with [`Self::service_snapshot`]).
+    pub fn service_changes_since(
+        &self,
+        revision: u64,
+    ) -> Result<Option<ServiceChanges>, StoreError> {
+        let Some(changes) = self.kv().changes_since(SERVICES_ROOT, revision)? else {
+            return Ok(None);
+        };
+        let mut out = ServiceChanges {
+            revision: changes.revision,
+            ..ServiceChanges::default()
+        };
+        for (key, value) in changes.entries {
+            if let Some(n) = name_of(SERVICES, &key) {
+                out.services.push((n, value));
+            } else if let Some(n) = name_of(ENDPOINTS, &key) {
+                out.endpoints.push((n, value));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Waits up to `timeout` for a change to services or endpoints after `revision`.

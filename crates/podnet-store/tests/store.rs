@@ -145,6 +145,55 @@ fn file_store_contract() {
 }
 
 #[test]
+fn file_store_tells_what_changed_until_its_log_is_outgrown() {
+    use podnet_store::{KvBackend, Txn};
+    let dir = TempDir::new("changes");
+    let kv = FileKv::open(dir.path()).unwrap();
+    let put = |k: &str, v: &str| {
+        assert!(kv
+            .transact(&Txn {
+                puts: vec![(k.into(), v.into())],
+                ..Txn::default()
+            })
+            .unwrap());
+    };
+    put("/a/x", "1");
+    put("/b/y", "2");
+    put("/a/x", "3");
+    assert!(kv
+        .transact(&Txn {
+            deletes: vec!["/a/x".into()],
+            ..Txn::default()
+        })
+        .unwrap());
+    let c = kv
+        .changes_since("/a/", 1)
+        .unwrap()
+        .expect("the log covers revision 1");
+    assert_eq!(c.revision, 4);
+    assert_eq!(
+        c.entries,
+        vec![
+            ("/a/x".to_string(), Some("3".to_string())),
+            ("/a/x".to_string(), None)
+        ]
+    );
+    assert!(kv
+        .changes_since("/a/", 4)
+        .unwrap()
+        .unwrap()
+        .entries
+        .is_empty());
+    // One big write outgrows the log: older readers must list instead.
+    let big = "v".repeat(5 << 20);
+    put("/a/big", &big);
+    assert!(kv.changes_since("/a/", 4).unwrap().is_none());
+    put("/a/z", "4");
+    let c = kv.changes_since("/a/", 5).unwrap().unwrap();
+    assert_eq!(c.entries, vec![("/a/z".to_string(), Some("4".to_string()))]);
+}
+
+#[test]
 fn file_store_lease_expires() {
     let dir = TempDir::new("lease");
     let store = ClusterStore::new(Box::new(FileKv::open(dir.path()).unwrap()));

@@ -129,6 +129,9 @@ fn cluster_ips_balance_evenly_reject_without_endpoints_and_follow_readiness() {
         assert!(!got.contains_key(&gone), "from {node}: {got:?}");
         assert_eq!(got.len(), 5, "from {node}: {got:?}");
     }
+    // That change reached the agents through the store's change log, not a full read.
+    let log = std::fs::read_to_string(lab.node_dir("node2").join("agent.log")).unwrap();
+    assert!(log.contains("(store change log)"), "{log}");
     lab.set_ready(&gone, true).unwrap();
     assert!(
         wait_until(Duration::from_secs(5), || {
