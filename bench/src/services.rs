@@ -728,7 +728,7 @@ pub fn run() -> String {
             let _ = writeln!(t, "The real agent with {largest} services and {} endpoints in its (embedded) store: after its first full sync", largest * 3);
             let _ = writeln!(t, "({}, as the agent logged it, store read and parse included), VmRSS {:.0} MiB, peak (VmHWM) {:.0} MiB.", a.sync, a.rss, a.hwm);
             let _ = writeln!(t, "One endpoint change end to end: the store write took {} ms; {} ms after it began, the agent logged the change applied", ms(a.write), ms(a.end_to_end));
-            let _ = writeln!(t, "(its pass: {}, nearly all of it reading and parsing the store's {largest} services; the kernel part is the one-change figure above).", a.pass);
+            let _ = writeln!(t, "(the agent's pass, as it logged it: {}; the kernel part is the one-change figure above).", a.pass);
         }
         Err(e) => {
             let _ = writeln!(t, "Agent memory at {largest} services: not measured ({e}).");
