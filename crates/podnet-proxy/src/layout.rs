@@ -46,34 +46,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use podnet_kernel::nftables::consts::*;
 use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetElement, SetSpec};
 
 /// The proxy's table (family `inet`).
 pub const TABLE: &str = "podnet-services";
 /// The packet mark that asks postrouting to masquerade (kube-proxy's bit).
 pub const MASQ_MARK: u32 = 0x4000;
-
-const BASE_NETWORK: u32 = 1;
-const BASE_TRANSPORT: u32 = 2;
-const META_L4PROTO: u32 = 16;
-const META_NFPROTO: u32 = 15;
-const META_MARK: u32 = 3;
-const CT_STATE: u32 = 0;
-const CT_STATUS: u32 = 2;
-const CT_PROTO_DST: u32 = 12;
-const CT_DST_IP: u32 = 20;
-const CT_DST_IP6: u32 = 22;
-const CT_STATE_NEW: u32 = 8;
-const IPS_DST_NAT: u32 = 0x20;
-const RTN_LOCAL: u32 = 2;
-const REJECT_TCP_RST: u32 = 1;
-const REJECT_ICMPX: u32 = 2;
-const ICMPX_PORT_UNREACH: u8 = 1;
-
-/// The 32-bit register `word` (registers 8-23 address 4-byte words).
-fn reg(word: u32) -> u32 {
-    8 + word
-}
 
 /// One set or map of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -728,7 +707,7 @@ fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
         (true, false) => (24, 16),
     };
     Expr::PayloadLoad {
-        base: BASE_NETWORK,
+        base: PAYLOAD_NETWORK,
         offset,
         len,
         dreg: reg(word),
@@ -738,7 +717,7 @@ fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
 /// `th dport` into `word`.
 fn dport(word: u32) -> Expr {
     Expr::PayloadLoad {
-        base: BASE_TRANSPORT,
+        base: PAYLOAD_TRANSPORT,
         offset: 2,
         len: 2,
         dreg: reg(word),

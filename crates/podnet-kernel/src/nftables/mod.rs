@@ -29,7 +29,7 @@ use crate::netlink::codec::{self, MessageBuilder};
 use crate::netlink::{NetlinkSocket, Protocol};
 use crate::netns::Netns;
 
-pub use ruleset::{match_prefix, CmpOp, Direction, Expr, NetworkRuleset, Rule};
+pub use ruleset::{consts, match_prefix, CmpOp, Direction, Expr, NetworkRuleset, Rule};
 pub use transaction::{datatype, ChainKind, Hook, SetElement, SetSpec, Transaction};
 pub use wire::Family;
 // The wire vocabulary (NFTA_*, NFT_MSG_*, message builders) reads best unqualified.

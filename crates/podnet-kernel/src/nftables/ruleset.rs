@@ -11,22 +11,51 @@ pub enum CmpOp {
     Neq,
 }
 
+/// The numbers rules are written with (from `linux/netfilter/nf_tables.h`
+/// and its neighbours), for callers that build their own rules.
+pub mod consts {
+    /// The 32-bit data register `word` (0-15): registers 8-23 address 4-byte
+    /// words, and word 0 is the start of what `nft` prints as `reg 1`.
+    pub const fn reg(word: u32) -> u32 {
+        8 + word
+    }
+    /// Payload base: the network header.
+    pub const PAYLOAD_NETWORK: u32 = 1;
+    /// Payload base: the transport header.
+    pub const PAYLOAD_TRANSPORT: u32 = 2;
+    /// `meta mark`
+    pub const META_MARK: u32 = 3;
+    /// `meta nfproto`
+    pub const META_NFPROTO: u32 = 15;
+    /// `meta l4proto`
+    pub const META_L4PROTO: u32 = 16;
+    /// `ct state`
+    pub const CT_STATE: u32 = 0;
+    /// `ct status`
+    pub const CT_STATUS: u32 = 2;
+    /// `ct proto-dst`
+    pub const CT_PROTO_DST: u32 = 12;
+    /// `ct ip daddr`
+    pub const CT_DST_IP: u32 = 20;
+    /// `ct ip6 daddr`
+    pub const CT_DST_IP6: u32 = 22;
+    /// The `ct state new` bit.
+    pub const CT_STATE_NEW: u32 = 8;
+    /// The `ct status dnat` bit.
+    pub const IPS_DST_NAT: u32 = 0x20;
+    /// `fib ... type local`
+    pub const RTN_LOCAL: u32 = 2;
+    /// `reject with tcp reset`
+    pub const REJECT_TCP_RST: u32 = 1;
+    /// `reject with icmpx ...`
+    pub const REJECT_ICMPX: u32 = 2;
+    /// `icmpx port-unreachable`
+    pub const ICMPX_PORT_UNREACH: u8 = 1;
+}
+
 /// One nf_tables expression, as `nft --debug=netlink` prints them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expr {
-    /// `[ meta load nfproto => reg 1 ]`
-    MetaNfproto,
-    /// `[ payload load LEN b @ network header + OFFSET => reg 1 ]`
-    Payload {
-        /// Offset in the network header.
-        offset: u32,
-        /// Length in bytes.
-        len: u32,
-    },
-    /// `[ bitwise reg 1 = ( reg 1 & MASK ) ^ 0 ]`
-    Mask(Vec<u8>),
-    /// `[ cmp OP reg 1 DATA ]`
-    Cmp(CmpOp, Vec<u8>),
     /// `[ immediate reg 0 accept ]`
     Accept,
     /// `[ masq ]`
@@ -143,20 +172,30 @@ pub fn match_prefix(net: &IpNet, dir: Direction, op: CmpOp, with_nfproto: bool) 
         (IpNet::V6(_), Direction::Source) => (libc::NFPROTO_IPV6, 8, 16),
         (IpNet::V6(_), Direction::Destination) => (libc::NFPROTO_IPV6, 24, 16),
     };
+    let r = consts::reg(0);
     let mut out = Vec::new();
     if with_nfproto {
-        out.push(Expr::MetaNfproto);
-        out.push(Expr::Cmp(CmpOp::Eq, vec![proto as u8]));
+        out.push(Expr::MetaLoad {
+            key: consts::META_NFPROTO,
+            dreg: r,
+        });
+        out.push(Expr::CmpReg(CmpOp::Eq, r, vec![proto as u8]));
     }
-    out.push(Expr::Payload { offset, len });
+    out.push(Expr::PayloadLoad {
+        base: consts::PAYLOAD_NETWORK,
+        offset,
+        len,
+        dreg: r,
+    });
     let (netaddr, mask) = match net {
         IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
         IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
     };
     if mask.iter().any(|b| *b != 0xff) {
-        out.push(Expr::Mask(mask));
+        let xor = vec![0; mask.len()];
+        out.push(Expr::Bitwise { reg: r, mask, xor });
     }
-    out.push(Expr::Cmp(op, netaddr));
+    out.push(Expr::CmpReg(op, r, netaddr));
     out
 }
 
@@ -259,13 +298,13 @@ mod tests {
         assert_eq!(masq.last(), Some(&Expr::Masquerade));
         let neq: Vec<_> = masq
             .iter()
-            .filter(|e| matches!(e, Expr::Cmp(CmpOp::Neq, _)))
+            .filter(|e| matches!(e, Expr::CmpReg(CmpOp::Neq, ..)))
             .collect();
         assert_eq!(
             neq,
             vec![
-                &Expr::Cmp(CmpOp::Neq, vec![10, 244, 0, 0]),
-                &Expr::Cmp(CmpOp::Neq, vec![224, 0, 0, 0])
+                &Expr::CmpReg(CmpOp::Neq, consts::reg(0), vec![10, 244, 0, 0]),
+                &Expr::CmpReg(CmpOp::Neq, consts::reg(0), vec![224, 0, 0, 0])
             ]
         );
         assert!(
@@ -298,8 +337,13 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                Expr::Payload { offset: 16, len: 4 },
-                Expr::Cmp(CmpOp::Eq, vec![10, 0, 0, 1])
+                Expr::PayloadLoad {
+                    base: consts::PAYLOAD_NETWORK,
+                    offset: 16,
+                    len: 4,
+                    dreg: consts::reg(0)
+                },
+                Expr::CmpReg(CmpOp::Eq, consts::reg(0), vec![10, 0, 0, 1])
             ]
         );
     }

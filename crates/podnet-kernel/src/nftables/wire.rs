@@ -2,7 +2,7 @@
 
 use crate::netlink::codec::{self, MessageBuilder};
 
-use super::ruleset::{CmpOp, Expr, Rule};
+use super::ruleset::{consts, CmpOp, Expr, Rule};
 
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 16;
@@ -33,9 +33,6 @@ pub(super) const NFTA_DATA_VALUE: u16 = 1;
 pub(super) const NFTA_DATA_VERDICT: u16 = 2;
 pub(super) const NFTA_VERDICT_CODE: u16 = 1;
 pub(super) const NFT_REG_VERDICT: u32 = 0;
-pub(super) const NFT_REG_1: u32 = 1;
-pub(super) const NFT_META_NFPROTO: u32 = 15;
-pub(super) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub(super) const NF_INET_FORWARD: u32 = 2;
 pub(super) const NF_INET_POSTROUTING: u32 = 4;
 pub(super) const NF_ACCEPT: u32 = 1;
@@ -50,7 +47,6 @@ pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
 pub(super) const NFT_JUMP: i32 = -3;
-pub(super) const NFT_META_MARK: u32 = 3;
 pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
 pub(super) const NFT_NG_RANDOM: u32 = 1;
@@ -112,10 +108,6 @@ impl Expr {
     fn encode(&self, m: &mut MessageBuilder) {
         let elem = m.begin_nested(NFTA_LIST_ELEM);
         let name = match self {
-            Expr::MetaNfproto => "meta",
-            Expr::Payload { .. } => "payload",
-            Expr::Mask(_) => "bitwise",
-            Expr::Cmp(..) => "cmp",
             Expr::Accept => "immediate",
             Expr::Masquerade => "masq",
             Expr::MetaLoad { .. } | Expr::MetaSetMark { .. } => "meta",
@@ -134,30 +126,6 @@ impl Expr {
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
         match self {
-            Expr::MetaNfproto => {
-                m.attr_u32_be(1, NFT_REG_1).attr_u32_be(2, NFT_META_NFPROTO);
-            }
-            Expr::Payload { offset, len } => {
-                m.attr_u32_be(1, NFT_REG_1)
-                    .attr_u32_be(2, NFT_PAYLOAD_NETWORK_HEADER)
-                    .attr_u32_be(3, *offset)
-                    .attr_u32_be(4, *len);
-            }
-            Expr::Mask(mask) => {
-                m.attr_u32_be(1, NFT_REG_1)
-                    .attr_u32_be(2, NFT_REG_1)
-                    .attr_u32_be(3, mask.len() as u32);
-                data_value(m, 4, mask);
-                data_value(m, 5, &vec![0u8; mask.len()]);
-            }
-            Expr::Cmp(op, bytes) => {
-                let op = match op {
-                    CmpOp::Eq => 0,
-                    CmpOp::Neq => 1,
-                };
-                m.attr_u32_be(1, NFT_REG_1).attr_u32_be(2, op);
-                data_value(m, 3, bytes);
-            }
             Expr::Accept => {
                 m.attr_u32_be(1, NFT_REG_VERDICT);
                 let d = m.begin_nested(2);
@@ -171,7 +139,7 @@ impl Expr {
                 m.attr_u32_be(1, *dreg).attr_u32_be(2, *key);
             }
             Expr::MetaSetMark { sreg } => {
-                m.attr_u32_be(2, NFT_META_MARK).attr_u32_be(3, *sreg);
+                m.attr_u32_be(2, consts::META_MARK).attr_u32_be(3, *sreg);
             }
             Expr::PayloadLoad {
                 base,
