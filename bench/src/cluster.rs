@@ -69,11 +69,7 @@ impl VethPair {
             format!("ip -n {a} link set eth0 up"),
             format!("ip -n {b} link set eth0 up"),
         ] {
-            let ok = Command::new("sh")
-                .args(["-c", &cmd])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "{cmd}");
+            crate::sh(&cmd);
         }
         pair
     }

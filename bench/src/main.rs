@@ -50,6 +50,16 @@ fn main() {
     );
 }
 
+/// Runs one shell command line (the benchmarks set up their paths with
+/// iproute2); panics when it fails.
+fn sh(cmd: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{cmd}");
+}
+
 /// Replaces section `name` of bench/RESULTS.md (between its markers), or appends it.
 fn write_section(name: &str, text: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md");

@@ -34,6 +34,7 @@ use podnet_services::{Endpoint, Endpoints, Service};
 use crate::kubeproxy::{self, GenService};
 use crate::plugins::podnet_binary;
 use crate::report::{machine, quantile, today};
+use crate::sh;
 
 /// Connects per service and implementation for the latency figures.
 const CONNECTS: usize = 400;
@@ -51,14 +52,6 @@ fn sizes() -> Vec<usize> {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000, 50_000, 100_000])
-}
-
-fn sh(cmd: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{cmd}");
 }
 
 /// Client, node and server namespaces in a line; the server accepts any
@@ -457,7 +450,7 @@ struct AgentFigures {
     pass: String,
 }
 
-fn agent_memory(size: usize, dir: &Path) -> Result<AgentFigures, String> {
+fn agent_figures(size: usize, dir: &Path) -> Result<AgentFigures, String> {
     let store_dir = dir.join("store");
     let _ = std::fs::remove_dir_all(&store_dir);
     let url = format!("file:{}", store_dir.display());
@@ -640,7 +633,7 @@ pub fn run() -> String {
         rows.push(row);
     }
     let largest = sizes().into_iter().max().unwrap_or(0);
-    let memory = agent_memory(largest, &dir);
+    let memory = agent_figures(largest, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut t = String::new();

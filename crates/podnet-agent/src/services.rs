@@ -255,11 +255,8 @@ fn pass(
             }
         }
         for key in seen.keys().filter(|n| !current.contains_key(*n)) {
-            if let Some((namespace, name)) = key.split_once('/') {
-                changes.push(Change::Delete(ServiceName {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                }));
+            if let Some(name) = ServiceName::parse(key) {
+                changes.push(Change::Delete(name));
             }
         }
         apply_changes(proxy, changes, "read every service", started)?;
@@ -279,7 +276,7 @@ fn release_freed_memory() {
 
 /// `namespace/name`: a compact key (100,000 of them stay in memory).
 fn short(name: &ServiceName) -> Box<str> {
-    format!("{}/{}", name.namespace, name.name).into_boxed_str()
+    name.to_string().into_boxed_str()
 }
 
 fn fingerprints(snap: &ServiceSnapshot) -> HashMap<Box<str>, Seen> {

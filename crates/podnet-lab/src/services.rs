@@ -24,6 +24,38 @@ use crate::{control, Lab};
 /// How long a service change may take to reach every node's kernel.
 pub const PROGRAM_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long one service probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One TCP connection or one UDP datagram from `ns` to `to`.
+fn ask_once(ns: &Netns, to: SocketAddr, udp: bool, timeout: Duration) -> Result<Answer, String> {
+    if udp {
+        echo::udp_client(ns, to.is_ipv6()).and_then(|s| echo::ask_udp(&s, to, timeout))
+    } else {
+        echo::ask(ns, to, timeout)
+    }
+}
+
+/// Whether a cluster IP probe from `node` should be answered: some endpoint
+/// is ready (on `node`, under internal traffic policy Local).
+fn serves_node(svc: &Service, eps: Option<&Endpoints>, node: &str) -> bool {
+    eps.is_some_and(|e| {
+        e.endpoints.iter().any(|x| {
+            x.ready && (svc.internal_traffic_policy == TrafficPolicy::Cluster || x.node == node)
+        })
+    })
+}
+
+/// A probe's outcome as printed, and whether it was the expected one.
+fn judge(got: &Result<Answer, String>, should_answer: bool) -> (String, bool) {
+    match (got, should_answer) {
+        (Ok(a), true) => (format!("answered by {}", a.by), true),
+        (Err(e), false) if e.contains("refused") => ("refused (no endpoints)".into(), true),
+        (Ok(a), false) => (format!("answered by {} but has no endpoints", a.by), false),
+        (Err(e), _) => (format!("FAILED: {e}"), false),
+    }
+}
+
 /// The endpoints a selector picks among the lab's pods (ready ones ready, others not).
 pub fn endpoints_for(svc: &Service, pods: &[LabPod]) -> Endpoints {
     let endpoints = pods
@@ -202,31 +234,10 @@ impl Lab {
                     let Ok(port) = u16::try_from(p.port) else {
                         continue;
                     };
-                    let serves = eps.as_ref().is_some_and(|e| {
-                        e.endpoints.iter().any(|x| {
-                            x.ready
-                                && (svc.internal_traffic_policy == TrafficPolicy::Cluster
-                                    || x.node == node.name)
-                        })
-                    });
                     let to = SocketAddr::new(cluster_ip, port);
-                    let timeout = Duration::from_secs(3);
-                    let got = if p.protocol == Protocol::Udp {
-                        echo::udp_client(&client_ns, to.is_ipv6())
-                            .and_then(|s| echo::ask_udp(&s, to, timeout))
-                    } else {
-                        echo::ask(&client_ns, to, timeout)
-                    };
-                    let (text, ok) = match (&got, serves) {
-                        (Ok(a), true) => (format!("answered by {}", a.by), true),
-                        (Err(e), false) if e.contains("refused") => {
-                            ("refused (no endpoints)".into(), true)
-                        }
-                        (Ok(a), false) => {
-                            (format!("answered by {} but has no endpoints", a.by), false)
-                        }
-                        (Err(e), _) => (format!("FAILED: {e}"), false),
-                    };
+                    let udp = p.protocol == Protocol::Udp;
+                    let got = ask_once(&client_ns, to, udp, PROBE_TIMEOUT);
+                    let (text, ok) = judge(&got, serves_node(svc, eps.as_ref(), &node.name));
                     failures += usize::from(!ok);
                     println!("    from {} to {to}: {text}", client.name);
                 }
@@ -246,15 +257,17 @@ impl Lab {
         count: usize,
     ) -> Result<Vec<Result<Answer, String>>, LabError> {
         let ns = Netns::open_named(&self.resolve_ns(from)?)?;
-        let timeout = Duration::from_secs(3);
         if udp {
+            // One socket, so every datagram leaves from the same source port.
             let sock = echo::udp_client(&ns, to.is_ipv6())
                 .map_err(|e| LabError::io("udp socket", std::io::Error::other(e)))?;
             return Ok((0..count)
-                .map(|_| echo::ask_udp(&sock, to, timeout))
+                .map(|_| echo::ask_udp(&sock, to, PROBE_TIMEOUT))
                 .collect());
         }
-        Ok((0..count).map(|_| echo::ask(&ns, to, timeout)).collect())
+        Ok((0..count)
+            .map(|_| ask_once(&ns, to, false, PROBE_TIMEOUT))
+            .collect())
     }
 
     /// The namespace of a pod, node (`node1`) or `control` by name.

@@ -183,13 +183,8 @@ impl LabSpec {
         if self.pods_per_node > 100 {
             return Err(LabError::Spec("at most 100 pods per node".into()));
         }
-        let c = self.cluster();
-        let (min, max) = c.node_ports().map_err(|e| LabError::Spec(e.to_string()))?;
-        let settings = podnet_services::ServiceSettings {
-            service_cidrs: c.service_cidrs.clone(),
-            node_port_min: min,
-            node_port_max: max,
-        };
+        let settings = podnet_store::service_settings(&self.cluster())
+            .map_err(|e| LabError::Spec(e.to_string()))?;
         let mut alloc = podnet_services::validate::Allocations::default();
         for svc in &self.services {
             alloc

@@ -6,7 +6,7 @@ use podnet_kernel::nftables::{Family, NftHandle, SetElement};
 use podnet_services::{Endpoints, Service};
 
 use crate::error::ProxyError;
-use crate::layout::{encode, SetId, TABLE};
+use crate::layout::{encode, TABLE};
 use crate::plan::fragment;
 
 /// Whether the kernel behind `nft` holds exactly the elements of `svc` with
@@ -60,9 +60,4 @@ pub fn is_programmed(
         }
     }
     Ok(have == want)
-}
-
-/// The hairpin set's name for one family (for tests that read it).
-pub fn hairpin_set(v6: bool) -> String {
-    SetId::Hairpin { v6 }.name()
 }

@@ -96,12 +96,14 @@ pub enum SetId {
         /// IPv6 or IPv4.
         v6: bool,
     },
-    /// External and load-balancer addresses with policy Cluster: masqueraded.
+    /// External and load-balancer addresses with policy Cluster and ClientIP
+    /// affinity: an affinity hit on them is marked for masquerade.
     Masq {
         /// IPv6 or IPv4.
         v6: bool,
     },
-    /// Node ports with policy Cluster: masqueraded.
+    /// Node ports with policy Cluster and ClientIP affinity: an affinity hit
+    /// on them is marked for masquerade.
     NodePortMasq {
         /// IPv6 or IPv4.
         v6: bool,

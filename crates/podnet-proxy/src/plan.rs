@@ -80,7 +80,9 @@ pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment 
                 SetId::Lb { v6, size: 0 }
             };
             f.balance(lb, SetId::Reject { v6 }, key.clone(), backends);
-            if masq {
+            // Affinity hits bypass the masquerading map: they learn from here
+            // that they must be marked too.
+            if masq && affinity.is_some() {
                 f.elements
                     .push((SetId::Masq { v6 }, encode::element(key.clone(), None)));
             }
@@ -116,7 +118,7 @@ pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment 
                 key.clone(),
                 &view.external,
             );
-            if external_masq {
+            if external_masq && affinity.is_some() {
                 f.elements.push((
                     SetId::NodePortMasq { v6 },
                     encode::element(key.clone(), None),

@@ -109,9 +109,13 @@ pub struct ServiceProxy {
     /// service and endpoints as JSON, parsed again only when the service
     /// changes (at 100,000 services the parsed form costs about 1.3 KB each).
     applied: HashMap<Box<str>, Box<[u8]>>,
+    /// Elements per set, as programmed: the layout (which sets and rules
+    /// exist) follows from which sets are in use.
     counts: HashMap<SetId, usize>,
     hairpin: HashMap<IpAddr, usize>,
-    layout: Option<Layout>,
+    /// The kernel's table is known to match `applied` (a sync happened and the
+    /// table was not removed since).
+    synced: bool,
 }
 
 type ElementDiff = BTreeMap<SetId, Vec<SetElement>>;
@@ -133,39 +137,8 @@ impl ServiceProxy {
             applied: HashMap::new(),
             counts: HashMap::new(),
             hairpin: HashMap::new(),
-            layout: None,
+            synced: false,
         })
-    }
-
-    /// How many services are programmed.
-    pub fn len(&self) -> usize {
-        self.applied.len()
-    }
-
-    /// True when no service is programmed.
-    pub fn is_empty(&self) -> bool {
-        self.applied.is_empty()
-    }
-
-    /// Whether `svc` with `eps` is exactly what is programmed for it.
-    pub fn is_current(&self, svc: &Service, eps: Option<&Endpoints>) -> bool {
-        self.applied
-            .get(&applied_key(&svc.key()))
-            .is_some_and(|stored| **stored == *encode_applied(svc, eps))
-    }
-
-    /// Names of the programmed services.
-    pub fn service_names(&self) -> Vec<ServiceName> {
-        self.applied
-            .keys()
-            .filter_map(|k| {
-                let (namespace, name) = k.split_once('/')?;
-                Some(ServiceName {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                })
-            })
-            .collect()
     }
 
     /// The service and endpoints programmed for `name`, if any.
@@ -186,29 +159,26 @@ impl ServiceProxy {
 
     /// Applies `changes` in one batch touching only their elements.
     ///
-    /// Before the first [`ServiceProxy::sync`], the proxy knows nothing of the
-    /// kernel, so this syncs instead (with the changes as the whole set).
+    /// Without a table of ours (before the first [`ServiceProxy::sync`], or
+    /// after the last service went), nothing is programmed, so this syncs the
+    /// changed services instead. When the last service goes, the table goes
+    /// with it, in the same batch.
     pub fn update(&mut self, changes: Vec<Change>) -> Result<ApplyReport, ProxyError> {
         let mut last: HashMap<ServiceName, Change> = HashMap::new();
         for c in changes {
             last.insert(c.name(), c);
         }
-        let Some(layout) = self.layout.clone() else {
-            // No table of ours yet (or not known): program everything at once.
-            let mut all: HashMap<ServiceName, (Service, Option<Endpoints>)> = self
-                .applied
-                .values()
-                .filter_map(|b| serde_json::from_slice::<(Service, Option<Endpoints>)>(b).ok())
-                .map(|(s, e)| (s.key(), (s, e)))
+        if !self.synced {
+            let upserts = last
+                .into_values()
+                .filter_map(|c| match c {
+                    Change::Upsert(s, e) => Some((s, e)),
+                    Change::Delete(_) => None,
+                })
                 .collect();
-            for (name, c) in last {
-                match c {
-                    Change::Upsert(s, e) => all.insert(name, (s, e)),
-                    Change::Delete(_) => all.remove(&name),
-                };
-            }
-            return self.sync(all.into_values().collect());
-        };
+            return self.sync(upserts);
+        }
+        let layout = Layout::from_sets(self.counts.keys());
         let mut report = ApplyReport {
             services: last.len(),
             ..ApplyReport::default()
@@ -275,30 +245,44 @@ impl ServiceProxy {
         }
         counts.retain(|_, n| *n > 0);
         let new_layout = Layout::from_sets(counts.keys());
-        let mut tx = Transaction::new(Family::Inet, TABLE);
         let old_sets: BTreeSet<SetId> = layout.sets().into_iter().collect();
         let new_sets: BTreeSet<SetId> = new_layout.sets().into_iter().collect();
-        for s in new_sets.difference(&old_sets) {
-            tx.add_set(&s.spec());
-            report.sets_created += 1;
-        }
-        for (set, elems) in &del {
-            if new_sets.contains(set) {
+        let replaced = last
+            .keys()
+            .filter(|n| self.applied.contains_key(&applied_key(n)))
+            .count();
+        let upserts = last
+            .values()
+            .filter(|c| matches!(c, Change::Upsert(..)))
+            .count();
+        let remaining = self.applied.len() - replaced + upserts;
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        report.deleted = del.values().map(Vec::len).sum();
+        if remaining == 0 {
+            // The last service goes: no services, no table (its hooks would
+            // cost every packet of the node).
+            tx.delete_table();
+            report.sets_deleted = old_sets.len();
+        } else {
+            for s in new_sets.difference(&old_sets) {
+                tx.add_set(&s.spec());
+                report.sets_created += 1;
+            }
+            for (set, elems) in del.iter().filter(|(s, _)| new_sets.contains(s)) {
                 tx.delete_elements(&set.name(), elems);
             }
-            report.deleted += elems.len();
-        }
-        for (set, elems) in &add {
-            tx.add_elements(&set.name(), elems);
-            report.added += elems.len();
-        }
-        if new_layout != layout {
-            write_chains(&mut tx, &new_layout);
-            report.chains_written = true;
-        }
-        for s in old_sets.difference(&new_sets) {
-            tx.delete_set(&s.name());
-            report.sets_deleted += 1;
+            for (set, elems) in &add {
+                tx.add_elements(&set.name(), elems);
+                report.added += elems.len();
+            }
+            if new_layout != layout {
+                write_chains(&mut tx, &new_layout);
+                report.chains_written = true;
+            }
+            for s in old_sets.difference(&new_sets) {
+                tx.delete_set(&s.name());
+                report.sets_deleted += 1;
+            }
         }
         if !tx.is_empty() {
             self.nft.commit(tx, "nft: apply service changes")?;
@@ -316,12 +300,7 @@ impl ServiceProxy {
         }
         self.counts = counts;
         self.hairpin = hairpin;
-        self.layout = Some(new_layout);
-        if self.applied.is_empty() {
-            // The last service went: the table goes too.
-            report.sets_deleted += self.nft.set_names(Family::Inet, TABLE)?.len();
-            self.remove_all()?;
-        }
+        self.synced = remaining > 0;
         report.flows_deleted = self.delete_stale_udp_flows(&gone_flows);
         report.affinity_deleted = self.delete_stale_affinity(&gone_flows, &gone_affinity);
         Ok(report)
@@ -338,8 +317,7 @@ impl ServiceProxy {
         };
         if services.is_empty() {
             // No services, no table: its hooks would cost every packet of the node.
-            report.sets_deleted = self.nft.set_names(Family::Inet, TABLE)?.len();
-            self.remove_all()?;
+            report.sets_deleted = self.remove_all()?;
             return Ok(report);
         }
         let mut desired: HashMap<SetId, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
@@ -425,26 +403,26 @@ impl ServiceProxy {
             .collect();
         self.counts = counts;
         self.hairpin = hairpin;
-        self.layout = Some(layout);
+        self.synced = true;
         Ok(report)
     }
 
-    /// Removes the proxy's table (nothing of it stays in the kernel).
-    pub fn remove_all(&mut self) -> Result<(), ProxyError> {
-        if self.nft.chain_names(Family::Inet, TABLE)?.is_empty()
-            && self.nft.set_names(Family::Inet, TABLE)?.is_empty()
-        {
-            return Ok(());
+    /// Removes the proxy's table (nothing of it stays in the kernel); returns
+    /// how many sets it held.
+    pub fn remove_all(&mut self) -> Result<usize, ProxyError> {
+        self.applied.clear();
+        self.counts.clear();
+        self.hairpin.clear();
+        self.synced = false;
+        let sets = self.nft.set_names(Family::Inet, TABLE)?.len();
+        if sets == 0 && self.nft.chain_names(Family::Inet, TABLE)?.is_empty() {
+            return Ok(0);
         }
         let mut tx = Transaction::new(Family::Inet, TABLE);
         tx.delete_table();
         self.nft
             .commit(tx, "nft delete table inet podnet-services")?;
-        self.applied.clear();
-        self.counts.clear();
-        self.hairpin.clear();
-        self.layout = None;
-        Ok(())
+        Ok(sets)
     }
 
     fn chains_current(&mut self, layout: &Layout) -> Result<bool, ProxyError> {
@@ -526,6 +504,7 @@ impl ServiceProxy {
             }
         }
         let mut deleted = 0;
+        let mut tx = Transaction::new(Family::Inet, TABLE);
         for (set, targets) in by_map {
             let name = set.name();
             let Ok(entries) = self.nft.set_elements(Family::Inet, TABLE, &name) else {
@@ -540,21 +519,18 @@ impl ServiceProxy {
                     })
                 })
                 .collect();
-            if stale.is_empty() {
-                continue;
-            }
-            let mut tx = Transaction::new(Family::Inet, TABLE);
+            deleted += stale.len();
             tx.delete_elements(&name, &stale);
-            if self.nft.commit(tx, "nft: delete stale affinity").is_ok() {
-                deleted += stale.len();
-            }
+        }
+        if deleted == 0 || self.nft.commit(tx, "nft: delete stale affinity").is_err() {
+            return 0;
         }
         deleted
     }
 }
 
 fn applied_key(name: &ServiceName) -> Box<str> {
-    format!("{}/{}", name.namespace, name.name).into_boxed_str()
+    name.to_string().into_boxed_str()
 }
 
 fn encode_applied(svc: &Service, eps: Option<&Endpoints>) -> Box<[u8]> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use podnet_kernel::nftables::{Family, NftHandle};
@@ -71,6 +71,15 @@ fn ask_tcp(ns: &NetnsGuard, to: &str) -> Result<String, String> {
     Ok(line.trim().to_string())
 }
 
+/// How many of `n` connections to `to` each endpoint answered.
+fn spread(ns: &NetnsGuard, to: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(ask_tcp(ns, to).unwrap()).or_insert(0) += 1;
+    }
+    seen
+}
+
 #[test]
 fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
     require_root();
@@ -97,11 +106,7 @@ fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
         listing.contains("numgen random mod 3") && listing.contains("map lb4-3"),
         "{listing}"
     );
-    let mut seen = BTreeMap::new();
-    for _ in 0..60 {
-        let who = ask_tcp(&ns, "10.96.0.10:80").unwrap();
-        *seen.entry(who).or_insert(0) += 1;
-    }
+    let seen = spread(&ns, "10.96.0.10:80", 60);
     assert_eq!(seen.len(), 3, "all three endpoints answer: {seen:?}");
     let err = ask_tcp(&ns, "10.96.0.11:80").unwrap_err();
     assert!(err.contains("refused"), "no endpoints: {err}");
@@ -131,7 +136,6 @@ fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
     proxy.remove_all().unwrap();
     let mut nft = NftHandle::in_netns(ns.netns()).unwrap();
     assert!(nft.chain_names(Family::Inet, TABLE).unwrap().is_empty());
-    let _ = UdpSocket::bind("127.0.0.1:0");
 }
 
 /// Every element of every set of the table, as `set: key => data` lines, sorted.
@@ -247,17 +251,7 @@ fn sync_repairs_drift_and_adopts_an_existing_table() {
     );
 
     // Someone deletes the DNAT rule and an element; the next sync puts them back.
-    let listing = ns.exec_ok(&["nft", "-a", "list", "chain", "inet", TABLE, "services"]);
-    let handle = listing
-        .lines()
-        .find(|l| l.contains("dnat"))
-        .and_then(|l| l.rsplit("handle ").next())
-        .unwrap()
-        .trim()
-        .to_string();
-    ns.exec_ok(&[
-        "nft", "delete", "rule", "inet", TABLE, "services", "handle", &handle,
-    ]);
+    podnet_testkit::delete_nft_rule(ns.netns(), TABLE, "services", "dnat");
     ns.exec_ok(&[
         "nft",
         "delete",
@@ -316,11 +310,7 @@ fn ipv6_cluster_ip_balances_and_rejects() {
     proxy
         .sync(vec![(web, Some(eps("web6", &backends))), (empty, None)])
         .unwrap();
-    let mut seen = BTreeMap::new();
-    for _ in 0..40 {
-        let who = ask_tcp(&ns, "[fd00:96::10]:80").unwrap();
-        *seen.entry(who).or_insert(0) += 1;
-    }
+    let seen = spread(&ns, "[fd00:96::10]:80", 40);
     assert_eq!(seen.len(), 2, "{seen:?}");
     let err = ask_tcp(&ns, "[fd00:96::11]:80").unwrap_err();
     assert!(err.contains("refused"), "{err}");
@@ -347,7 +337,10 @@ fn no_services_means_no_table_and_the_last_service_takes_it_away() {
         .chain_names(Family::Inet, TABLE)
         .unwrap()
         .contains(&"services".to_string()));
-    assert!(proxy.is_current(&web, Some(&eps("web", &["10.244.0.2"]))));
+    assert_eq!(
+        proxy.programmed(&web.key()),
+        Some((web.clone(), Some(eps("web", &["10.244.0.2"]))))
+    );
     proxy.update(vec![Change::Delete(web.key())]).unwrap();
     assert!(nft.chain_names(Family::Inet, TABLE).unwrap().is_empty());
     assert!(nft.set_names(Family::Inet, TABLE).unwrap().is_empty());

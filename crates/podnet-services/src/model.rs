@@ -21,6 +21,17 @@ pub struct ServiceName {
     pub name: String,
 }
 
+impl ServiceName {
+    /// Parses `namespace/name`, the form [`fmt::Display`] writes.
+    pub fn parse(text: &str) -> Option<ServiceName> {
+        let (namespace, name) = text.split_once('/')?;
+        Some(ServiceName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

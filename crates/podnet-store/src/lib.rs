@@ -25,7 +25,8 @@ pub use etcd::EtcdKv;
 pub use file::FileKv;
 pub use kv::{Changes, KvBackend, Listing, Txn};
 pub use services::{
-    parse_endpoints, parse_service, ServiceChanges, ServiceSnapshot, SERVICES_ROOT,
+    parse_endpoints, parse_service, service_settings, ServiceChanges, ServiceSnapshot,
+    SERVICES_ROOT,
 };
 
 /// Opens the backend named by `url`: `etcd:http://HOST:PORT` (or just

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use podnet_cluster::ClusterSpec;
 use podnet_services::validate::{check_endpoints, check_settings, Allocations};
 use podnet_services::{Endpoints, Service, ServiceName, ServiceSettings};
 
@@ -38,19 +39,27 @@ pub struct ServiceSnapshot {
 }
 
 fn service_key(n: &ServiceName) -> String {
-    format!("{SERVICES}{}/{}", n.namespace, n.name)
+    format!("{SERVICES}{n}")
 }
 
 fn endpoints_key(n: &ServiceName) -> String {
-    format!("{ENDPOINTS}{}/{}", n.namespace, n.name)
+    format!("{ENDPOINTS}{n}")
 }
 
-fn name_of(prefix: &str, key: &str) -> Option<ServiceName> {
-    let (ns, name) = key.strip_prefix(prefix)?.split_once('/')?;
-    Some(ServiceName {
-        namespace: ns.to_string(),
-        name: name.to_string(),
-    })
+/// Entries under [`SERVICES_ROOT`] split into services and endpoints, by name
+/// (claims and anything else are left out).
+type ByKind<V> = (Vec<(ServiceName, V)>, Vec<(ServiceName, V)>);
+
+fn by_kind<V>(entries: impl IntoIterator<Item = (String, V)>) -> ByKind<V> {
+    let (mut services, mut endpoints) = (Vec::new(), Vec::new());
+    for (key, value) in entries {
+        if let Some(n) = key.strip_prefix(SERVICES).and_then(ServiceName::parse) {
+            services.push((n, value));
+        } else if let Some(n) = key.strip_prefix(ENDPOINTS).and_then(ServiceName::parse) {
+            endpoints.push((n, value));
+        }
+    }
+    (services, endpoints)
 }
 
 /// The claim keys a service holds.
@@ -79,6 +88,18 @@ pub struct ServiceChanges {
     pub endpoints: Vec<(ServiceName, Option<String>)>,
 }
 
+/// The service settings a cluster spec implies (service CIDRs, node port range), checked.
+pub fn service_settings(spec: &ClusterSpec) -> Result<ServiceSettings, StoreError> {
+    let (min, max) = spec.node_ports()?;
+    let settings = ServiceSettings {
+        service_cidrs: spec.service_cidrs.clone(),
+        node_port_min: min,
+        node_port_max: max,
+    };
+    check_settings(&settings)?;
+    Ok(settings)
+}
+
 /// Parses a stored service.
 pub fn parse_service(name: &ServiceName, raw: &str) -> Result<Service, StoreError> {
     from_json(&service_key(name), raw)
@@ -92,41 +113,33 @@ pub fn parse_endpoints(name: &ServiceName, raw: &str) -> Result<Endpoints, Store
 impl ClusterStore {
     /// The cluster's service settings (service CIDRs, node port range).
     pub fn service_settings(&self) -> Result<ServiceSettings, StoreError> {
-        let spec = self.cluster()?.ok_or(StoreError::NoCluster)?;
-        let (min, max) = spec.node_ports()?;
-        let settings = ServiceSettings {
-            service_cidrs: spec.service_cidrs.clone(),
-            node_port_min: min,
-            node_port_max: max,
-        };
-        check_settings(&settings)?;
-        Ok(settings)
+        service_settings(&self.cluster()?.ok_or(StoreError::NoCluster)?)
     }
 
     /// Every stored service, parsed.
     pub fn services(&self) -> Result<Vec<Service>, StoreError> {
-        let snap = self.service_snapshot()?;
-        snap.services
+        self.stored_services("")?
             .iter()
             .map(|(n, raw)| parse_service(n, raw))
             .collect()
     }
 
+    /// The stored text of the services whose `namespace/name` starts with
+    /// `prefix` (endpoints and claims are not read).
+    fn stored_services(&self, prefix: &str) -> Result<Vec<(ServiceName, String)>, StoreError> {
+        let listing = self.kv().list(&format!("{SERVICES}{prefix}"))?;
+        Ok(by_kind(listing.entries).0)
+    }
+
     /// Services and endpoints, unparsed.
     pub fn service_snapshot(&self) -> Result<ServiceSnapshot, StoreError> {
         let listing = self.kv().list(SERVICES_ROOT)?;
-        let mut snap = ServiceSnapshot {
+        let (services, endpoints) = by_kind(listing.entries);
+        Ok(ServiceSnapshot {
             revision: listing.revision,
-            ..ServiceSnapshot::default()
-        };
-        for (key, value) in listing.entries {
-            if let Some(n) = name_of(SERVICES, &key) {
-                snap.services.push((n, value));
-            } else if let Some(n) = name_of(ENDPOINTS, &key) {
-                snap.endpoints.push((n, value));
-            }
-        }
-        Ok(snap)
+            services,
+            endpoints,
+        })
     }
 
     /// What changed among services and endpoints after `revision`, when the
@@ -138,18 +151,12 @@ impl ClusterStore {
         let Some(changes) = self.kv().changes_since(SERVICES_ROOT, revision)? else {
             return Ok(None);
         };
-        let mut out = ServiceChanges {
+        let (services, endpoints) = by_kind(changes.entries);
+        Ok(Some(ServiceChanges {
             revision: changes.revision,
-            ..ServiceChanges::default()
-        };
-        for (key, value) in changes.entries {
-            if let Some(n) = name_of(SERVICES, &key) {
-                out.services.push((n, value));
-            } else if let Some(n) = name_of(ENDPOINTS, &key) {
-                out.endpoints.push((n, value));
-            }
-        }
-        Ok(Some(out))
+            services,
+            endpoints,
+        }))
     }
 
     /// Waits up to `timeout` for a change to services or endpoints after `revision`.
@@ -167,11 +174,11 @@ impl ClusterStore {
     pub fn put_service(&self, svc: Service) -> Result<Service, StoreError> {
         let settings = self.service_settings()?;
         for _ in 0..MAX_ATTEMPTS {
-            let snap = self.service_snapshot()?;
+            let all = self.stored_services("")?;
             let key = svc.key();
-            let mut stored = Vec::with_capacity(snap.services.len());
+            let mut stored = Vec::with_capacity(all.len());
             let mut previous = None;
-            for (n, raw) in &snap.services {
+            for (n, raw) in &all {
                 let s = parse_service(n, raw)?;
                 if *n == key {
                     previous = Some((s.clone(), raw.clone()));
@@ -252,8 +259,8 @@ impl ClusterStore {
 
     /// Deletes a service, its endpoints and its claims; false when there was none.
     pub fn delete_service(&self, name: &ServiceName) -> Result<bool, StoreError> {
-        let snap = self.service_snapshot()?;
-        let Some((_, raw)) = snap.services.iter().find(|(n, _)| n == name) else {
+        let found = self.stored_services(&name.to_string())?;
+        let Some((_, raw)) = found.iter().find(|(n, _)| n == name) else {
             return Ok(false);
         };
         let svc = parse_service(name, raw)?;

@@ -95,6 +95,32 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// Deletes, inside `netns`, the first rule of `inet TABLE CHAIN` whose
+/// `nft -a list` line contains `needle` (someone tampering with a table);
+/// panics when there is none or `nft` fails.
+pub fn delete_nft_rule(netns: &Netns, table: &str, chain: &str, needle: &str) {
+    let out = exec_in(netns, &["nft", "-a", "list", "chain", "inet", table, chain]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.rsplit("handle ").next())
+        .unwrap_or_else(|| panic!("no rule with {needle:?} in {table} {chain}:\n{listing}"))
+        .trim()
+        .to_string();
+    let del = exec_in(
+        netns,
+        &[
+            "nft", "delete", "rule", "inet", table, chain, "handle", &handle,
+        ],
+    );
+    assert!(
+        del.status.success(),
+        "nft delete rule: {}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+}
+
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;

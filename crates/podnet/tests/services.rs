@@ -44,6 +44,14 @@ fn answers(lab: &Lab, from: &str, to: SocketAddr, n: usize) -> Vec<Answer> {
         .collect()
 }
 
+/// The error of one TCP connection from `from` to `to`, which must fail.
+fn refusal(lab: &Lab, from: &str, to: SocketAddr) -> String {
+    lab.probe_service(from, to, false, 1)
+        .unwrap()
+        .remove(0)
+        .expect_err("the connection was answered")
+}
+
 fn by_endpoint(answers: &[Answer]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for a in answers {
@@ -108,16 +116,11 @@ fn cluster_ips_balance_evenly_reject_without_endpoints_and_follow_readiness() {
         })))
         .unwrap();
     for node in ["node1", "node3"] {
-        let err = lab
-            .probe_service(
-                &first_pod(&lab, node),
-                port80(empty.cluster_ip.unwrap()),
-                false,
-                1,
-            )
-            .unwrap()
-            .remove(0)
-            .unwrap_err();
+        let err = refusal(
+            &lab,
+            &first_pod(&lab, node),
+            port80(empty.cluster_ip.unwrap()),
+        );
         assert!(err.contains("refused"), "from {node}: {err}");
     }
 
@@ -274,11 +277,7 @@ fn node_ports_external_ips_and_traffic_policy_local() {
         "{got:?}"
     );
     for n in ["node1", "node3"] {
-        let err = lab
-            .probe_service("control", SocketAddr::new(node_addr(n), port), false, 1)
-            .unwrap()
-            .remove(0)
-            .unwrap_err();
+        let err = refusal(&lab, "control", SocketAddr::new(node_addr(n), port));
         assert!(err.contains("refused"), "{n}: {err}");
     }
 
@@ -376,39 +375,12 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
 
     // Drift: someone deletes podnet's DNAT rule; the agent's periodic full
     // sync puts it back.
-    let listing = text(&guard.exec(
-        &node1,
-        &[
-            "nft",
-            "-a",
-            "list",
-            "chain",
-            "inet",
-            "podnet-services",
-            "services",
-        ],
-    ));
-    let handle = listing
-        .lines()
-        .find(|l| l.contains("dnat"))
-        .and_then(|l| l.rsplit("handle ").next())
-        .unwrap()
-        .trim()
-        .to_string();
-    let del = guard.exec(
-        &node1,
-        &[
-            "nft",
-            "delete",
-            "rule",
-            "inet",
-            "podnet-services",
-            "services",
-            "handle",
-            &handle,
-        ],
+    podnet_testkit::delete_nft_rule(
+        &podnet_kernel::Netns::open_named(&node1).unwrap(),
+        "podnet-services",
+        "services",
+        "dnat",
     );
-    assert!(del.status.success(), "{}", text(&del));
     assert_ne!(text(&ruleset()), before, "control: the rule is gone");
     assert!(
         wait_until(Duration::from_secs(20), || text(&ruleset()) == before),

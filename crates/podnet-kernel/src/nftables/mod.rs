@@ -199,27 +199,41 @@ impl NftHandle {
 
     /// Names of the sets and maps of `table`, sorted (none when the table is missing).
     pub fn set_names(&mut self, family: Family, table: &str) -> Result<Vec<String>> {
-        let mut out: Vec<String> = self
-            .sock
-            .dump(transaction::sets_request(family), "nft list sets")?
-            .iter()
-            .filter_map(|p| transaction::parse_set_name(p))
-            .filter(|(t, _)| t == table)
-            .map(|(_, s)| s)
-            .collect();
-        out.sort();
-        Ok(out)
+        self.names_in(
+            NFT_MSG_GETSET,
+            NFTA_SET_NAME,
+            family,
+            table,
+            "nft list sets",
+        )
     }
 
     /// Names of the chains of `table`, sorted (none when the table is missing).
     pub fn chain_names(&mut self, family: Family, table: &str) -> Result<Vec<String>> {
+        self.names_in(
+            NFT_MSG_GETCHAIN,
+            NFTA_CHAIN_NAME,
+            family,
+            table,
+            "nft list chains",
+        )
+    }
+
+    fn names_in(
+        &mut self,
+        kind: u16,
+        name_attr: u16,
+        family: Family,
+        table: &str,
+        op: &str,
+    ) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
             .sock
-            .dump(transaction::chains_request(family), "nft list chains")?
+            .dump(transaction::dump_request(kind, family.raw()), op)?
             .iter()
-            .filter_map(|p| transaction::parse_chain_name(p))
+            .filter_map(|p| transaction::parse_table_and_name(p, name_attr))
             .filter(|(t, _)| t == table)
-            .map(|(_, c)| c)
+            .map(|(_, n)| n)
             .collect();
         out.sort();
         Ok(out)
@@ -253,11 +267,7 @@ impl NftHandle {
     }
 
     fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
-        let m = MessageBuilder::new(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN,
-            libc::NLM_F_DUMP as u16,
-        )
-        .header(&nfgenmsg(libc::NFPROTO_UNSPEC as u8, 0));
+        let m = transaction::dump_request(NFT_MSG_GETCHAIN, libc::NFPROTO_UNSPEC as u8);
         let mut out = Vec::new();
         for p in self.sock.dump(m, "nft list chains")? {
             let Some(family) = p.first().and_then(|f| Family::from_raw(*f)) else {

@@ -309,39 +309,20 @@ pub(super) fn elements_request(family: Family, table: &str, set: &str) -> Messag
     m
 }
 
-/// The request for the sets of every table of `family` (`nft list sets`).
-pub(super) fn sets_request(family: Family) -> MessageBuilder {
-    MessageBuilder::new(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
-        libc::NLM_F_DUMP as u16,
-    )
-    .header(&nfgenmsg(family.raw(), 0))
+/// A dump request of one kind of object (`NFT_MSG_GETSET`, `NFT_MSG_GETCHAIN`)
+/// over every table of `family` (a raw `NFPROTO_*`, `NFPROTO_UNSPEC` for all).
+pub(super) fn dump_request(kind: u16, family: u8) -> MessageBuilder {
+    MessageBuilder::new((NFNL_SUBSYS_NFTABLES << 8) | kind, libc::NLM_F_DUMP as u16)
+        .header(&nfgenmsg(family, 0))
 }
 
-/// `(table, set)` of one `GETSET` dump message.
-pub(super) fn parse_set_name(payload: &[u8]) -> Option<(String, String)> {
+/// `(table, name)` of one set or chain dump message; `name_attr` is the
+/// kind's name attribute (both kinds carry the table as attribute 1).
+pub(super) fn parse_table_and_name(payload: &[u8], name_attr: u16) -> Option<(String, String)> {
     let attrs = payload.get(4..)?;
     Some((
         codec::attr_string(codec::find_attr(attrs, NFTA_SET_TABLE)?),
-        codec::attr_string(codec::find_attr(attrs, NFTA_SET_NAME)?),
-    ))
-}
-
-/// The request for the chains of every table of `family` (`nft list chains`).
-pub(super) fn chains_request(family: Family) -> MessageBuilder {
-    MessageBuilder::new(
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN,
-        libc::NLM_F_DUMP as u16,
-    )
-    .header(&nfgenmsg(family.raw(), 0))
-}
-
-/// `(table, chain)` of one `GETCHAIN` dump message.
-pub(super) fn parse_chain_name(payload: &[u8]) -> Option<(String, String)> {
-    let attrs = payload.get(4..)?;
-    Some((
-        codec::attr_string(codec::find_attr(attrs, NFTA_CHAIN_TABLE)?),
-        codec::attr_string(codec::find_attr(attrs, NFTA_CHAIN_NAME)?),
+        codec::attr_string(codec::find_attr(attrs, name_attr)?),
     ))
 }
 
