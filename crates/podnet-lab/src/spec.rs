@@ -143,7 +143,7 @@ impl LabSpec {
 
     /// Parses `cluster.yaml`.
     pub fn from_yaml(text: &str) -> Result<Self, LabError> {
-        serde_yaml::from_str(text).map_err(|e| LabError::Spec(format!("cluster.yaml: {e}")))
+        serde_yaml_ng::from_str(text).map_err(|e| LabError::Spec(format!("cluster.yaml: {e}")))
     }
 
     /// The cluster spec the agents are started with.
@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn sample_services_yaml_parses_and_is_admitted() {
         let text = include_str!("../../../examples/services.yaml");
-        let services: Vec<Service> = serde_yaml::from_str(text).unwrap();
+        let services: Vec<Service> = serde_yaml_ng::from_str(text).unwrap();
         let settings = podnet_services::ServiceSettings::default();
         let mut alloc = podnet_services::validate::Allocations::default();
         for s in services {

@@ -128,10 +128,10 @@ fn read_list<T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, Box<dyn std::error::Error>> {
     let text =
         std::fs::read_to_string(file).map_err(|e| format!("read {}: {e}", file.display()))?;
-    match serde_yaml::from_str::<Vec<T>>(&text) {
+    match serde_yaml_ng::from_str::<Vec<T>>(&text) {
         Ok(list) => Ok(list),
         Err(_) => Ok(vec![
-            serde_yaml::from_str::<T>(&text).map_err(|e| format!("{}: {e}", file.display()))?
+            serde_yaml_ng::from_str::<T>(&text).map_err(|e| format!("{}: {e}", file.display()))?
         ]),
     }
 }
@@ -319,7 +319,7 @@ fn read_cluster_spec(path: &PathBuf) -> Result<ClusterSpec, Box<dyn std::error::
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let spec: ClusterSpec =
-        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     spec.validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(spec)
