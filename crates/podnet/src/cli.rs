@@ -130,9 +130,10 @@ fn read_list<T: serde::de::DeserializeOwned>(
         std::fs::read_to_string(file).map_err(|e| format!("read {}: {e}", file.display()))?;
     match serde_yaml_ng::from_str::<Vec<T>>(&text) {
         Ok(list) => Ok(list),
-        Err(_) => Ok(vec![
-            serde_yaml_ng::from_str::<T>(&text).map_err(|e| format!("{}: {e}", file.display()))?
-        ]),
+        Err(_) => {
+            Ok(vec![serde_yaml_ng::from_str::<T>(&text)
+                .map_err(|e| format!("{}: {e}", file.display()))?])
+        }
     }
 }
 
