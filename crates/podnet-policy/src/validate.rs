@@ -87,14 +87,13 @@ fn check_no_host_bits(path: &str, net: &IpNet, out: &mut Vec<FieldError>) {
 
 fn check_port(path: &str, p: &PolicyPort, out: &mut Vec<FieldError>) {
     match &p.port {
-        Some(PortRef::Number(n)) => {
-            if !(1..=65535).contains(n) {
-                out.push(FieldError::new(
-                    format!("{path}.port"),
-                    format!("{n} is out of range (1-65535)"),
-                ));
-            }
+        Some(PortRef::Number(n)) if !(1..=65535).contains(n) => {
+            out.push(FieldError::new(
+                format!("{path}.port"),
+                format!("{n} is out of range (1-65535)"),
+            ));
         }
+        Some(PortRef::Number(_)) => {}
         Some(PortRef::Name(name)) => check_port_name(&format!("{path}.port"), name, out),
         None => {}
     }
