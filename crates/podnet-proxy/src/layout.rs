@@ -213,6 +213,7 @@ impl SetId {
             key_len: len,
             data,
             dynamic,
+            range_fields: Vec::new(),
         }
     }
 
@@ -302,7 +303,7 @@ pub mod encode {
 
     /// An element.
     pub fn element(key: Vec<u8>, data: Option<Vec<u8>>) -> SetElement {
-        SetElement { key, data }
+        SetElement::new(key, data)
     }
 }
 

@@ -356,7 +356,7 @@ impl ServiceProxy {
                 report.sets_created += 1;
                 let elems: Vec<SetElement> = want
                     .into_iter()
-                    .map(|(key, data)| SetElement { key, data })
+                    .map(|(key, data)| SetElement::new(key, data))
                     .collect();
                 report.added += elems.len();
                 tx.add_elements(&name, &elems);
@@ -378,7 +378,7 @@ impl ServiceProxy {
             let missing: Vec<SetElement> = want
                 .into_iter()
                 .filter(|(k, _)| !seen.contains(k))
-                .map(|(key, data)| SetElement { key, data })
+                .map(|(key, data)| SetElement::new(key, data))
                 .collect();
             report.deleted += stale.len();
             report.added += missing.len();

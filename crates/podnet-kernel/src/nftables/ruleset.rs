@@ -124,6 +124,13 @@ pub enum Expr {
         /// First register of the data, for maps.
         dreg: Option<u32>,
     },
+    /// `[ lookup reg SREG set SET 0x1 ]`: matches when the key is *not* in the set.
+    LookupAbsent {
+        /// Set name in the rule's table.
+        set: String,
+        /// First register of the key.
+        sreg: u32,
+    },
     /// `[ dynset update reg_key K set SET sreg_data D timeout T ]`
     DynsetUpdate {
         /// Map name in the rule's table.
@@ -153,6 +160,12 @@ pub enum Expr {
     },
     /// `[ immediate reg 0 jump CHAIN ]`
     Jump(String),
+    /// `[ immediate reg 0 return ]`: back to the calling chain.
+    Return,
+    /// `[ immediate reg 0 drop ]`
+    Drop,
+    /// `[ counter ]`: packets and bytes that reached it.
+    Counter,
 }
 
 /// Which address of the IP header a match looks at.

@@ -72,17 +72,36 @@ pub struct SetSpec {
     pub data: Option<(u32, u32)>,
     /// Elements expire and the packet path may add them (`flags timeout, dynamic`).
     pub dynamic: bool,
+    /// For sets of concatenated ranges (`flags interval`, each element a
+    /// `key`..`key_end` range per field): the length in bytes of each field,
+    /// unpadded. Empty for sets of exact keys.
+    pub range_fields: Vec<u32>,
 }
 
 /// One element of a set or map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SetElement {
-    /// The key bytes.
+    /// The key bytes (for range sets: the first key of the range).
     pub key: Vec<u8>,
     /// The data bytes, for maps.
     pub data: Option<Vec<u8>>,
+    /// For range sets: the last key of the range (inclusive).
+    pub key_end: Option<Vec<u8>>,
 }
 
+impl SetElement {
+    /// An element with an exact key.
+    pub fn new(key: Vec<u8>, data: Option<Vec<u8>>) -> Self {
+        SetElement {
+            key,
+            data,
+            key_end: None,
+        }
+    }
+}
+
+const NFT_SET_INTERVAL: u32 = 0x4;
+const NFT_SET_CONCAT: u32 = 0x80;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_SET_EVAL: u32 = 0x20;
@@ -167,6 +186,9 @@ impl Transaction {
         if set.dynamic {
             flags |= NFT_SET_TIMEOUT | NFT_SET_EVAL;
         }
+        if !set.range_fields.is_empty() {
+            flags |= NFT_SET_INTERVAL | NFT_SET_CONCAT;
+        }
         m.attr_str(NFTA_SET_TABLE, &self.table)
             .attr_str(NFTA_SET_NAME, &set.name)
             .attr_u32_be(NFTA_SET_FLAGS, flags)
@@ -176,6 +198,17 @@ impl Transaction {
         if let Some((ty, len)) = set.data {
             m.attr_u32_be(NFTA_SET_DATA_TYPE, ty)
                 .attr_u32_be(NFTA_SET_DATA_LEN, len);
+        }
+        if !set.range_fields.is_empty() {
+            let desc = m.begin_nested(NFTA_SET_DESC);
+            let concat = m.begin_nested(NFTA_SET_DESC_CONCAT);
+            for len in &set.range_fields {
+                let field = m.begin_nested(NFTA_LIST_ELEM);
+                m.attr_u32_be(NFTA_SET_FIELD_LEN, *len);
+                m.end_nested(field);
+            }
+            m.end_nested(concat);
+            m.end_nested(desc);
         }
         self.msgs.push(m);
     }
@@ -234,6 +267,11 @@ impl Transaction {
             let k = m.begin_nested(NFTA_SET_ELEM_KEY);
             m.attr(NFTA_DATA_VALUE, &e.key);
             m.end_nested(k);
+            if let Some(end) = &e.key_end {
+                let k = m.begin_nested(NFTA_SET_ELEM_KEY_END);
+                m.attr(NFTA_DATA_VALUE, end);
+                m.end_nested(k);
+            }
             if kind == NFT_MSG_NEWSETELEM {
                 if let Some(data) = &e.data {
                     let d = m.begin_nested(NFTA_SET_ELEM_DATA);
@@ -292,6 +330,7 @@ pub(super) fn parse_elements(payload: &[u8], out: &mut Vec<SetElement>) {
             out.push(SetElement {
                 key,
                 data: value(NFTA_SET_ELEM_DATA),
+                key_end: value(NFTA_SET_ELEM_KEY_END),
             });
         }
     }
@@ -333,9 +372,11 @@ mod tests {
     #[test]
     fn many_elements_split_into_messages_under_the_attribute_limit() {
         let elems: Vec<SetElement> = (0..5000u32)
-            .map(|i| SetElement {
-                key: [i.to_be_bytes(), [6, 0, 0, 0], [0, 80, 0, 0], [0; 4]].concat(),
-                data: Some(vec![10, 0, 0, 1, 0, 80, 0, 0]),
+            .map(|i| {
+                SetElement::new(
+                    [i.to_be_bytes(), [6, 0, 0, 0], [0, 80, 0, 0], [0; 4]].concat(),
+                    Some(vec![10, 0, 0, 1, 0, 80, 0, 0]),
+                )
             })
             .collect();
         let mut tx = Transaction::new(Family::Inet, "t");

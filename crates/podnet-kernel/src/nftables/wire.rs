@@ -47,6 +47,12 @@ pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
 pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_RETURN: i32 = -5;
+pub(super) const NFT_LOOKUP_F_INV: u32 = 1;
+pub(super) const NFTA_SET_DESC: u16 = 9;
+pub(super) const NFTA_SET_DESC_CONCAT: u16 = 2;
+pub(super) const NFTA_SET_FIELD_LEN: u16 = 1;
+pub(super) const NFTA_SET_ELEM_KEY_END: u16 = 10;
 pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
 pub(super) const NFT_NG_RANDOM: u32 = 1;
@@ -108,7 +114,9 @@ impl Expr {
     fn encode(&self, m: &mut MessageBuilder) {
         let elem = m.begin_nested(NFTA_LIST_ELEM);
         let name = match self {
-            Expr::Accept => "immediate",
+            Expr::Accept | Expr::Return | Expr::Drop => "immediate",
+            Expr::LookupAbsent { .. } => "lookup",
+            Expr::Counter => "counter",
             Expr::Masquerade => "masq",
             Expr::MetaLoad { .. } | Expr::MetaSetMark { .. } => "meta",
             Expr::PayloadLoad { .. } => "payload",
@@ -126,13 +134,14 @@ impl Expr {
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
         match self {
-            Expr::Accept => {
-                m.attr_u32_be(1, NFT_REG_VERDICT);
-                let d = m.begin_nested(2);
-                let v = m.begin_nested(NFTA_DATA_VERDICT);
-                m.attr_u32_be(NFTA_VERDICT_CODE, NF_ACCEPT);
-                m.end_nested(v);
-                m.end_nested(d);
+            Expr::Accept => verdict(m, NF_ACCEPT),
+            Expr::Drop => verdict(m, NF_DROP),
+            Expr::Return => verdict(m, NFT_RETURN as u32),
+            Expr::Counter => {}
+            Expr::LookupAbsent { set, sreg } => {
+                m.attr_str(1, set)
+                    .attr_u32_be(2, *sreg)
+                    .attr_u32_be(5, NFT_LOOKUP_F_INV);
             }
             Expr::Masquerade => {}
             Expr::MetaLoad { key, dreg } => {
@@ -227,6 +236,16 @@ impl Expr {
         m.end_nested(data);
         m.end_nested(elem);
     }
+}
+
+/// `[ immediate reg 0 VERDICT ]`
+fn verdict(m: &mut MessageBuilder, code: u32) {
+    m.attr_u32_be(1, NFT_REG_VERDICT);
+    let d = m.begin_nested(2);
+    let v = m.begin_nested(NFTA_DATA_VERDICT);
+    m.attr_u32_be(NFTA_VERDICT_CODE, code);
+    m.end_nested(v);
+    m.end_nested(d);
 }
 
 pub(super) fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
