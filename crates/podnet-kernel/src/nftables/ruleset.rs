@@ -41,6 +41,10 @@ pub mod consts {
     pub const CT_DST_IP6: u32 = 22;
     /// The `ct state new` bit.
     pub const CT_STATE_NEW: u32 = 8;
+    /// The `ct state established` bit.
+    pub const CT_STATE_ESTABLISHED: u32 = 2;
+    /// The `ct state related` bit.
+    pub const CT_STATE_RELATED: u32 = 4;
     /// The `ct status dnat` bit.
     pub const IPS_DST_NAT: u32 = 0x20;
     /// `fib ... type local`
@@ -160,6 +164,8 @@ pub enum Expr {
     },
     /// `[ immediate reg 0 jump CHAIN ]`
     Jump(String),
+    /// `[ immediate reg 0 goto CHAIN ]`: continue there; its `return` goes to our caller.
+    Goto(String),
     /// `[ immediate reg 0 return ]`: back to the calling chain.
     Return,
     /// `[ immediate reg 0 drop ]`

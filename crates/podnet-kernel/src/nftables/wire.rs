@@ -47,6 +47,7 @@ pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
 pub(super) const NFT_JUMP: i32 = -3;
+pub(super) const NFT_GOTO: i32 = -4;
 pub(super) const NFT_RETURN: i32 = -5;
 pub(super) const NFT_LOOKUP_F_INV: u32 = 1;
 pub(super) const NFTA_SET_DESC: u16 = 9;
@@ -129,7 +130,7 @@ impl Expr {
             Expr::DynsetUpdate { .. } => "dynset",
             Expr::Dnat { .. } => "nat",
             Expr::Reject { .. } => "reject",
-            Expr::Jump(_) => "immediate",
+            Expr::Jump(_) | Expr::Goto(_) => "immediate",
         };
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
@@ -223,15 +224,8 @@ impl Expr {
             Expr::Reject { ty, code } => {
                 m.attr_u32_be(1, *ty).attr(2, &[*code]);
             }
-            Expr::Jump(chain) => {
-                m.attr_u32_be(1, NFT_REG_VERDICT);
-                let d = m.begin_nested(2);
-                let v = m.begin_nested(NFTA_DATA_VERDICT);
-                m.attr_u32_be(NFTA_VERDICT_CODE, NFT_JUMP as u32);
-                m.attr_str(NFTA_VERDICT_CHAIN, chain);
-                m.end_nested(v);
-                m.end_nested(d);
-            }
+            Expr::Jump(chain) => chain_verdict(m, NFT_JUMP, chain),
+            Expr::Goto(chain) => chain_verdict(m, NFT_GOTO, chain),
         }
         m.end_nested(data);
         m.end_nested(elem);
@@ -244,6 +238,17 @@ fn verdict(m: &mut MessageBuilder, code: u32) {
     let d = m.begin_nested(2);
     let v = m.begin_nested(NFTA_DATA_VERDICT);
     m.attr_u32_be(NFTA_VERDICT_CODE, code);
+    m.end_nested(v);
+    m.end_nested(d);
+}
+
+/// `[ immediate reg 0 jump|goto CHAIN ]`
+fn chain_verdict(m: &mut MessageBuilder, code: i32, chain: &str) {
+    m.attr_u32_be(1, NFT_REG_VERDICT);
+    let d = m.begin_nested(2);
+    let v = m.begin_nested(NFTA_DATA_VERDICT);
+    m.attr_u32_be(NFTA_VERDICT_CODE, code as u32);
+    m.attr_str(NFTA_VERDICT_CHAIN, chain);
     m.end_nested(v);
     m.end_nested(d);
 }

@@ -1,0 +1,277 @@
+//! [`Firewall`]: keeps one node's policy table equal to its [`Plan`].
+//!
+//! - [`Firewall::update`] for changes: the difference between the plan last
+//!   applied and the new one, in one batch (all or nothing). Chains are
+//!   rewritten only when the sets in use change, in the same batch.
+//! - [`Firewall::sync`] at start and periodically: the kernel is read back and
+//!   only what differs is changed, so a restarted agent adopts the table
+//!   without touching it, and drift (a deleted rule or element) is repaired.
+//!
+//! Established connections never depend on these changes: the forward chain
+//! lets established and related packets through before any lookup.
+
+use std::collections::{BTreeSet, HashSet};
+
+use podnet_kernel::nftables::{Family, NftHandle, SetElement, Transaction};
+use podnet_kernel::Netns;
+
+use crate::error::FirewallError;
+use crate::layout::{Layout, SetId, TABLE};
+use crate::plan::Plan;
+
+/// What one update or sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Elements added.
+    pub added: usize,
+    /// Elements deleted.
+    pub deleted: usize,
+    /// Sets created.
+    pub sets_created: usize,
+    /// Sets deleted.
+    pub sets_deleted: usize,
+    /// Whether the chains were (re)written.
+    pub chains_written: bool,
+    /// Whether the table was removed (no local pod is isolated any more).
+    pub table_removed: bool,
+}
+
+impl ApplyReport {
+    /// True when the kernel was not changed.
+    pub fn unchanged(&self) -> bool {
+        *self == ApplyReport::default()
+    }
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unchanged() {
+            return f.write_str("kernel unchanged");
+        }
+        if self.table_removed {
+            return f.write_str("table removed (no isolated pod)");
+        }
+        write!(f, "elements +{} -{}", self.added, self.deleted)?;
+        if self.sets_created + self.sets_deleted > 0 {
+            write!(f, ", sets +{} -{}", self.sets_created, self.sets_deleted)?;
+        }
+        if self.chains_written {
+            f.write_str(", chains rewritten")?;
+        }
+        Ok(())
+    }
+}
+
+/// The policy firewall of one node.
+pub struct Firewall {
+    nft: NftHandle,
+    applied: Plan,
+    /// The kernel's table is known to equal `applied`.
+    synced: bool,
+}
+
+impl Firewall {
+    /// A firewall programming `netns` (the caller's namespace when `None`).
+    pub fn new(netns: Option<&Netns>) -> Result<Self, FirewallError> {
+        let nft = match netns {
+            Some(ns) => NftHandle::in_netns(ns)?,
+            None => NftHandle::current()?,
+        };
+        Ok(Firewall {
+            nft,
+            applied: Plan::default(),
+            synced: false,
+        })
+    }
+
+    /// The plan last applied.
+    pub fn applied(&self) -> &Plan {
+        &self.applied
+    }
+
+    /// Applies `desired` as the difference from the plan last applied, in one
+    /// batch. Before the first [`Firewall::sync`], this syncs instead.
+    pub fn update(&mut self, desired: Plan) -> Result<ApplyReport, FirewallError> {
+        if !self.synced {
+            return self.sync(desired);
+        }
+        let mut report = ApplyReport::default();
+        if desired.layout().is_empty() {
+            if !self.applied.is_empty() {
+                self.remove_table()?;
+                report.table_removed = true;
+            }
+            self.applied = desired;
+            return Ok(report);
+        }
+        let (old, new) = (self.applied.layout(), desired.layout());
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        for set in new.sets.difference(&old.sets) {
+            tx.add_set(&set.spec());
+            report.sets_created += 1;
+        }
+        let empty = BTreeSet::new();
+        for set in &new.sets {
+            let have = self.applied.sets.get(set).unwrap_or(&empty);
+            let want = &desired.sets[set];
+            report.deleted += diff_into(&mut tx, set, have, want, &mut report.added);
+        }
+        if new != old {
+            write_chains(&mut tx, &new, &old.chain_names());
+            report.chains_written = true;
+        }
+        for set in old.sets.difference(&new.sets) {
+            report.deleted += self.applied.sets[set].len();
+            tx.delete_set(&set.name());
+            report.sets_deleted += 1;
+        }
+        if !tx.is_empty() {
+            self.nft.commit(tx, "nft: apply policy changes")?;
+        }
+        self.applied = desired;
+        Ok(report)
+    }
+
+    /// Makes the kernel hold exactly `desired`, reading it back and changing only what differs.
+    pub fn sync(&mut self, desired: Plan) -> Result<ApplyReport, FirewallError> {
+        let mut report = ApplyReport::default();
+        let existing: HashSet<String> = self
+            .nft
+            .set_names(Family::Inet, TABLE)?
+            .into_iter()
+            .collect();
+        let chains = self.nft.chain_names(Family::Inet, TABLE)?;
+        let layout = desired.layout();
+        if layout.is_empty() {
+            if !existing.is_empty() || !chains.is_empty() {
+                self.remove_table()?;
+                report.table_removed = true;
+            }
+            self.applied = desired;
+            self.synced = true;
+            return Ok(report);
+        }
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        for (set, want) in &desired.sets {
+            let name = set.name();
+            let have: BTreeSet<SetElement> = if existing.contains(&name) {
+                self.nft
+                    .set_elements(Family::Inet, TABLE, &name)?
+                    .into_iter()
+                    .collect()
+            } else {
+                tx.add_set(&set.spec());
+                report.sets_created += 1;
+                BTreeSet::new()
+            };
+            report.deleted += diff_into(&mut tx, set, &have, want, &mut report.added);
+        }
+        if !self.chains_current(&layout, &chains)? {
+            write_chains(&mut tx, &layout, &chains);
+            report.chains_written = true;
+        }
+        let wanted: HashSet<String> = layout.sets.iter().map(SetId::name).collect();
+        for name in existing.difference(&wanted) {
+            tx.delete_set(name);
+            report.sets_deleted += 1;
+        }
+        if !tx.is_empty() {
+            self.nft.commit(tx, "nft: sync policies")?;
+        }
+        self.applied = desired;
+        self.synced = true;
+        Ok(report)
+    }
+
+    /// Removes the table (nothing of it stays in the kernel).
+    pub fn remove_all(&mut self) -> Result<(), FirewallError> {
+        self.applied = Plan::default();
+        self.synced = false;
+        if self.nft.set_names(Family::Inet, TABLE)?.is_empty()
+            && self.nft.chain_names(Family::Inet, TABLE)?.is_empty()
+        {
+            return Ok(());
+        }
+        self.remove_table()
+    }
+
+    fn remove_table(&mut self) -> Result<(), FirewallError> {
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        tx.delete_table();
+        self.nft.commit(tx, "nft delete table inet podnet-policy")?;
+        Ok(())
+    }
+
+    fn chains_current(
+        &mut self,
+        layout: &Layout,
+        present: &[String],
+    ) -> Result<bool, FirewallError> {
+        let fp = layout.fingerprint();
+        let chains = layout.chains();
+        if present.len() != chains.len() {
+            return Ok(false);
+        }
+        for chain in chains {
+            if !present.contains(&chain.name) {
+                return Ok(false);
+            }
+            let have = self.nft.rule_comments(Family::Inet, TABLE, &chain.name)?;
+            if have.len() != chain.rules.len() || have.iter().any(|c| *c != fp) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Adds to `tx` what turns `have` into `want` for one set; returns how many
+/// elements it deletes (and counts additions into `added`).
+fn diff_into(
+    tx: &mut Transaction,
+    set: &SetId,
+    have: &BTreeSet<SetElement>,
+    want: &BTreeSet<SetElement>,
+    added: &mut usize,
+) -> usize {
+    let name = set.name();
+    let stale: Vec<&SetElement> = have.difference(want).collect();
+    let missing: Vec<&SetElement> = want.difference(have).collect();
+    tx.delete_elements(&name, stale.iter().copied());
+    tx.add_elements(&name, missing.iter().copied());
+    *added += missing.len();
+    stale.len()
+}
+
+impl Layout {
+    /// Names of the chains this layout has.
+    pub fn chain_names(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.chains().into_iter().map(|c| c.name).collect()
+    }
+}
+
+/// Rewrites every chain: create them, flush what exists, delete chains no
+/// longer needed, add the rules (regular chains first).
+fn write_chains(tx: &mut Transaction, layout: &Layout, present: &[String]) {
+    let chains = layout.chains();
+    for c in &chains {
+        tx.add_chain(&c.name, c.kind);
+    }
+    for name in present {
+        tx.flush_chain(name);
+    }
+    for name in present
+        .iter()
+        .filter(|n| !chains.iter().any(|c| &c.name == *n))
+    {
+        tx.delete_chain(name);
+    }
+    for c in &chains {
+        for r in &c.rules {
+            tx.add_rule(&c.name, r);
+        }
+    }
+}

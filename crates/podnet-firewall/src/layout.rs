@@ -1,0 +1,561 @@
+//! The table `inet podnet-policy`: its sets, maps, chains and rules.
+//!
+//! ## Why this shape
+//! A packet's cost must not grow with the number of policies or pods, so a
+//! verdict is a handful of set lookups, never a walk over rules. Peers are
+//! reduced to *classes*: two addresses that every peer of every policy
+//! treats alike (the same selectors match them, the same ipBlocks hold them,
+//! their named ports agree) share a class. A class is a number; the sets
+//! hold `local pod address . class . protocol . port`.
+//!
+//! ```text
+//! map pod-class4 { ipv4_addr : mark }                           # pod address to class
+//! map net-class4 { ipv4_addr . inet_proto : mark; interval }    # ipBlock ranges to class
+//! set isolated-in4, isolated-out4 { ipv4_addr }                  # local pods some policy isolates
+//! set in-class-port4 { ipv4_addr . mark . inet_proto . inet_service }   # and -proto, -all, -range
+//! set in-any-port4   { ipv4_addr . inet_proto . inet_service }          # peers "anyone"
+//! (out-... the same for egress)
+//! chain forward { type filter hook forward priority 0;
+//!   ct state established,related accept
+//!   ip saddr @isolated-out4 jump egress4
+//!   ip daddr @isolated-in4 jump ingress4 }
+//! chain ingress4 {
+//!   ip saddr map @pod-class4 -> class; goto ingress-class4
+//!   ip saddr . l4proto map @net-class4 -> class; goto ingress-class4
+//!   goto ingress-any4 }
+//! chain ingress-class4 { ip daddr . class . l4proto . th dport @in-class-port4 return; ...; goto ingress-any4 }
+//! chain ingress-any4 { ip daddr . l4proto . th dport @in-any-port4 return; ...; counter drop }
+//! ```
+//! `return` means allowed: it goes back to `forward`, which checks the other
+//! direction next. Only sets in use exist, and only rules for sets in use; a
+//! node with no isolated pod has no table at all, so its packets pay nothing.
+//! Established flows cost one conntrack state test. The same exists for IPv6
+//! (`...6`). Every rule carries a fingerprint of the layout as its comment,
+//! so a sync sees at once whether the chains are current.
+
+use std::collections::BTreeSet;
+
+use podnet_kernel::nftables::consts::*;
+use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetSpec};
+
+/// The firewall's table (family `inet`).
+pub const TABLE: &str = "podnet-policy";
+
+/// Traffic to local pods, or from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dir {
+    /// To local pods: the peer is the source.
+    In,
+    /// From local pods: the peer is the destination.
+    Out,
+}
+
+impl Dir {
+    fn word(self) -> &'static str {
+        match self {
+            Dir::In => "in",
+            Dir::Out => "out",
+        }
+    }
+}
+
+/// Which peers an allow set is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerKey {
+    /// A class: pods and ipBlock ranges that the policies treat alike.
+    Class,
+    /// Any address.
+    Any,
+}
+
+/// Which ports an allow set is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortKey {
+    /// Every protocol and port.
+    All,
+    /// Every port of one protocol.
+    Proto,
+    /// One protocol and port.
+    Port,
+    /// One protocol and a port range (`endPort`).
+    Range,
+}
+
+/// One set or map of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SetId {
+    /// Pod address to class.
+    PodClass {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// ipBlock ranges (`address . protocol`, protocol always 0-255) to class.
+    NetClass {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// Local pod addresses isolated for a direction.
+    Isolated {
+        /// Direction.
+        dir: Dir,
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// What is allowed: `local address [. class] [. protocol [. port]]`.
+    Allow {
+        /// Direction.
+        dir: Dir,
+        /// Keyed by class, or for any peer.
+        peer: PeerKey,
+        /// Which ports.
+        ports: PortKey,
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+}
+
+fn fam(v6: bool) -> u8 {
+    if v6 {
+        6
+    } else {
+        4
+    }
+}
+
+/// Length in bytes of an address of the family.
+pub fn addr_len(v6: bool) -> u32 {
+    if v6 {
+        16
+    } else {
+        4
+    }
+}
+
+impl SetId {
+    /// The set's name in the table.
+    pub fn name(&self) -> String {
+        match *self {
+            SetId::PodClass { v6 } => format!("pod-class{}", fam(v6)),
+            SetId::NetClass { v6 } => format!("net-class{}", fam(v6)),
+            SetId::Isolated { dir, v6 } => format!("isolated-{}{}", dir.word(), fam(v6)),
+            SetId::Allow {
+                dir,
+                peer,
+                ports,
+                v6,
+            } => {
+                let p = match peer {
+                    PeerKey::Class => "class",
+                    PeerKey::Any => "any",
+                };
+                let k = match ports {
+                    PortKey::All => "all",
+                    PortKey::Proto => "proto",
+                    PortKey::Port => "port",
+                    PortKey::Range => "range",
+                };
+                format!("{}-{p}-{k}{}", dir.word(), fam(v6))
+            }
+        }
+    }
+
+    /// Whether the set holds IPv6 addresses.
+    pub fn v6(&self) -> bool {
+        match *self {
+            SetId::PodClass { v6 }
+            | SetId::NetClass { v6 }
+            | SetId::Isolated { v6, .. }
+            | SetId::Allow { v6, .. } => v6,
+        }
+    }
+
+    /// Its definition.
+    pub fn spec(&self) -> SetSpec {
+        use datatype::*;
+        let v6 = self.v6();
+        let addr_t = if v6 { IPV6_ADDR } else { IPV4_ADDR };
+        let a = addr_len(v6);
+        let mut spec = SetSpec {
+            name: self.name(),
+            key_type: addr_t,
+            key_len: a,
+            data: None,
+            dynamic: false,
+            range_fields: Vec::new(),
+        };
+        match *self {
+            SetId::PodClass { .. } => spec.data = Some((MARK, 4)),
+            SetId::NetClass { .. } => {
+                spec.key_type = concat(&[addr_t, INET_PROTO]);
+                spec.key_len = a + 4;
+                spec.data = Some((MARK, 4));
+                spec.range_fields = vec![a, 1];
+            }
+            SetId::Isolated { .. } => {}
+            SetId::Allow { peer, ports, .. } => {
+                let mut types = vec![addr_t];
+                let mut fields = vec![a];
+                if peer == PeerKey::Class {
+                    types.push(MARK);
+                    fields.push(4);
+                }
+                if ports != PortKey::All {
+                    types.push(INET_PROTO);
+                    fields.push(1);
+                }
+                if matches!(ports, PortKey::Port | PortKey::Range) {
+                    types.push(INET_SERVICE);
+                    fields.push(2);
+                }
+                spec.key_type = concat(&types);
+                spec.key_len = fields.iter().map(|f| f.div_ceil(4) * 4).sum();
+                if ports == PortKey::Range {
+                    spec.range_fields = fields;
+                }
+            }
+        }
+        spec
+    }
+}
+
+/// The sets in use, from which the chains follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Layout {
+    /// Every set that holds elements.
+    pub sets: BTreeSet<SetId>,
+}
+
+/// A chain of the table with its rules.
+#[derive(Debug, Clone)]
+pub struct ChainDef {
+    /// Name.
+    pub name: String,
+    /// Regular or base.
+    pub kind: ChainKind,
+    /// Rules, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// Registers (32-bit words) of one family's rules.
+#[derive(Debug, Clone, Copy)]
+struct Regs {
+    /// The local pod's address (the first key field).
+    local: u32,
+    /// The class, right after the local address.
+    class: u32,
+    /// The peer's address, for the class lookup.
+    peer: u32,
+    /// The protocol after the peer address, for the net-class lookup.
+    peer_proto: u32,
+}
+
+impl Regs {
+    fn new(v6: bool) -> Self {
+        let a = addr_len(v6) / 4;
+        Regs {
+            local: 0,
+            class: a,
+            peer: 8,
+            peer_proto: 8 + a,
+        }
+    }
+}
+
+impl Layout {
+    /// Whether the table is needed at all: some local pod is isolated.
+    pub fn is_empty(&self) -> bool {
+        !self
+            .sets
+            .iter()
+            .any(|s| matches!(s, SetId::Isolated { .. }))
+    }
+
+    /// The comment every rule carries: a fingerprint of the layout and rule version.
+    pub fn fingerprint(&self) -> String {
+        let text = format!("v1 {:?}", self.sets);
+        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("podnet-policy {h:016x}")
+    }
+
+    /// Every chain with its rules, regular chains first (base chains jump to them).
+    pub fn chains(&self) -> Vec<ChainDef> {
+        let c = self.fingerprint();
+        let rule = |exprs: Vec<Expr>| Rule {
+            exprs,
+            comment: c.clone(),
+        };
+        let mut out = Vec::new();
+        let mut forward = vec![rule(ct_established_or_related())];
+        for v6 in [false, true] {
+            for dir in [Dir::Out, Dir::In] {
+                if !self.sets.contains(&SetId::Isolated { dir, v6 }) {
+                    continue;
+                }
+                let name = side_chain(dir, v6, "");
+                forward.push(rule(cat(&[
+                    &guard(v6),
+                    &[load_addr(v6, dir == Dir::Out, 0)],
+                    &[lookup(SetId::Isolated { dir, v6 }, 0, None)],
+                    &[Expr::Jump(name)],
+                ])));
+                out.extend(self.side_chains(dir, v6, &rule));
+            }
+        }
+        out.push(ChainDef {
+            name: "forward".into(),
+            kind: ChainKind::Base {
+                ty: "filter",
+                hook: Hook::Forward,
+                priority: 0,
+            },
+            rules: forward,
+        });
+        out
+    }
+
+    /// `ingress4` (class lookups), `ingress-class4` and `ingress-any4` (or egress).
+    fn side_chains(&self, dir: Dir, v6: bool, rule: &dyn Fn(Vec<Expr>) -> Rule) -> Vec<ChainDef> {
+        let r = Regs::new(v6);
+        let local_is_source = dir == Dir::Out;
+        let (entry, class_chain, any_chain) = (
+            side_chain(dir, v6, ""),
+            side_chain(dir, v6, "-class"),
+            side_chain(dir, v6, "-any"),
+        );
+        let mut entry_rules = Vec::new();
+        if self.sets.contains(&SetId::PodClass { v6 }) {
+            entry_rules.push(rule(vec![
+                load_addr(v6, !local_is_source, r.peer),
+                lookup(SetId::PodClass { v6 }, r.peer, Some(r.class)),
+                Expr::Goto(class_chain.clone()),
+            ]));
+        }
+        if self.sets.contains(&SetId::NetClass { v6 }) {
+            entry_rules.push(rule(vec![
+                load_addr(v6, !local_is_source, r.peer),
+                l4proto(r.peer_proto),
+                lookup(SetId::NetClass { v6 }, r.peer, Some(r.class)),
+                Expr::Goto(class_chain.clone()),
+            ]));
+        }
+        entry_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        let mut class_rules = Vec::new();
+        let mut any_rules = Vec::new();
+        for ports in [PortKey::Port, PortKey::Proto, PortKey::All, PortKey::Range] {
+            for peer in [PeerKey::Class, PeerKey::Any] {
+                let set = SetId::Allow {
+                    dir,
+                    peer,
+                    ports,
+                    v6,
+                };
+                if !self.sets.contains(&set) {
+                    continue;
+                }
+                let mut exprs = vec![load_addr(v6, local_is_source, r.local)];
+                let mut next = r.local + addr_len(v6) / 4;
+                if peer == PeerKey::Class {
+                    next += 1; // the class is already in its register
+                }
+                if ports != PortKey::All {
+                    exprs.push(l4proto(next));
+                    next += 1;
+                }
+                if matches!(ports, PortKey::Port | PortKey::Range) {
+                    exprs.push(dport(next));
+                }
+                exprs.push(lookup(set, r.local, None));
+                exprs.push(Expr::Return);
+                match peer {
+                    PeerKey::Class => class_rules.push(rule(exprs)),
+                    PeerKey::Any => any_rules.push(rule(exprs)),
+                }
+            }
+        }
+        class_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        any_rules.push(rule(vec![Expr::Counter, Expr::Drop]));
+        let regular = |name: String, rules| ChainDef {
+            name,
+            kind: ChainKind::Regular,
+            rules,
+        };
+        vec![
+            regular(any_chain, any_rules),
+            regular(class_chain, class_rules),
+            regular(entry, entry_rules),
+        ]
+    }
+}
+
+/// `ingress4`, `egress6-class`, ...
+pub fn side_chain(dir: Dir, v6: bool, suffix: &str) -> String {
+    let side = match dir {
+        Dir::In => "ingress",
+        Dir::Out => "egress",
+    };
+    format!("{side}{}{suffix}", fam(v6))
+}
+
+fn cat(parts: &[&[Expr]]) -> Vec<Expr> {
+    parts.iter().flat_map(|p| p.iter().cloned()).collect()
+}
+
+/// `meta nfproto ipv4|ipv6`
+fn guard(v6: bool) -> Vec<Expr> {
+    vec![
+        Expr::MetaLoad {
+            key: META_NFPROTO,
+            dreg: reg(0),
+        },
+        Expr::CmpReg(CmpOp::Eq, reg(0), vec![if v6 { 10 } else { 2 }]),
+    ]
+}
+
+/// `ct state established,related`
+fn ct_established_or_related() -> Vec<Expr> {
+    vec![
+        Expr::CtLoad {
+            key: CT_STATE,
+            dir: None,
+            dreg: reg(0),
+        },
+        Expr::Bitwise {
+            reg: reg(0),
+            mask: (CT_STATE_ESTABLISHED | CT_STATE_RELATED)
+                .to_ne_bytes()
+                .to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
+        Expr::Accept,
+    ]
+}
+
+/// `ip saddr|daddr` into `word`.
+fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
+    let (offset, len) = match (v6, source) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    };
+    Expr::PayloadLoad {
+        base: PAYLOAD_NETWORK,
+        offset,
+        len,
+        dreg: reg(word),
+    }
+}
+
+/// `meta l4proto` into `word`.
+fn l4proto(word: u32) -> Expr {
+    Expr::MetaLoad {
+        key: META_L4PROTO,
+        dreg: reg(word),
+    }
+}
+
+/// `th dport` into `word`.
+fn dport(word: u32) -> Expr {
+    Expr::PayloadLoad {
+        base: PAYLOAD_TRANSPORT,
+        offset: 2,
+        len: 2,
+        dreg: reg(word),
+    }
+}
+
+fn lookup(set: SetId, sreg: u32, dreg: Option<u32>) -> Expr {
+    Expr::Lookup {
+        set: set.name(),
+        sreg: reg(sreg),
+        dreg: dreg.map(reg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_sets() -> Layout {
+        let mut sets = BTreeSet::new();
+        for v6 in [false, true] {
+            sets.insert(SetId::PodClass { v6 });
+            sets.insert(SetId::NetClass { v6 });
+            for dir in [Dir::In, Dir::Out] {
+                sets.insert(SetId::Isolated { dir, v6 });
+                for peer in [PeerKey::Class, PeerKey::Any] {
+                    for ports in [PortKey::All, PortKey::Proto, PortKey::Port, PortKey::Range] {
+                        sets.insert(SetId::Allow {
+                            dir,
+                            peer,
+                            ports,
+                            v6,
+                        });
+                    }
+                }
+            }
+        }
+        Layout { sets }
+    }
+
+    #[test]
+    fn registers_stay_inside_the_sixteen_words() {
+        for chain in all_sets().chains() {
+            for r in &chain.rules {
+                for e in &r.exprs {
+                    let last = match e {
+                        Expr::PayloadLoad { dreg, len, .. } => dreg + (len - 1) / 4,
+                        Expr::MetaLoad { dreg, .. } | Expr::CtLoad { dreg, .. } => *dreg,
+                        Expr::Lookup { dreg: Some(d), .. } => *d,
+                        _ => reg(0),
+                    };
+                    assert!(
+                        (8..=23).contains(&last),
+                        "{} uses register {last}",
+                        chain.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn key_lengths_follow_the_fields() {
+        let s = SetId::Allow {
+            dir: Dir::In,
+            peer: PeerKey::Class,
+            ports: PortKey::Range,
+            v6: true,
+        }
+        .spec();
+        assert_eq!(s.key_len, 16 + 4 + 4 + 4);
+        assert_eq!(s.range_fields, vec![16, 4, 1, 2]);
+        assert_eq!(s.name, "in-class-range6");
+    }
+
+    #[test]
+    fn no_isolated_pod_no_table_and_rules_only_for_sets_in_use() {
+        assert!(Layout::default().is_empty());
+        let mut l = Layout::default();
+        l.sets.insert(SetId::Isolated {
+            dir: Dir::In,
+            v6: false,
+        });
+        assert!(!l.is_empty());
+        let chains = l.chains();
+        let names: Vec<&str> = chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ingress4-any", "ingress4-class", "ingress4", "forward"]
+        );
+        assert_eq!(chains[0].rules.len(), 1, "only the drop");
+        assert_eq!(
+            chains[3].rules.len(),
+            2,
+            "established, then the ingress jump"
+        );
+    }
+}
