@@ -20,11 +20,13 @@
 //!   ip saddr @isolated-out4 jump egress4
 //!   ip daddr @isolated-in4 jump ingress4 }
 //! chain ingress4 {
-//!   ip saddr map @pod-class4 -> class; goto ingress-class4
-//!   ip saddr . l4proto map @net-class4 -> class; goto ingress-class4
-//!   goto ingress-any4 }
-//! chain ingress-class4 { ip daddr . class . l4proto . th dport @in-class-port4 return; ...; goto ingress-any4 }
-//! chain ingress-any4 { ip daddr . l4proto . th dport @in-any-port4 return; ...; counter drop }
+//!   ct mark set ip saddr map @pod-class4 goto ingress4-class
+//!   ct mark set ip saddr . meta l4proto map @net-class4 goto ingress4-class
+//!   goto ingress4-any }
+//! chain ingress4-class {
+//!   ip daddr . ct mark . meta l4proto . th dport @in-class-port4 return
+//!   ...; goto ingress4-any }
+//! chain ingress4-any { ip daddr . meta l4proto . th dport @in-any-port4 return; ...; counter drop }
 //! ```
 //! `return` means allowed: it goes back to `forward`, which checks the other
 //! direction next. Only sets in use exist, and only rules for sets in use; a
@@ -236,31 +238,6 @@ pub struct ChainDef {
     pub rules: Vec<Rule>,
 }
 
-/// Registers (32-bit words) of one family's rules.
-#[derive(Debug, Clone, Copy)]
-struct Regs {
-    /// The local pod's address (the first key field).
-    local: u32,
-    /// The class, right after the local address.
-    class: u32,
-    /// The peer's address, for the class lookup.
-    peer: u32,
-    /// The protocol after the peer address, for the net-class lookup.
-    peer_proto: u32,
-}
-
-impl Regs {
-    fn new(v6: bool) -> Self {
-        let a = addr_len(v6) / 4;
-        Regs {
-            local: 0,
-            class: a,
-            peer: 8,
-            peer_proto: 8 + a,
-        }
-    }
-}
-
 impl Layout {
     /// Whether the table is needed at all: some local pod is isolated.
     pub fn is_empty(&self) -> bool {
@@ -315,78 +292,111 @@ impl Layout {
         out
     }
 
-    /// `ingress4` (class lookups), `ingress-class4` and `ingress-any4` (or egress).
+    /// `ingress4` (the peer's class), `ingress4-class` (allow sets keyed by
+    /// class) and `ingress4-any` (allow sets for any peer), or egress.
+    ///
+    /// The class travels from its lookup to the allow lookups in the
+    /// connection's mark: a register would do (the kernel keeps registers
+    /// across a goto) if the kernel did not refuse rules that read registers
+    /// they did not write, and `nft` cannot print a map lookup inside a
+    /// concatenation. Only new connections of isolated pods get here.
     fn side_chains(&self, dir: Dir, v6: bool, rule: &dyn Fn(Vec<Expr>) -> Rule) -> Vec<ChainDef> {
-        let r = Regs::new(v6);
-        let local_is_source = dir == Dir::Out;
-        let (entry, class_chain, any_chain) = (
-            side_chain(dir, v6, ""),
-            side_chain(dir, v6, "-class"),
-            side_chain(dir, v6, "-any"),
-        );
+        let any_chain = side_chain(dir, v6, "-any");
+        let class_chain = side_chain(dir, v6, "-class");
         let mut entry_rules = Vec::new();
-        if self.sets.contains(&SetId::PodClass { v6 }) {
-            entry_rules.push(rule(vec![
-                load_addr(v6, !local_is_source, r.peer),
-                lookup(SetId::PodClass { v6 }, r.peer, Some(r.class)),
-                Expr::Goto(class_chain.clone()),
-            ]));
-        }
-        if self.sets.contains(&SetId::NetClass { v6 }) {
-            entry_rules.push(rule(vec![
-                load_addr(v6, !local_is_source, r.peer),
-                l4proto(r.peer_proto),
-                lookup(SetId::NetClass { v6 }, r.peer, Some(r.class)),
-                Expr::Goto(class_chain.clone()),
-            ]));
-        }
-        entry_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
-        let mut class_rules = Vec::new();
-        let mut any_rules = Vec::new();
-        for ports in [PortKey::Port, PortKey::Proto, PortKey::All, PortKey::Range] {
-            for peer in [PeerKey::Class, PeerKey::Any] {
-                let set = SetId::Allow {
-                    dir,
-                    peer,
-                    ports,
-                    v6,
-                };
-                if !self.sets.contains(&set) {
-                    continue;
-                }
-                let mut exprs = vec![load_addr(v6, local_is_source, r.local)];
-                let mut next = r.local + addr_len(v6) / 4;
-                if peer == PeerKey::Class {
-                    next += 1; // the class is already in its register
-                }
-                if ports != PortKey::All {
-                    exprs.push(l4proto(next));
-                    next += 1;
-                }
-                if matches!(ports, PortKey::Port | PortKey::Range) {
-                    exprs.push(dport(next));
-                }
-                exprs.push(lookup(set, r.local, None));
-                exprs.push(Expr::Return);
-                match peer {
-                    PeerKey::Class => class_rules.push(rule(exprs)),
-                    PeerKey::Any => any_rules.push(rule(exprs)),
-                }
+        for map in [SetId::PodClass { v6 }, SetId::NetClass { v6 }] {
+            if self.sets.contains(&map) {
+                let mut exprs = class_into_ct_mark(map, dir);
+                exprs.push(Expr::Goto(class_chain.clone()));
+                entry_rules.push(rule(exprs));
             }
         }
+        entry_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        let mut class_rules: Vec<Rule> = self
+            .allow_sets(dir, v6, PeerKey::Class)
+            .map(|set| rule(allow_rule(set)))
+            .collect();
         class_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        let mut any_rules: Vec<Rule> = self
+            .allow_sets(dir, v6, PeerKey::Any)
+            .map(|set| rule(allow_rule(set)))
+            .collect();
         any_rules.push(rule(vec![Expr::Counter, Expr::Drop]));
-        let regular = |name: String, rules| ChainDef {
-            name,
-            kind: ChainKind::Regular,
-            rules,
-        };
         vec![
             regular(any_chain, any_rules),
             regular(class_chain, class_rules),
-            regular(entry, entry_rules),
+            regular(side_chain(dir, v6, ""), entry_rules),
         ]
     }
+
+    /// The allow sets in use for one direction, family and peer key, most specific first.
+    fn allow_sets(&self, dir: Dir, v6: bool, peer: PeerKey) -> impl Iterator<Item = SetId> + '_ {
+        [PortKey::Port, PortKey::Proto, PortKey::All, PortKey::Range]
+            .into_iter()
+            .map(move |ports| SetId::Allow {
+                dir,
+                peer,
+                ports,
+                v6,
+            })
+            .filter(|s| self.sets.contains(s))
+    }
+}
+
+fn regular(name: String, rules: Vec<Rule>) -> ChainDef {
+    ChainDef {
+        name,
+        kind: ChainKind::Regular,
+        rules,
+    }
+}
+
+/// `ct mark set ip saddr map @pod-class4` (or `ip saddr . meta l4proto map
+/// @net-class4`; `daddr` for egress). A peer the map does not know stops the rule.
+fn class_into_ct_mark(map: SetId, dir: Dir) -> Vec<Expr> {
+    let v6 = map.v6();
+    let a = addr_len(v6) / 4;
+    let (peer, data) = (8, 0);
+    let mut exprs = vec![load_addr(v6, dir == Dir::In, peer)];
+    if matches!(map, SetId::NetClass { .. }) {
+        exprs.push(l4proto(peer + a));
+    }
+    exprs.push(lookup(map, peer, Some(data)));
+    exprs.push(Expr::CtSetMark { sreg: reg(data) });
+    exprs
+}
+
+/// `local [. ct mark] [. l4proto [. th dport]] @set return`.
+fn allow_rule(set: SetId) -> Vec<Expr> {
+    let SetId::Allow {
+        dir,
+        peer,
+        ports,
+        v6,
+    } = set
+    else {
+        return Vec::new();
+    };
+    let mut exprs = vec![load_addr(v6, dir == Dir::Out, 0)];
+    let mut next = addr_len(v6) / 4;
+    if peer == PeerKey::Class {
+        exprs.push(Expr::CtLoad {
+            key: CT_MARK,
+            dir: None,
+            dreg: reg(next),
+        });
+        next += 1;
+    }
+    if ports != PortKey::All {
+        exprs.push(l4proto(next));
+        next += 1;
+    }
+    if matches!(ports, PortKey::Port | PortKey::Range) {
+        exprs.push(dport(next));
+    }
+    exprs.push(lookup(set, 0, None));
+    exprs.push(Expr::Return);
+    exprs
 }
 
 /// `ingress4`, `egress6-class`, ...

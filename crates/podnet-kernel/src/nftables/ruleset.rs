@@ -33,6 +33,8 @@ pub mod consts {
     pub const CT_STATE: u32 = 0;
     /// `ct status`
     pub const CT_STATUS: u32 = 2;
+    /// `ct mark`
+    pub const CT_MARK: u32 = 3;
     /// `ct proto-dst`
     pub const CT_PROTO_DST: u32 = 12;
     /// `ct ip daddr`
@@ -73,6 +75,11 @@ pub enum Expr {
     },
     /// `[ meta set mark with reg SREG ]`
     MetaSetMark {
+        /// Source register.
+        sreg: u32,
+    },
+    /// `[ ct set mark with reg SREG ]`: the connection's mark.
+    CtSetMark {
         /// Source register.
         sreg: u32,
     },

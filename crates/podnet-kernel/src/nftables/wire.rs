@@ -123,7 +123,7 @@ impl Expr {
             Expr::PayloadLoad { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::CmpReg(..) => "cmp",
-            Expr::CtLoad { .. } => "ct",
+            Expr::CtLoad { .. } | Expr::CtSetMark { .. } => "ct",
             Expr::FibDaddrType { .. } => "fib",
             Expr::NumgenRandom { .. } => "numgen",
             Expr::Lookup { .. } => "lookup",
@@ -176,6 +176,9 @@ impl Expr {
                 };
                 m.attr_u32_be(1, *reg).attr_u32_be(2, op);
                 data_value(m, 3, bytes);
+            }
+            Expr::CtSetMark { sreg } => {
+                m.attr_u32_be(2, consts::CT_MARK).attr_u32_be(4, *sreg);
             }
             Expr::CtLoad { key, dir, dreg } => {
                 m.attr_u32_be(1, *dreg).attr_u32_be(2, *key);
