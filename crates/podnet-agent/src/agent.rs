@@ -17,6 +17,7 @@ use podnet_store::{ClusterStore, StoreError};
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
 use crate::error::{kernel, AgentError};
+use crate::policy::run_policy_firewall;
 use crate::services::run_service_proxy;
 use crate::underlay::Underlay;
 use crate::watch::{watch_kernel, watch_store, Wake};
@@ -48,6 +49,10 @@ pub struct AgentConfig {
     pub services: bool,
     /// Full service sync (drift repair) at least this often; changes apply at once regardless.
     pub service_resync: Duration,
+    /// Enforce NetworkPolicy for the node's pods.
+    pub policies: bool,
+    /// Full policy sync (drift repair) at least this often; changes apply at once regardless.
+    pub policy_resync: Duration,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -167,6 +172,15 @@ impl Agent {
                 );
                 let halt_ref = &halt;
                 s.spawn(move || run_service_proxy(&url, &node, resync, halt_ref));
+            }
+            if self.config.policies {
+                let (url, node, resync) = (
+                    self.config.store.clone(),
+                    self.node.name.clone(),
+                    self.config.policy_resync,
+                );
+                let halt_ref = &halt;
+                s.spawn(move || run_policy_firewall(&url, &node, resync, halt_ref));
             }
             while !stop.load(Ordering::Relaxed) {
                 let why = self.wait_for_wake(&rx);

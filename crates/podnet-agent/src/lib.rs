@@ -13,6 +13,7 @@ mod agent;
 mod cniconf;
 mod datapath;
 mod error;
+mod policy;
 mod services;
 mod underlay;
 mod watch;

@@ -129,6 +129,8 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         // Labs show drift repair quickly; a real node can sync less often.
         "--service-resync-secs",
         "5",
+        "--policy-resync-secs",
+        "5",
     ];
     let log = dir.join("agent.log");
     // Ready once it logs its start, which it does after writing the CNI

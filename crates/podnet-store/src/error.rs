@@ -80,4 +80,17 @@ pub enum StoreError {
     /// The cluster or node definition is invalid.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A policy, pod or namespace was refused; every bad field is named.
+    #[error(transparent)]
+    Invalid(#[from] podnet_policy::FieldErrors),
+    /// An object names a namespace the store does not hold.
+    #[error("{kind} {name}: namespace {namespace:?} not found (apply a v1 Namespace first)")]
+    NoNamespace {
+        /// The object's kind.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The namespace it names.
+        namespace: String,
+    },
 }

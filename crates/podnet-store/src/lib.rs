@@ -17,6 +17,7 @@ mod error;
 mod etcd;
 mod file;
 mod kv;
+mod policy;
 mod services;
 
 pub use cluster::{ClusterStore, ClusterView};
@@ -24,6 +25,7 @@ pub use error::StoreError;
 pub use etcd::EtcdKv;
 pub use file::FileKv;
 pub use kv::{Changes, KvBackend, Listing, Txn};
+pub use policy::{PolicySnapshot, BUILTIN_NAMESPACES, POLICY_ROOT};
 pub use services::{
     parse_endpoints, parse_service, service_settings, ServiceChanges, ServiceSnapshot,
     SERVICES_ROOT,

@@ -80,6 +80,12 @@ struct AgentArgs {
     /// Full service sync (repairs drift) at least this often, in seconds; changes apply at once.
     #[arg(long, default_value_t = 60)]
     service_resync_secs: u64,
+    /// Do not enforce NetworkPolicy.
+    #[arg(long)]
+    no_policies: bool,
+    /// Full policy sync (repairs drift) at least this often, in seconds; changes apply at once.
+    #[arg(long, default_value_t = 60)]
+    policy_resync_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -341,6 +347,8 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         lease_ttl: Duration::from_secs(args.lease_ttl_secs.max(3)),
         services: !args.no_services,
         service_resync: Duration::from_secs(args.service_resync_secs.max(1)),
+        policies: !args.no_policies,
+        policy_resync: Duration::from_secs(args.policy_resync_secs.max(1)),
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));
