@@ -1,0 +1,203 @@
+//! `v1 Service`, in the fields podnet's service proxy implements.
+
+use std::net::IpAddr;
+
+use podnet_services::{
+    Service, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+};
+use serde_json::Value;
+
+use crate::policy::protocol;
+use crate::reader::{Findings, Obj};
+
+/// Reads a Service's `spec` (and the load-balancer addresses of its `status`).
+pub fn spec(
+    path: &str,
+    v: Option<&Value>,
+    status: Option<&Value>,
+    name: &str,
+    namespace: &str,
+    f: &mut Findings,
+) -> Service {
+    let mut o = Obj::new(path, v, f);
+    let service_type = match o.string("type", f).as_deref() {
+        None | Some("ClusterIP") => ServiceType::ClusterIP,
+        Some("NodePort") => ServiceType::NodePort,
+        Some("LoadBalancer") => ServiceType::LoadBalancer,
+        Some(other) => {
+            f.error(
+                o.at("type"),
+                format!(
+                    "unsupported value {other:?}: \"ClusterIP\", \"NodePort\" or \"LoadBalancer\""
+                ),
+            );
+            ServiceType::ClusterIP
+        }
+    };
+    let cluster_ip_at = o.at("clusterIP");
+    let cluster_ip = o.string("clusterIP", f).and_then(|ip| match ip.as_str() {
+        "" => None,
+        "None" => {
+            f.error(
+                &cluster_ip_at,
+                "headless services (clusterIP: None) are not supported by podnet",
+            );
+            None
+        }
+        text => addr(&cluster_ip_at, text, f),
+    });
+    let ports = o
+        .list("ports", f)
+        .into_iter()
+        .map(|(p, v)| port(&p, v, f))
+        .collect();
+    let selector = o.string_map("selector", f);
+    let ext_at = o.at("externalIPs");
+    let external_ips = o
+        .strings("externalIPs", f)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| addr(&format!("{ext_at}[{i}]"), s, f))
+        .collect();
+    let lb_at = o.at("loadBalancerIP");
+    let mut load_balancer_ips: Vec<IpAddr> = o
+        .string("loadBalancerIP", f)
+        .and_then(|s| addr(&lb_at, &s, f))
+        .into_iter()
+        .collect();
+    let session_affinity = match o.string("sessionAffinity", f).as_deref() {
+        None | Some("None") => SessionAffinity::None,
+        Some("ClientIP") => SessionAffinity::ClientIP,
+        Some(other) => {
+            f.error(
+                o.at("sessionAffinity"),
+                format!("unsupported value {other:?}: \"None\" or \"ClientIP\""),
+            );
+            SessionAffinity::None
+        }
+    };
+    let timeout = affinity_timeout(&mut o, f);
+    let external_traffic_policy = policy(&mut o, "externalTrafficPolicy", f);
+    let internal_traffic_policy = policy(&mut o, "internalTrafficPolicy", f);
+    o.ignore(
+        &[
+            "clusterIPs",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "allocateLoadBalancerNodePorts",
+            "healthCheckNodePort",
+            "loadBalancerClass",
+            "trafficDistribution",
+        ],
+        f,
+    );
+    o.finish(f);
+    load_balancer_ips.extend(status_ips(path, status, f));
+    Service {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        service_type,
+        cluster_ip,
+        ports,
+        selector,
+        external_ips,
+        load_balancer_ips,
+        session_affinity,
+        session_affinity_timeout_seconds: timeout,
+        external_traffic_policy,
+        internal_traffic_policy,
+    }
+}
+
+fn addr(path: &str, text: &str, f: &mut Findings) -> Option<IpAddr> {
+    text.parse()
+        .map_err(|_| f.error(path, format!("{text:?} is not an IP address")))
+        .ok()
+}
+
+fn port(path: &str, v: &Value, f: &mut Findings) -> ServicePort {
+    let mut o = Obj::new(path, Some(v), f);
+    let name = o.string("name", f).unwrap_or_default();
+    let protocol = protocol(&o.at("protocol"), o.take("protocol"), f);
+    let port_at = o.at("port");
+    let port = o.number("port", f).unwrap_or_else(|| {
+        f.error(port_at, "required");
+        0
+    });
+    let target_port = match o.take("targetPort") {
+        None => None,
+        Some(Value::String(s)) => Some(TargetPort::Name(s.clone())),
+        Some(v) => Some(TargetPort::Number(
+            v.as_u64()
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(0),
+        )),
+    };
+    let node_port = o.number("nodePort", f);
+    o.ignore(&["appProtocol"], f);
+    o.finish(f);
+    ServicePort {
+        name,
+        protocol,
+        port,
+        target_port,
+        node_port,
+    }
+}
+
+fn affinity_timeout(o: &mut Obj<'_>, f: &mut Findings) -> Option<u32> {
+    let at = o.at("sessionAffinityConfig");
+    let mut c = Obj::new(&at, o.take("sessionAffinityConfig"), f);
+    let ip_at = c.at("clientIP");
+    let mut ip = Obj::new(&ip_at, c.take("clientIP"), f);
+    let t = ip.number("timeoutSeconds", f);
+    ip.finish(f);
+    c.finish(f);
+    t
+}
+
+fn policy(o: &mut Obj<'_>, field: &'static str, f: &mut Findings) -> TrafficPolicy {
+    match o.string(field, f).as_deref() {
+        None | Some("Cluster") => TrafficPolicy::Cluster,
+        Some("Local") => TrafficPolicy::Local,
+        Some(other) => {
+            f.error(
+                o.at(field),
+                format!("unsupported value {other:?}: \"Cluster\" or \"Local\""),
+            );
+            TrafficPolicy::Cluster
+        }
+    }
+}
+
+/// `status.loadBalancer.ingress[].ip`: addresses a load balancer gave the service.
+fn status_ips(_spec_path: &str, status: Option<&Value>, f: &mut Findings) -> Vec<IpAddr> {
+    let ingress = status
+        .and_then(|s| s.get("loadBalancer"))
+        .and_then(|l| l.get("ingress"))
+        .and_then(Value::as_array);
+    ingress
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let text = v.get("ip")?.as_str()?;
+            addr(&format!("status.loadBalancer.ingress[{i}].ip"), text, f)
+        })
+        .collect()
+}
+
+/// The manifest of a stored service (`kubectl get -o yaml`).
+pub fn render(s: &Service) -> Value {
+    let mut spec = serde_json::to_value(s).unwrap_or_default();
+    if let Some(m) = spec.as_object_mut() {
+        m.remove("name");
+        m.remove("namespace");
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": s.name, "namespace": s.namespace},
+        "spec": spec,
+    })
+}
