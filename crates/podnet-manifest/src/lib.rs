@@ -214,7 +214,8 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
                 ports: Vec::new(),
                 ready: true,
             };
-            let m = pod::spec("spec", spec, base, f);
+            let mut m = pod::spec("spec", spec, base, f);
+            m.pod.ips = pod::status_ips(status, f);
             absorb(check_pod(&m.pod), f);
             Object::Pod(m)
         }
@@ -240,7 +241,7 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
             return None;
         }
     };
-    if status.is_some() && !matches!(object, Object::Service(_)) {
+    if status.is_some() && matches!(object, Object::Namespace(_) | Object::NetworkPolicy(_)) {
         f.ignored.push("status".into());
     }
     o.finish(f);

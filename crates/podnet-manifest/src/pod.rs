@@ -141,6 +141,35 @@ fn container(path: &str, v: &Value, f: &mut Findings) -> Container {
     }
 }
 
+/// `status.podIPs[].ip` (or `status.podIP`): the pod's addresses, when the
+/// manifest comes from a cluster that plumbed it (`kubectl get pod -o yaml`).
+pub fn status_ips(status: Option<&Value>, f: &mut Findings) -> Vec<std::net::IpAddr> {
+    let Some(status) = status else {
+        return Vec::new();
+    };
+    let mut texts: Vec<(String, &str)> = status
+        .get("podIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| Some((format!("status.podIPs[{i}].ip"), v.get("ip")?.as_str()?)))
+        .collect();
+    if texts.is_empty() {
+        if let Some(ip) = status.get("podIP").and_then(Value::as_str) {
+            texts.push(("status.podIP".into(), ip));
+        }
+    }
+    texts
+        .into_iter()
+        .filter_map(|(path, t)| {
+            t.parse()
+                .map_err(|_| f.error(path, format!("{t:?} is not an IP address")))
+                .ok()
+        })
+        .collect()
+}
+
 /// The manifest of a pod (`kubectl get -o yaml`), with its node and addresses as status.
 pub fn render(p: &PodManifest) -> Value {
     let containers: Vec<Value> = p

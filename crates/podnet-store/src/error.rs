@@ -83,6 +83,9 @@ pub enum StoreError {
     /// A policy, pod or namespace was refused; every bad field is named.
     #[error(transparent)]
     Invalid(#[from] podnet_policy::FieldErrors),
+    /// A pod without a node, outside a lab (nothing schedules it).
+    #[error("Pod {0}: spec.nodeName is required (podnet does not schedule pods outside a lab)")]
+    Unplaced(String),
     /// An object names a namespace the store does not hold.
     #[error("{kind} {name}: namespace {namespace:?} not found (apply a v1 Namespace first)")]
     NoNamespace {

@@ -12,7 +12,9 @@
 //! for a change after R, read again. A reconnecting agent therefore misses
 //! nothing: whatever happened meanwhile is in the next snapshot.
 
+mod apply;
 mod cluster;
+mod endpoints;
 mod error;
 mod etcd;
 mod file;
@@ -20,7 +22,9 @@ mod kv;
 mod policy;
 mod services;
 
+pub use apply::Outcome;
 pub use cluster::{ClusterStore, ClusterView};
+pub use endpoints::endpoints_for;
 pub use error::StoreError;
 pub use etcd::EtcdKv;
 pub use file::FileKv;

@@ -6,6 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::manifests;
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
@@ -90,6 +92,18 @@ struct AgentArgs {
 
 #[derive(Subcommand)]
 enum ClusterAction {
+    /// Create or replace Kubernetes objects (Namespace, Pod, Service, NetworkPolicy) from manifests.
+    Apply {
+        /// The manifest file (YAML or JSON, several documents), or `-` for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Delete the Kubernetes objects a manifest names.
+    Delete {
+        /// The manifest file, or `-` for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
     /// Store a cluster spec (YAML or JSON) if the store has none.
     Init {
         /// The spec file.
@@ -358,6 +372,34 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::error::Error>> {
     let store = podnet_store::open(store)?;
     match action {
+        ClusterAction::Apply { file } => {
+            let docs = manifests::read(&file)?;
+            store.check_objects(&docs.iter().map(|d| &d.object).collect::<Vec<_>>(), false)?;
+            for doc in docs {
+                let outcome = store.apply_object(&doc.object)?;
+                println!(
+                    "{} {outcome}{}",
+                    doc.object.describe(),
+                    manifests::ignored_note(&doc)
+                );
+            }
+            for (svc, eps) in store.sync_endpoints()? {
+                println!(
+                    "endpoints/{} set ({} addresses)",
+                    svc.key(),
+                    eps.endpoints.len()
+                );
+            }
+        }
+        ClusterAction::Delete { file } => {
+            // Last first: what a namespace holds goes before the namespace.
+            for doc in manifests::read(&file)?.into_iter().rev() {
+                let found = store.delete_object(&doc.object)?;
+                let what = if found { "deleted" } else { "not found" };
+                println!("{} {what}", doc.object.describe());
+            }
+            store.sync_endpoints()?;
+        }
         ClusterAction::Init { file } => {
             let spec = store.init_cluster(&read_cluster_spec(&file)?)?;
             println!("{}", serde_json::to_string_pretty(&spec)?);

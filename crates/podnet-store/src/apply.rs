@@ -1,0 +1,138 @@
+//! `kubectl apply` and `kubectl delete` against the store: one object at a
+//! time, created or replaced by kind, namespace and name.
+
+use std::collections::BTreeSet;
+
+use podnet_manifest::Object;
+use podnet_policy::ObjectName;
+use podnet_services::validate::Allocations;
+
+use crate::cluster::ClusterStore;
+use crate::error::StoreError;
+
+/// What applying one object did, in kubectl's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did not exist.
+    Created,
+    /// It existed and changed.
+    Configured,
+    /// It existed as it is.
+    Unchanged,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+fn outcome<T: PartialEq>(old: Option<T>, new: &T) -> Outcome {
+    match old {
+        None => Outcome::Created,
+        Some(o) if o == *new => Outcome::Unchanged,
+        Some(_) => Outcome::Configured,
+    }
+}
+
+impl ClusterStore {
+    /// Checks a whole manifest before any of it is applied, so a refused
+    /// object leaves nothing half-applied: namespaces exist (in the store or
+    /// earlier in the manifest), pods are placed (unless `placing`, as the lab
+    /// does), and services are admitted together with the stored ones
+    /// (addresses and node ports free, inside their ranges).
+    pub fn check_objects(&self, objects: &[&Object], placing: bool) -> Result<(), StoreError> {
+        let world = self.policy_snapshot()?.world;
+        let mut namespaces: BTreeSet<String> = world.namespaces.keys().cloned().collect();
+        let settings = self.service_settings()?;
+        let stored = self.services()?;
+        let mut alloc = Allocations::of(&stored);
+        for obj in objects {
+            let (kind, name) = match obj {
+                Object::Namespace(ns) => {
+                    namespaces.insert(ns.name.clone());
+                    continue;
+                }
+                Object::Pod(m) if m.pod.node.is_empty() && !placing => {
+                    return Err(StoreError::Unplaced(m.pod.key().to_string()));
+                }
+                Object::Pod(m) => ("Pod", m.pod.key()),
+                Object::Service(s) => {
+                    let previous = stored.iter().find(|x| x.key() == s.key());
+                    alloc.admit(s.clone(), previous, &settings)?;
+                    ("Service", ObjectName::new(&s.namespace, &s.name))
+                }
+                Object::NetworkPolicy(p) => ("NetworkPolicy", p.key()),
+            };
+            if !namespaces.contains(&name.namespace) {
+                return Err(StoreError::NoNamespace {
+                    kind,
+                    namespace: name.namespace.clone(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces one object. A pod needs `spec.nodeName` here
+    /// (outside a lab nothing schedules pods); its addresses come from its
+    /// `status.podIPs`.
+    pub fn apply_object(&self, obj: &Object) -> Result<Outcome, StoreError> {
+        let world = self.policy_snapshot()?.world;
+        match obj {
+            Object::Namespace(ns) => {
+                let old = world.namespaces.get(&ns.name).cloned();
+                self.put_namespace(ns)?;
+                Ok(outcome(old, ns))
+            }
+            Object::Pod(m) => {
+                if m.pod.node.is_empty() {
+                    return Err(StoreError::Unplaced(m.pod.key().to_string()));
+                }
+                let old = world.pods.iter().find(|p| p.key() == m.pod.key()).cloned();
+                self.put_pod(&m.pod)?;
+                Ok(outcome(old, &m.pod))
+            }
+            Object::Service(s) => {
+                let old = self.services()?.into_iter().find(|x| x.key() == s.key());
+                let stored = self.put_service(s.clone())?;
+                Ok(outcome(old, &stored))
+            }
+            Object::NetworkPolicy(p) => {
+                let old = world.policies.iter().find(|x| x.key() == p.key()).cloned();
+                let stored = self.put_policy(p)?;
+                Ok(outcome(old, &stored))
+            }
+        }
+    }
+
+    /// Deletes one object (a namespace with everything in it); false when it did not exist.
+    pub fn delete_object(&self, obj: &Object) -> Result<bool, StoreError> {
+        match obj {
+            Object::Namespace(ns) => self.delete_namespace_and_contents(&ns.name),
+            Object::Pod(m) => self.delete_pod(&m.pod.key()),
+            Object::Service(s) => self.delete_service(&s.key()),
+            Object::NetworkPolicy(p) => self.delete_policy(&p.key()),
+        }
+    }
+
+    /// Deletes a namespace's pods, services and policies, then the namespace.
+    pub fn delete_namespace_and_contents(&self, name: &str) -> Result<bool, StoreError> {
+        let world = self.policy_snapshot()?.world;
+        for p in world.pods.iter().filter(|p| p.namespace == name) {
+            self.delete_pod(&p.key())?;
+        }
+        for p in world.policies.iter().filter(|p| p.namespace == name) {
+            self.delete_policy(&p.key())?;
+        }
+        for s in self.services()?.iter().filter(|s| s.namespace == name) {
+            self.delete_service(&s.key())?;
+        }
+        self.delete_namespace(name)
+    }
+}
