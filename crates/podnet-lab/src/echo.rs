@@ -16,30 +16,56 @@ use crate::error::LabError;
 /// The port every lab echo server listens on.
 pub const ECHO_PORT: u16 = 7777;
 
-/// Serves forever on TCP and UDP `port`: each connection or datagram gets
-/// one line, `seen <peer address> by <name>`.
-pub fn serve(port: u16, name: &str) -> Result<(), LabError> {
-    let listener = TcpListener::bind(("::", port))
-        .map_err(|e| LabError::io(format!("listen on [::]:{port}"), e))?;
-    let udp = UdpSocket::bind(("::", port))
-        .map_err(|e| LabError::io(format!("listen on udp [::]:{port}"), e))?;
-    let udp_name = name.to_string();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((_, peer)) = udp.recv_from(&mut buf) {
-            let line = format!("seen {} by {udp_name}\n", canonical(peer.ip()));
-            let _ = udp.send_to(line.as_bytes(), peer);
+/// Serves forever on TCP and UDP on every one of `ports`: each connection or
+/// datagram gets one line, `seen <peer address> by <name>`.
+pub fn serve(ports: &[u16], name: &str) -> Result<(), LabError> {
+    let mut listeners = Vec::new();
+    for port in ports {
+        let listener = TcpListener::bind(("::", *port))
+            .map_err(|e| LabError::io(format!("listen on [::]:{port}"), e))?;
+        let udp = UdpSocket::bind(("::", *port))
+            .map_err(|e| LabError::io(format!("listen on udp [::]:{port}"), e))?;
+        let udp_name = name.to_string();
+        std::thread::spawn(move || serve_udp(&udp, &udp_name));
+        listeners.push(listener);
+    }
+    let mut threads = Vec::new();
+    for listener in listeners {
+        let name = name.to_string();
+        threads.push(std::thread::spawn(move || serve_tcp(&listener, &name)));
+    }
+    for t in threads {
+        if t.join().is_err() {
+            return Err(LabError::io(
+                "echo server",
+                std::io::Error::other("a listener thread panicked"),
+            ));
         }
-    });
+    }
+    Ok(())
+}
+
+fn serve_udp(udp: &UdpSocket, name: &str) {
+    let mut buf = [0u8; 512];
+    while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+        let line = format!("seen {} by {name}\n", canonical(peer.ip()));
+        if let Err(e) = udp.send_to(line.as_bytes(), peer) {
+            eprintln!("echo: answer {peer}: {e}");
+        }
+    }
+}
+
+fn serve_tcp(listener: &TcpListener, name: &str) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let peer = conn
             .peer_addr()
             .map(|p| canonical(p.ip()).to_string())
             .unwrap_or_default();
-        let _ = writeln!(conn, "seen {peer} by {name}");
+        if let Err(e) = writeln!(conn, "seen {peer} by {name}") {
+            eprintln!("echo: answer {peer}: {e}");
+        }
     }
-    Ok(())
 }
 
 /// An echo answer: the source address the server saw and the server's name.

@@ -15,7 +15,9 @@ mod control;
 pub mod echo;
 pub mod error;
 pub mod fabric;
+pub mod get;
 pub mod matrix;
+pub mod objects;
 mod pods;
 pub mod runtime;
 pub mod services;
@@ -34,7 +36,7 @@ use podnet_kernel::{Netns, RouteHandle};
 pub use control::ETCD_PORT;
 pub use error::LabError;
 pub use spec::{FabricSpec, LabSpec, SegmentSpec, StoreKind};
-pub use state::{LabNode, LabPod, LabState};
+pub use state::{LabHost, LabNode, LabPod, LabState};
 
 /// Root of the labs' state directories (store, CNI configs, IPAM data, logs).
 pub const STATE_ROOT: &str = "/run/podnet-lab";
@@ -115,6 +117,7 @@ impl Lab {
             plugin: plugin.to_path_buf(),
             nodes: Vec::new(),
             pods: Vec::new(),
+            hosts: Vec::new(),
         };
         state::write(self, &state)?;
         control::write_cluster_file(self, &state)?;

@@ -1,5 +1,7 @@
 //! The connectivity matrix: every pod to every pod, every node to every pod,
-//! over TCP, with the source address each receiver saw.
+//! over TCP, with the source address each receiver saw. It covers the pods
+//! that serve the lab's echo port (those `up` and `add-pods` make; pods
+//! applied from manifests are probed by their own tests).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -41,7 +43,7 @@ fn short(node: &str, pod: &str) -> String {
 
 fn clients(state: &LabState) -> Result<Vec<Client>, LabError> {
     let mut out = Vec::new();
-    for p in &state.pods {
+    for p in state.pods.iter().filter(|p| p.serves_echo()) {
         out.push(Client {
             label: short(&p.node, &p.name),
             netns: Netns::open_named(&p.name)?,
@@ -74,6 +76,7 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
     let servers: Vec<(String, IpAddr)> = state
         .pods
         .iter()
+        .filter(|p| p.serves_echo())
         .filter_map(|p| {
             Some((
                 short(&p.node, &p.name),
@@ -134,7 +137,7 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
 /// summary line and returns the number of failures.
 fn ipv6_pairs(state: &LabState) -> Result<usize, LabError> {
     let mut pods = Vec::new();
-    for p in &state.pods {
+    for p in state.pods.iter().filter(|p| p.serves_echo()) {
         if let Some(v6) = p.ips.iter().copied().find(IpAddr::is_ipv6) {
             pods.push((p.name.clone(), Netns::open_named(&p.name)?, v6));
         }

@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::Netns;
-use podnet_services::{
-    Endpoint, EndpointPort, Endpoints, Protocol, Service, ServiceName, TrafficPolicy,
-};
+use podnet_services::{Endpoints, Protocol, Service, ServiceName, TrafficPolicy};
 
-use crate::echo::{self, Answer, ECHO_PORT};
+use crate::echo::{self, Answer};
 use crate::error::LabError;
-use crate::state::{self, LabPod, LabState};
+use crate::state::{self, LabState};
 use crate::{control, Lab};
 
 /// How long a service change may take to reach every node's kernel.
@@ -56,46 +54,6 @@ fn judge(got: &Result<Answer, String>, should_answer: bool) -> (String, bool) {
     }
 }
 
-/// The endpoints a selector picks among the lab's pods (ready ones ready, others not).
-pub fn endpoints_for(svc: &Service, pods: &[LabPod]) -> Endpoints {
-    let endpoints = pods
-        .iter()
-        .filter(|p| {
-            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-        })
-        .flat_map(|p| {
-            let family_v4 = svc.cluster_ip.map(|c| c.is_ipv4());
-            p.ips
-                .iter()
-                .filter(move |ip| family_v4.is_none_or(|v4| ip.is_ipv4() == v4))
-                .map(move |ip| Endpoint {
-                    address: *ip,
-                    node: p.node.clone(),
-                    ready: p.ready,
-                    serving: p.ready,
-                    terminating: false,
-                    ports: vec![
-                        EndpointPort {
-                            name: "echo".into(),
-                            protocol: Protocol::Tcp,
-                            port: u32::from(ECHO_PORT),
-                        },
-                        EndpointPort {
-                            name: "echo-udp".into(),
-                            protocol: Protocol::Udp,
-                            port: u32::from(ECHO_PORT),
-                        },
-                    ],
-                })
-        })
-        .collect();
-    Endpoints {
-        name: svc.name.clone(),
-        namespace: svc.namespace.clone(),
-        endpoints,
-    }
-}
-
 impl Lab {
     /// Creates or updates a service (cluster IP and node ports allocated when
     /// absent), sets its endpoints from its selector, and waits until every
@@ -103,10 +61,7 @@ impl Lab {
     pub fn apply_service(&self, svc: Service) -> Result<Service, LabError> {
         let state = state::read(self)?;
         let stored = self.with_store(state.spec.store, move |s| Ok(s.put_service(svc)?))?;
-        let eps = endpoints_for(&stored, &state.pods);
-        let e = eps.clone();
-        self.with_store(state.spec.store, move |s| Ok(s.put_endpoints(&e)?))?;
-        self.wait_programmed(&state, &stored, Some(&eps))?;
+        self.sync_endpoints()?;
         Ok(stored)
     }
 
@@ -144,27 +99,22 @@ impl Lab {
         let p = state
             .pods
             .iter_mut()
-            .find(|p| p.name == pod)
+            .find(|p| p.name == pod || p.pod == pod)
             .ok_or_else(|| LabError::Spec(format!("the lab has no pod {pod}")))?;
         p.ready = ready;
+        let record = p.record();
         state::write(self, &state)?;
+        self.with_store(state.spec.store, move |s| Ok(s.put_pod(&record)?))?;
         self.sync_endpoints()
     }
 
     /// Rewrites the endpoints of every service with a selector from the
-    /// current pods, and waits until every node has programmed them.
+    /// pods in the store, and waits until every node has programmed them.
     pub fn sync_endpoints(&self) -> Result<(), LabError> {
         let state = state::read(self)?;
-        for (svc, old) in self.services()? {
-            if svc.selector.is_empty() {
-                continue;
-            }
-            let eps = endpoints_for(&svc, &state.pods);
-            if old.as_ref() != Some(&eps) {
-                let e = eps.clone();
-                self.with_store(state.spec.store, move |s| Ok(s.put_endpoints(&e)?))?;
-            }
-            self.wait_programmed(&state, &svc, Some(&eps))?;
+        self.with_store(state.spec.store, |s| Ok(s.sync_endpoints()?))?;
+        for (svc, eps) in self.services()? {
+            self.wait_programmed(&state, &svc, eps.as_ref())?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::manifests;
+use crate::{lab_cmd, manifests};
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
@@ -195,6 +195,57 @@ enum LabAction {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Create or replace Kubernetes objects (Namespace, Pod, Service, NetworkPolicy), like `kubectl apply -f`.
+    Apply {
+        /// The manifest file (YAML or JSON, several documents), or `-` for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Delete the objects a manifest names, like `kubectl delete -f`.
+    Delete {
+        /// The manifest file, or `-` for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// List pods, services, networkpolicies, namespaces, nodes or externalhosts, like `kubectl get`.
+    Get {
+        /// What to list.
+        resource: String,
+        /// Namespace (default: `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// `wide`, `json` or `yaml`.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Run a command in a pod's network namespace (or an external host's, or a node's), like `kubectl exec`.
+    Exec {
+        /// Pod (or external host, or node) name.
+        target: String,
+        /// The pod's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Set (`key=value`) or remove (`key-`) labels of a pod or namespace, like `kubectl label`.
+    Label {
+        /// `pod` or `namespace`.
+        kind: String,
+        /// Its name.
+        #[arg(value_name = "NAME")]
+        object: String,
+        /// Label changes.
+        #[arg(required = true)]
+        changes: Vec<String>,
+        /// The pod's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Mark a pod ready or not ready (its service endpoints follow).
     SetReady {
         /// Pod name.
@@ -206,9 +257,9 @@ enum LabAction {
     /// Serve TCP echo in the current namespace (started inside each lab pod).
     #[command(hide = true)]
     EchoServer {
-        /// Port to listen on.
-        #[arg(long)]
-        port: u16,
+        /// Port to listen on (TCP and UDP); repeat for several.
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
         /// Name to answer with.
         #[arg(long, default_value = "")]
         id: String,
@@ -494,7 +545,29 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
         }
         LabAction::RemoveNode { node } => lab.remove_node(&node)?,
         LabAction::RestartAgent { node } => lab.restart_agent(&node)?,
-        LabAction::EchoServer { port, id } => podnet_lab::echo::serve(port, &id)?,
+        LabAction::Apply { file } => lab_cmd::print(lab.apply(&manifests::read(&file)?)?),
+        LabAction::Delete { file } => lab_cmd::print(lab.delete(&manifests::read(&file)?)?),
+        LabAction::Get {
+            resource,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            let ns = (!all_namespaces).then(|| namespace.unwrap_or_else(|| "default".into()));
+            lab_cmd::get(&lab, &resource, ns.as_deref(), output.as_deref())?
+        }
+        LabAction::Exec {
+            target,
+            namespace,
+            command,
+        } => lab_cmd::exec(&lab, &target, &namespace, &command)?,
+        LabAction::Label {
+            kind,
+            object,
+            changes,
+            namespace,
+        } => lab_cmd::label(&lab, &kind, &object, &namespace, &changes)?,
+        LabAction::EchoServer { ports, id } => podnet_lab::echo::serve(&ports, &id)?,
         LabAction::Service { action } => run_lab_service(&lab, action)?,
         LabAction::SetReady { pod, ready } => lab.set_ready(&pod, ready)?,
     }
