@@ -48,13 +48,8 @@ impl Lab {
 /// Creates the control-plane namespace on segment 1 and, for etcd, starts the server.
 pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     let ctl = Netns::create_named(&lab.control_ns())?;
-    let link = fabric::Plug {
-        segment: 1,
-        ifname: "eth0",
-        address: control_address(),
-        via_router: state.spec.fabric.segments.len() > 1,
-    };
-    fabric::plug(lab, &ctl, &link, state.spec.fabric.mtu)?;
+    let link = fabric::Plug::segment(lab, 1, control_address(), state.spec.has_router());
+    fabric::plug(&ctl, &link, state.spec.fabric.mtu)?;
     if state.spec.store == StoreKind::Embedded {
         return Ok(());
     }

@@ -55,23 +55,24 @@ impl Lab {
     }
 }
 
-/// Creates every segment (namespace + bridge) and, with several segments, the router.
-pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError> {
+/// Creates every segment (namespace + bridge) and, when `router` (several
+/// segments, or hosts outside the cluster), the router joining them.
+pub(crate) fn build(lab: &Lab, segments: usize, router: bool, mtu: u32) -> Result<(), LabError> {
     for s in 1..=segments {
         let ns = Netns::create_named(&lab.segment_ns(s))?;
         RouteHandle::in_netns(&ns)?.ensure_bridge(BRIDGE, mtu)?;
     }
-    if segments > 1 {
+    if router {
         let router = Netns::create_named(&lab.router_ns())?;
         for s in 1..=segments {
             let ifname = format!("seg{s}");
             let link = Plug {
-                segment: s,
+                segment_ns: lab.segment_ns(s),
                 ifname: &ifname,
-                address: router_address(s),
-                via_router: false,
+                address: IpNet::new(router_address(s), 24).expect("valid prefix"),
+                gateway: None,
             };
-            plug(lab, &router, &link, mtu)?;
+            plug(&router, &link, mtu)?;
         }
         sysctl::write_in(&router, &[("net/ipv4/ip_forward".into(), "1".into())])?;
     }
@@ -80,34 +81,44 @@ pub(crate) fn build(lab: &Lab, segments: usize, mtu: u32) -> Result<(), LabError
 
 /// One namespace's link into a segment.
 pub(crate) struct Plug<'a> {
-    /// The segment (1-based).
-    pub segment: usize,
+    /// The segment's namespace (holding the bridge).
+    pub segment_ns: String,
     /// Name of the end inside the plugged namespace.
     pub ifname: &'a str,
-    /// Address of that end, in the segment's /24.
-    pub address: IpAddr,
-    /// Whether the namespace's default route goes via the segment's router.
-    pub via_router: bool,
+    /// Address of that end, with the segment's prefix.
+    pub address: IpNet,
+    /// The default route's next hop, if any.
+    pub gateway: Option<IpAddr>,
+}
+
+impl Plug<'_> {
+    /// A plug into cluster segment `s` at `address`, routed via the router when there is one.
+    pub fn segment(lab: &Lab, s: usize, address: IpAddr, via_router: bool) -> Plug<'static> {
+        Plug {
+            segment_ns: lab.segment_ns(s),
+            ifname: "eth0",
+            address: IpNet::new(address, 24).expect("valid prefix"),
+            gateway: via_router.then(|| router_address(s)),
+        }
+    }
 }
 
 /// Plugs `netns` into a segment: a macvlan (bridge mode) on the segment's
 /// bridge, created directly in `netns`, holding the address (and the default
 /// route, if asked).
-pub(crate) fn plug(lab: &Lab, netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabError> {
+pub(crate) fn plug(netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabError> {
     let ifname = link.ifname;
-    let address = IpNet::new(link.address, 24).expect("valid prefix");
-    let gateway = link.via_router.then(|| router_address(link.segment));
-    let seg = Netns::open_named(&lab.segment_ns(link.segment))?;
+    let seg = Netns::open_named(&link.segment_ns)?;
     let mut sh = RouteHandle::in_netns(&seg)?;
     let bridge = sh.link_by_name(BRIDGE)?.ok_or(LabError::NotRunning)?;
     sh.create_macvlan(bridge.index, ifname, netns.as_fd(), mtu)?;
     let mut h = RouteHandle::in_netns(netns)?;
-    let link = h.link_by_name(ifname)?.ok_or(LabError::NotRunning)?;
-    h.replace_address(link.index, address)?;
-    h.set_up(link.index)?;
-    if let Some(gw) = gateway {
+    let l = h.link_by_name(ifname)?.ok_or(LabError::NotRunning)?;
+    h.replace_address(l.index, link.address)?;
+    h.set_up(l.index)?;
+    if let Some(gw) = link.gateway {
         let default: IpNet = "0.0.0.0/0".parse().expect("static prefix");
-        h.replace_route(&Route::via(default, gw, link.index, libc::RTPROT_STATIC))?;
+        h.replace_route(&Route::via(default, gw, l.index, libc::RTPROT_STATIC))?;
     }
     Ok(())
 }

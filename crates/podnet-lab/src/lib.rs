@@ -16,6 +16,7 @@ pub mod echo;
 pub mod error;
 pub mod fabric;
 pub mod get;
+mod hosts;
 pub mod matrix;
 pub mod objects;
 mod pods;
@@ -121,13 +122,20 @@ impl Lab {
         };
         state::write(self, &state)?;
         control::write_cluster_file(self, &state)?;
-        fabric::build(self, spec.fabric.segments.len(), spec.fabric.mtu)?;
+        fabric::build(
+            self,
+            spec.fabric.segments.len(),
+            spec.has_router(),
+            spec.fabric.mtu,
+        )?;
+        hosts::build(self, &mut state)?;
         control::start_store(self, &state)?;
         for (s, seg) in spec.fabric.segments.iter().enumerate() {
             for _ in 0..seg.nodes {
                 self.join_node(&mut state, s + 1)?;
             }
         }
+        hosts::sync_router_routes(self)?;
         for node in state.nodes.clone() {
             pods::create(self, &mut state, &node.name, spec.pods_per_node)?;
         }
@@ -144,7 +152,9 @@ impl Lab {
         if segment == 0 || segment > state.spec.fabric.segments.len() {
             return Err(LabError::Spec(format!("the lab has no segment {segment}")));
         }
-        self.join_node(&mut state, segment)
+        let name = self.join_node(&mut state, segment)?;
+        hosts::sync_router_routes(self)?;
+        Ok(name)
     }
 
     fn join_node(&self, state: &mut LabState, segment: usize) -> Result<String, LabError> {
@@ -165,13 +175,8 @@ impl Lab {
         let netns = Netns::create_named(&node.ns)?;
         state.nodes.push(node.clone());
         state::write(self, state)?;
-        let link = fabric::Plug {
-            segment,
-            ifname: "eth0",
-            address: node.address,
-            via_router: state.spec.fabric.segments.len() > 1,
-        };
-        fabric::plug(self, &netns, &link, state.spec.fabric.mtu)?;
+        let link = fabric::Plug::segment(self, segment, node.address, state.spec.has_router());
+        fabric::plug(&netns, &link, state.spec.fabric.mtu)?;
         control::start_agent(self, state, &node)?;
         Ok(name)
     }
@@ -198,6 +203,7 @@ impl Lab {
         self.with_store(state.spec.store, move |s| Ok(s.remove_node(&name)?))?;
         state.nodes.retain(|x| x.name != node);
         state::write(self, &state)?;
+        hosts::sync_router_routes(self)?;
         self.sync_endpoints()
     }
 

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use podnet_cluster::{Backend, ClusterSpec, VxlanSettings};
 use podnet_dataplane::Model;
@@ -98,8 +100,22 @@ pub struct LabSpec {
     /// Services created once the pods are up; endpoints follow their selectors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// Hosts outside the cluster, behind the router (network 192.0.2.0/24).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_hosts: Vec<ExternalHostSpec>,
     /// The fabric.
     pub fabric: FabricSpec,
+}
+
+/// A host outside the cluster (a client on the internet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalHostSpec {
+    /// Its name (its namespace is `podnet-LAB-host-NAME`).
+    pub name: String,
+    /// Its address in the external network (default: the next free one from 192.0.2.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
 }
 
 fn default_pod_labels() -> BTreeMap<String, String> {
@@ -137,6 +153,7 @@ impl LabSpec {
             service_cidrs: Vec::new(),
             node_port_range: None,
             services: Vec::new(),
+            external_hosts: Vec::new(),
             fabric,
         }
     }
@@ -159,6 +176,42 @@ impl LabSpec {
             c.node_port_range = range.clone();
         }
         c
+    }
+
+    /// Checks external hosts: names (letters, digits, `-`; unique) and
+    /// addresses (unique, inside 192.0.2.0/24, not the network, gateway or broadcast).
+    fn validate_hosts(&self) -> Result<(), LabError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for (i, h) in self.external_hosts.iter().enumerate() {
+            let at = format!("externalHosts[{i}]");
+            let ok = !h.name.is_empty()
+                && h.name.len() <= 20
+                && h.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !ok || !names.insert(h.name.clone()) {
+                return Err(LabError::Spec(format!(
+                    "{at}.name: {:?} must be unique, 1-20 letters, digits or '-'",
+                    h.name
+                )));
+            }
+            if let Some(a) = h.address {
+                let reserved = matches!(a, IpAddr::V4(v4) if [0, 1, 255].contains(&v4.octets()[3]));
+                if !crate::hosts::is_external(a) || reserved || !addrs.insert(a) {
+                    return Err(LabError::Spec(format!("{at}.address: {a} must be a unique host address of 192.0.2.0/24 (not .0, .1 or .255)")));
+                }
+            }
+        }
+        if self.external_hosts.len() > 200 {
+            return Err(LabError::Spec("externalHosts: at most 200".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the lab has a router: several segments, or hosts outside the cluster.
+    pub fn has_router(&self) -> bool {
+        self.fabric.segments.len() > 1 || !self.external_hosts.is_empty()
     }
 
     /// Total number of nodes.
@@ -191,6 +244,7 @@ impl LabSpec {
                 .admit(svc.clone(), None, &settings)
                 .map_err(|e| LabError::Spec(e.to_string()))?;
         }
+        self.validate_hosts()?;
         if !(1280..=65535).contains(&self.fabric.mtu) {
             return Err(LabError::Spec(format!(
                 "fabric MTU {} is out of range (1280-65535)",

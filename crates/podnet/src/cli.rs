@@ -338,6 +338,9 @@ struct LabUpArgs {
     /// MTU of the fabric links.
     #[arg(long, default_value_t = 1500)]
     fabric_mtu: u32,
+    /// Hosts outside the cluster, behind the router (`ext1`, `ext2`, ... in 192.0.2.0/24).
+    #[arg(long, default_value_t = 0)]
+    external_hosts: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -530,6 +533,12 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
                         StoreArg::Etcd => StoreKind::Etcd,
                     };
                     spec.fabric.mtu = args.fabric_mtu;
+                    spec.external_hosts = (1..=args.external_hosts)
+                        .map(|i| podnet_lab::spec::ExternalHostSpec {
+                            name: format!("ext{i}"),
+                            address: None,
+                        })
+                        .collect();
                     spec
                 }
             };
