@@ -35,6 +35,7 @@ pub fn render_conflist(
             "model": model,
             "mtu": mtu,
             "ipMasq": cluster.masquerade,
+            "antiSpoofing": cluster.anti_spoofing,
             "clusterCIDRs": cluster.cluster_cidrs,
             "ipam": ipam,
         }],

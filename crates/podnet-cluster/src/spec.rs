@@ -89,6 +89,10 @@ pub struct ClusterSpec {
     /// Masquerade pod traffic that leaves the cluster CIDRs (default true).
     #[serde(default = "default_true")]
     pub masquerade: bool,
+    /// Drop packets a pod sends from an address that is not its own, and (bridge
+    /// model) ARP and neighbour advertisements claiming another's address (default true).
+    #[serde(default = "default_true")]
+    pub anti_spoofing: bool,
     /// Service CIDRs, where cluster IPs come from (default 10.96.0.0/12).
     #[serde(rename = "serviceCIDRs", default = "default_service_cidrs")]
     pub service_cidrs: Vec<IpNet>,
@@ -116,6 +120,7 @@ impl ClusterSpec {
             vxlan: VxlanSettings::default(),
             mtu: None,
             masquerade: true,
+            anti_spoofing: true,
             service_cidrs: default_service_cidrs(),
             node_port_range: default_node_port_range(),
         }

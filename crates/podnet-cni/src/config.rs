@@ -77,6 +77,10 @@ pub struct NetConf {
     /// Masquerade pod traffic leaving the cluster CIDRs.
     #[serde(default = "default_true")]
     pub ip_masq: bool,
+    /// Drop packets from pods whose source is not the pod's own address
+    /// (and, bridge model, ARP/NA claiming another's address).
+    #[serde(default = "default_true")]
+    pub anti_spoofing: bool,
     /// Bridge name (bridge model).
     #[serde(default)]
     pub bridge: Option<String>,
@@ -208,6 +212,7 @@ impl NetConf {
                 .unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
             mtu: self.mtu.unwrap_or(DEFAULT_MTU),
             ip_masq: self.ip_masq,
+            anti_spoofing: self.anti_spoofing,
             cluster_cidrs: cluster,
             pod_subnets,
         }

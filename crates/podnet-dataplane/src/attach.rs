@@ -8,6 +8,7 @@ use podnet_kernel::nftables::{NetworkRuleset, NftHandle};
 use podnet_kernel::rtnl::RTPROT_PODNET;
 use podnet_kernel::{sysctl, Link, Netns, Route, RouteHandle, VethSpec};
 
+use crate::antispoof;
 use crate::error::DataplaneError;
 use crate::names::{host_veth_alias, host_veth_name, network_group, HOST_VETH_PREFIX};
 use crate::spec::{Model, NetworkSpec, PodAttachment};
@@ -207,6 +208,10 @@ fn plumb(
     let mut nft = NftHandle::in_netns(host)?;
     nft.apply_network(&ruleset)?;
     nft.accept_in_foreign_drop_chains(&net.name, &net.pod_subnets)?;
+    if net.anti_spoofing {
+        let addrs: Vec<IpAddr> = pod.addresses.iter().map(|a| a.address.addr()).collect();
+        antispoof::add_pod(&mut nft, net.model, port_name, &addrs)?;
+    }
     Ok(Attached {
         bridge: None,
         host: Interface {
@@ -247,6 +252,7 @@ fn configure_pod(ph: &mut RouteHandle, link: &Link, layout: &PodLayout) -> Resul
 /// [`podnet_kernel::rtnl::delete_link_unregistered`]).
 pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str) -> Result<()> {
     let name = host_veth_name(&net.name, container_id, ifname);
+    antispoof::remove_pod(&mut NftHandle::in_netns(host)?, net.model, &name)?;
     podnet_kernel::rtnl::delete_link_unregistered(host, &name)?;
     Ok(())
 }
@@ -271,8 +277,11 @@ pub fn remove_stale(
     let mut removed = Vec::new();
     for link in hh.links()? {
         let ours = link.group == group && link.name.starts_with(HOST_VETH_PREFIX);
-        if ours && !keep.contains(&link.name) && hh.delete_link(&link.name)? {
-            removed.push(link.name);
+        if ours && !keep.contains(&link.name) {
+            antispoof::remove_pod(&mut NftHandle::in_netns(host)?, net.model, &link.name)?;
+            if hh.delete_link(&link.name)? {
+                removed.push(link.name);
+            }
         }
     }
     Ok(removed)

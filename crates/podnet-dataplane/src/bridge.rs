@@ -65,7 +65,13 @@ impl PodNetwork for BridgePodNetwork {
     }
 
     fn host_sysctls(&self, _port: &str, pod: &PodAttachment) -> Vec<(String, String)> {
-        let mut s = vec![("net/ipv4/ip_forward".to_string(), "1".to_string())];
+        // Bridged pod-to-pod traffic must cross the IP hooks: NetworkPolicy
+        // and service replies (un-DNAT) are enforced there (kubeadm requires the same).
+        let mut s = vec![
+            ("net/ipv4/ip_forward".to_string(), "1".to_string()),
+            ("net/bridge/bridge-nf-call-iptables".into(), "1".into()),
+            ("net/bridge/bridge-nf-call-ip6tables".into(), "1".into()),
+        ];
         if pod.addresses.iter().any(|a| a.address.addr().is_ipv6()) {
             s.push(("net/ipv6/conf/all/forwarding".into(), "1".into()));
         }

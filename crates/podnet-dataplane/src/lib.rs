@@ -8,6 +8,7 @@
 //! Both share [`attach::attach`], [`attach::detach`] and [`attach::check`]; a
 //! model only says how the host side and the pod's addresses and routes look.
 
+pub mod antispoof;
 pub mod attach;
 pub mod bridge;
 pub mod error;

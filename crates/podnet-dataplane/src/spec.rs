@@ -29,6 +29,8 @@ pub struct NetworkSpec {
     pub mtu: u32,
     /// Masquerade traffic from pods to outside `cluster_cidrs`.
     pub ip_masq: bool,
+    /// Drop what pods send from addresses not their own.
+    pub anti_spoofing: bool,
     /// Pod CIDRs of the cluster: never masqueraded.
     pub cluster_cidrs: Vec<IpNet>,
     /// The node's pod subnets (from the IPAM ranges): forwarded and masqueraded.

@@ -77,6 +77,9 @@ pub struct LabSpec {
     /// Masquerade pod traffic that leaves the cluster CIDRs (default true).
     #[serde(default = "default_true")]
     pub masquerade: bool,
+    /// Drop packets pods send from addresses not their own (default true).
+    #[serde(default = "default_true")]
+    pub anti_spoofing: bool,
     /// Pod MTU override (derived from the fabric when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -147,6 +150,7 @@ impl LabSpec {
             cluster_cidrs: default_cidrs(),
             vxlan: VxlanSettings::default(),
             masquerade: true,
+            anti_spoofing: true,
             mtu: None,
             pods_per_node,
             pod_labels: default_pod_labels(),
@@ -169,6 +173,7 @@ impl LabSpec {
         c.vxlan = self.vxlan;
         c.mtu = self.mtu;
         c.masquerade = self.masquerade;
+        c.anti_spoofing = self.anti_spoofing;
         if !self.service_cidrs.is_empty() {
             c.service_cidrs = self.service_cidrs.clone();
         }

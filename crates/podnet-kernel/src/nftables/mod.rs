@@ -154,6 +154,7 @@ impl NftHandle {
                     Family::Inet => true,
                     Family::Ipv4 => subnet.addr().is_ipv4(),
                     Family::Ipv6 => subnet.addr().is_ipv6(),
+                    Family::Bridge => false,
                 };
                 if !fits {
                     continue;

@@ -23,8 +23,12 @@ pub mod consts {
     pub const PAYLOAD_NETWORK: u32 = 1;
     /// Payload base: the transport header.
     pub const PAYLOAD_TRANSPORT: u32 = 2;
+    /// `meta protocol` (the ethertype)
+    pub const META_PROTOCOL: u32 = 1;
     /// `meta mark`
     pub const META_MARK: u32 = 3;
+    /// `meta iifname` (16 bytes)
+    pub const META_IIFNAME: u32 = 6;
     /// `meta nfproto`
     pub const META_NFPROTO: u32 = 15;
     /// `meta l4proto`

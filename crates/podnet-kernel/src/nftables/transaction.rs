@@ -21,6 +21,8 @@ pub mod datatype {
     pub const INET_SERVICE: u32 = 13;
     /// `mark` (a 32-bit integer in host order, used for indexes)
     pub const MARK: u32 = 19;
+    /// `ifname` (16 bytes, NUL padded)
+    pub const IFNAME: u32 = 41;
 
     /// The type id of a concatenation (`a . b . c`), as `nft` encodes it.
     pub fn concat(types: &[u32]) -> u32 {
@@ -198,6 +200,13 @@ impl Transaction {
         if let Some((ty, len)) = set.data {
             m.attr_u32_be(NFTA_SET_DATA_TYPE, ty)
                 .attr_u32_be(NFTA_SET_DATA_LEN, len);
+        }
+        if set.key_type == datatype::IFNAME {
+            // `nft` prints a lone ifname key right only when told it is in host order.
+            m.attr(
+                NFTA_SET_USERDATA,
+                &[NFTNL_UDATA_SET_KEYBYTEORDER, 4, 1, 0, 0, 0],
+            );
         }
         if !set.range_fields.is_empty() {
             let desc = m.begin_nested(NFTA_SET_DESC);

@@ -54,6 +54,8 @@ pub(super) const NFTA_SET_DESC: u16 = 9;
 pub(super) const NFTA_SET_DESC_CONCAT: u16 = 2;
 pub(super) const NFTA_SET_FIELD_LEN: u16 = 1;
 pub(super) const NFTA_SET_ELEM_KEY_END: u16 = 10;
+pub(super) const NFTA_SET_USERDATA: u16 = 13;
+pub(super) const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
 pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
 pub(super) const NFT_NG_RANDOM: u32 = 1;
@@ -82,6 +84,8 @@ pub enum Family {
     Ipv4,
     /// `ip6`.
     Ipv6,
+    /// `bridge`: frames crossing a Linux bridge.
+    Bridge,
 }
 
 impl Family {
@@ -91,6 +95,7 @@ impl Family {
             Family::Inet => libc::NFPROTO_INET as u8,
             Family::Ipv4 => libc::NFPROTO_IPV4 as u8,
             Family::Ipv6 => libc::NFPROTO_IPV6 as u8,
+            Family::Bridge => libc::NFPROTO_BRIDGE as u8,
         }
     }
 
@@ -100,6 +105,7 @@ impl Family {
             libc::NFPROTO_INET => Some(Family::Inet),
             libc::NFPROTO_IPV4 => Some(Family::Ipv4),
             libc::NFPROTO_IPV6 => Some(Family::Ipv6),
+            libc::NFPROTO_BRIDGE => Some(Family::Bridge),
             _ => None,
         }
     }
