@@ -4,6 +4,7 @@
 //! - [`rtnl`]: links, addresses, routes and neighbours over rtnetlink;
 //! - [`nftables`]: podnet's own nf_tables table over nfnetlink;
 //! - [`conntrack`]: tracked flows over ctnetlink (listed and deleted);
+//! - [`raw`]: whole IP packets and Ethernet frames sent as written;
 //! - [`sysctl`]: per-namespace `/proc/sys` settings.
 //!
 //! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod raw;
 pub mod rtnl;
 pub mod sysctl;
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use podnet_kernel::Netns;
 
 mod etcd;
+pub mod packets;
 pub use etcd::{EtcdServer, TempDir, ETCD_PORT};
 
 /// Prefix of every namespace a podnet test creates.
