@@ -147,7 +147,7 @@ fn agent_restart_keeps_allowed_connections_and_changes_touch_only_elements() {
         agent_log(&g, "node1")
             .lines()
             .filter(|l| l.contains("policies: revision"))
-            .last()
+            .next_back()
             .is_some_and(|l| l.contains("synced") && l.contains("kernel unchanged"))
     });
     assert!(
@@ -171,7 +171,7 @@ fn agent_restart_keeps_allowed_connections_and_changes_touch_only_elements() {
     let last = log
         .lines()
         .filter(|l| l.contains("policies: revision"))
-        .last()
+        .next_back()
         .unwrap();
     assert!(
         last.contains("elements +") && !last.contains("chains") && !last.contains("sets"),
