@@ -146,8 +146,7 @@ fn agent_restart_keeps_allowed_connections_and_changes_touch_only_elements() {
     let adopted = wait_until(Duration::from_secs(10), || {
         agent_log(&g, "node1")
             .lines()
-            .filter(|l| l.contains("policies: revision"))
-            .next_back()
+            .rfind(|l| l.contains("policies: revision"))
             .is_some_and(|l| l.contains("synced") && l.contains("kernel unchanged"))
     });
     assert!(
@@ -170,8 +169,7 @@ fn agent_restart_keeps_allowed_connections_and_changes_touch_only_elements() {
     let log = agent_log(&g, "node1");
     let last = log
         .lines()
-        .filter(|l| l.contains("policies: revision"))
-        .next_back()
+        .rfind(|l| l.contains("policies: revision"))
         .unwrap();
     assert!(
         last.contains("elements +") && !last.contains("chains") && !last.contains("sets"),
