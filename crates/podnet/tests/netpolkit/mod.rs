@@ -97,6 +97,9 @@ pub struct Match {
     port: Option<u16>,
     #[serde(default)]
     protocol: Option<String>,
+    /// 4 or 6.
+    #[serde(default)]
+    family: Option<u8>,
 }
 
 /// An explicit probe: `to` is a pod `ns/name` or a service `svc/ns/name` (its cluster IP).
@@ -122,8 +125,9 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 impl Match {
-    fn matches(&self, from: &str, to: &str, port: u16, protocol: &str) -> bool {
-        self.from.as_deref().is_none_or(|p| glob(p, from))
+    fn matches(&self, from: &str, to: &str, port: u16, protocol: &str, family: u8) -> bool {
+        self.family.is_none_or(|f| f == family)
+            && self.from.as_deref().is_none_or(|p| glob(p, from))
             && self.to.as_deref().is_none_or(|p| glob(p, to))
             && self.port.is_none_or(|p| p == port)
             && self.protocol.as_deref().is_none_or(|p| p == protocol)
@@ -131,18 +135,18 @@ impl Match {
 }
 
 /// The expectation of one probe under `rules`.
-fn expected(rules: &[Rule], from: &str, to: &str, port: u16, protocol: &str) -> bool {
+fn expected(rules: &[Rule], from: &str, to: &str, port: u16, protocol: &str, family: u8) -> bool {
     let mut allowed = true;
     for r in rules {
         if r.allow
             .as_ref()
-            .is_some_and(|m| m.matches(from, to, port, protocol))
+            .is_some_and(|m| m.matches(from, to, port, protocol, family))
         {
             allowed = true;
         }
         if r.deny
             .as_ref()
-            .is_some_and(|m| m.matches(from, to, port, protocol))
+            .is_some_and(|m| m.matches(from, to, port, protocol, family))
         {
             allowed = false;
         }
@@ -187,22 +191,17 @@ fn shoot(ns: &str, addr: IpAddr, port: u16, protocol: &str, wait: Duration) -> b
 /// The lab's sources (pods `ns/name`, external hosts by name) and destination pods.
 struct Ends {
     sources: Vec<(String, String)>,
-    pods: Vec<(String, String, IpAddr)>,
+    /// `(ns/name, netns, addresses)`.
+    pods: Vec<(String, String, Vec<IpAddr>)>,
 }
 
 fn ends(lab: &Lab, base_pods: &[String]) -> Ends {
     let state = lab.state().unwrap();
-    let pods: Vec<(String, String, IpAddr)> = state
+    let pods: Vec<(String, String, Vec<IpAddr>)> = state
         .pods
         .iter()
         .filter(|p| base_pods.contains(&p.key().to_string()))
-        .map(|p| {
-            (
-                p.key().to_string(),
-                p.name.clone(),
-                p.ips.iter().copied().find(IpAddr::is_ipv4).unwrap(),
-            )
-        })
+        .map(|p| (p.key().to_string(), p.name.clone(), p.ips.clone()))
         .collect();
     let mut sources: Vec<(String, String)> = pods
         .iter()
@@ -228,26 +227,31 @@ fn fire(shots: &[Shot], wait: Duration) -> Vec<bool> {
 
 /// Probes the grid and the step's explicit probes; returns a report of
 /// every mismatch (empty when all hold).
-fn verify(lab: &Lab, step: &Step, base_pods: &[String]) -> String {
+fn verify(lab: &Lab, step: &Step, base_pods: &[String], families: &[u8]) -> String {
     let e = ends(lab, base_pods);
     let mut shots = Vec::new();
     for (from, from_ns) in &e.sources {
-        for (to, _, addr) in &e.pods {
+        for (to, _, addrs) in &e.pods {
             if from == to {
                 continue; // a pod reaches itself over loopback, never through the network
             }
-            for port in PORTS {
-                for protocol in PROTOCOLS {
-                    let want = expected(&step.expect, from, to, port, protocol);
-                    shots.push(Shot {
-                        from: from.clone(),
-                        to: to.clone(),
-                        port,
-                        protocol,
-                        from_ns: from_ns.clone(),
-                        addr: *addr,
-                        want,
-                    });
+            for addr in addrs.iter().filter(|a| families.contains(&family(a))) {
+                if from.starts_with("ext") && addr.is_ipv6() {
+                    continue; // outside hosts have IPv4 only
+                }
+                for port in PORTS {
+                    for protocol in PROTOCOLS {
+                        let want = expected(&step.expect, from, to, port, protocol, family(addr));
+                        shots.push(Shot {
+                            from: from.clone(),
+                            to: to.clone(),
+                            port,
+                            protocol,
+                            from_ns: from_ns.clone(),
+                            addr: *addr,
+                            want,
+                        });
+                    }
                 }
             }
         }
@@ -294,6 +298,14 @@ fn verify(lab: &Lab, step: &Step, base_pods: &[String]) -> String {
     report(&shots, &got, &e)
 }
 
+fn family(a: &IpAddr) -> u8 {
+    if a.is_ipv6() {
+        6
+    } else {
+        4
+    }
+}
+
 fn target_address(lab: &Lab, to: &str) -> IpAddr {
     if let Some(svc) = to.strip_prefix("svc/") {
         let (ns, name) = svc.split_once('/').unwrap();
@@ -329,43 +341,58 @@ fn report(shots: &[Shot], got: &[bool], e: &Ends) -> String {
     let mut out = String::new();
     for i in &wrong {
         let s = &shots[*i];
+        let word = |b: bool| if b { "allowed" } else { "denied" };
         out.push_str(&format!(
-            "  {} -> {} {}/{}: expected {}, got {}\n",
+            "  {} -> {} ({}) {}/{}: expected {}, got {}\n",
             s.from,
             s.to,
+            s.addr,
             s.port,
             s.protocol,
-            if s.want { "allowed" } else { "denied" },
-            if got[*i] { "allowed" } else { "denied" }
+            word(s.want),
+            word(got[*i])
         ));
     }
-    for port in PORTS {
-        for protocol in PROTOCOLS {
-            out.push_str(&format!(
-                "\n  {port}/{protocol}   (row: from, column: to)\n  {:<6}",
-                ""
-            ));
-            for (to, _, _) in &e.pods {
-                out.push_str(&format!("{to:>5}"));
-            }
-            out.push('\n');
-            for (from, _) in &e.sources {
-                out.push_str(&format!("  {from:<6}"));
-                for (to, _, _) in &e.pods {
-                    let idx = shots.iter().position(|s| {
-                        &s.from == from && &s.to == to && s.port == port && s.protocol == protocol
-                    });
-                    let mark = match idx {
-                        None => "-",
-                        Some(i) if shots[i].want != got[i] => "!",
-                        Some(i) if got[i] => ".",
-                        Some(_) => "X",
-                    };
-                    out.push_str(&format!("{mark:>5}"));
-                }
-                out.push('\n');
+    let families: std::collections::BTreeSet<u8> = shots.iter().map(|s| family(&s.addr)).collect();
+    for fam in families {
+        for port in PORTS {
+            for protocol in PROTOCOLS {
+                out.push_str(&grid(shots, got, e, (fam, port, protocol)));
             }
         }
+    }
+    out
+}
+
+/// One grid: rows sources, columns destinations, for one family, port and protocol.
+fn grid(shots: &[Shot], got: &[bool], e: &Ends, (fam, port, protocol): (u8, u16, &str)) -> String {
+    let mut out = format!(
+        "\n  IPv{fam} {port}/{protocol}   (row: from, column: to)\n  {:<6}",
+        ""
+    );
+    for (to, _, _) in &e.pods {
+        out.push_str(&format!("{to:>5}"));
+    }
+    out.push('\n');
+    for (from, _) in &e.sources {
+        out.push_str(&format!("  {from:<6}"));
+        for (to, _, _) in &e.pods {
+            let idx = shots.iter().position(|s| {
+                &s.from == from
+                    && &s.to == to
+                    && s.port == port
+                    && s.protocol == protocol
+                    && family(&s.addr) == fam
+            });
+            let mark = match idx {
+                None => "-",
+                Some(i) if shots[i].want != got[i] => "!",
+                Some(i) if got[i] => ".",
+                Some(_) => "X",
+            };
+            out.push_str(&format!("{mark:>5}"));
+        }
+        out.push('\n');
     }
     out
 }
@@ -375,7 +402,7 @@ fn docs(text: &str) -> Vec<Document> {
 }
 
 /// Runs one case on `lab`; returns its failures (empty when every step held).
-pub fn run_case(lab: &Lab, path: &Path, base_pods: &[String]) -> String {
+pub fn run_case(lab: &Lab, path: &Path, base_pods: &[String], families: &[u8]) -> String {
     let case: Case = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut failures = String::new();
@@ -408,7 +435,7 @@ pub fn run_case(lab: &Lab, path: &Path, base_pods: &[String]) -> String {
             };
             result.unwrap_or_else(|e| panic!("{}: step {}: label: {e}", path.display(), n + 1));
         }
-        let r = verify(lab, step, base_pods);
+        let r = verify(lab, step, base_pods, families);
         if !r.is_empty() {
             failures.push_str(&format!(
                 "{} ({}), step {}:\n{r}\n",
