@@ -138,8 +138,14 @@ fn in_ns(ns: &str, args: &[&str]) -> (Command, Netns) {
 
 /// One iperf3 TCP stream, client to server, in Gb/s.
 fn iperf(p: &PathUnderTest) -> f64 {
-    let ip = p.server_ip.to_string();
-    let (mut cmd, _ns) = in_ns(&p.server, &["iperf3", "-s", "-1", "-B", &ip]);
+    iperf_between(&p.client, &p.server, p.server_ip)
+}
+
+/// One iperf3 TCP stream from namespace `client` to `server_ip` in namespace `server`, in Gb/s.
+pub(crate) fn iperf_between(client: &str, server: &str, server_ip: IpAddr) -> f64 {
+    let p = (client, server);
+    let ip = server_ip.to_string();
+    let (mut cmd, _ns) = in_ns(p.1, &["iperf3", "-s", "-1", "-B", &ip]);
     let mut server = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -154,7 +160,7 @@ fn iperf(p: &PathUnderTest) -> f64 {
             / 1e9
     };
     let out = loop {
-        let (mut cmd, _ns) = in_ns(&p.client, &["iperf3", "-c", &ip, "-t", IPERF_SECS, "-J"]);
+        let (mut cmd, _ns) = in_ns(p.0, &["iperf3", "-c", &ip, "-t", IPERF_SECS, "-J"]);
         let out = cmd.output().expect("iperf3 client");
         // Retried until the server listens (a refused connection, or a run with no result).
         if (out.status.success() && gbps(&out) > 0.0) || Instant::now() > deadline {

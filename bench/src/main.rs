@@ -3,6 +3,8 @@
 //! - `cluster`: pod-to-pod throughput and RTT across nodes (host-gw, VXLAN)
 //!   vs a plain veth, and route convergence after a node joins (10 nodes,
 //!   embedded store and etcd);
+//! - `policy`: NetworkPolicy change propagation, connect latency and
+//!   throughput at 1,000 pods and 500 policies;
 //! - `services`: service proxy full sync, one change and connect latency at
 //!   1k-100k services vs kube-proxy's iptables and nftables rulesets, and the
 //!   agent's memory at 100k.
@@ -14,6 +16,8 @@ mod cluster;
 mod cni;
 mod kubeproxy;
 mod plugins;
+mod policy;
+mod policyworld;
 mod report;
 mod services;
 
@@ -30,10 +34,11 @@ fn main() {
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let sections: [Section; 3] = [
+    let sections: [Section; 4] = [
         ("cni", cni::run),
         ("cluster", cluster::run),
         ("services", services::run),
+        ("policy", policy::run),
     ];
     let mut ran = false;
     for (name, run) in sections {
@@ -46,7 +51,7 @@ fn main() {
     }
     assert!(
         ran,
-        "unknown benchmark {which:?}: use cni, cluster, services or all"
+        "unknown benchmark {which:?}: use cni, cluster, services, policy or all"
     );
 }
 

@@ -161,12 +161,13 @@ impl Path3 {
 }
 
 /// Pins the calling thread to one CPU until dropped.
-struct PinnedToCpu {
+pub(crate) struct PinnedToCpu {
     before: libc::cpu_set_t,
 }
 
 impl PinnedToCpu {
-    fn new(cpu: usize) -> PinnedToCpu {
+    /// Pins the calling thread to `cpu`.
+    pub(crate) fn new(cpu: usize) -> PinnedToCpu {
         // SAFETY: cpu_set_t is plain data; the calls get and set this thread's mask.
         unsafe {
             let mut before: libc::cpu_set_t = std::mem::zeroed();

@@ -120,6 +120,36 @@ impl ClusterStore {
         self.delete(object_key(POLICIES, name))
     }
 
+    /// Stores many namespaces, pods and policies at once (initial loads,
+    /// benchmarks): all are checked first, then written in transactions of
+    /// at most `chunk` keys; nothing is written if one is refused.
+    pub fn put_world_bulk(&self, world: &World, chunk: usize) -> Result<usize, StoreError> {
+        let mut puts = Vec::new();
+        for ns in world.namespaces.values() {
+            check_namespace(ns)?;
+            puts.push((format!("{NAMESPACES}{}", ns.name), to_json(ns)));
+        }
+        for pod in &world.pods {
+            check_pod(pod)?;
+            puts.push((object_key(PODS, &pod.key()), to_json(pod)));
+        }
+        for p in &world.policies {
+            let mut p = p.clone();
+            p.spec = p.spec.defaulted();
+            check_policy(&p)?;
+            puts.push((object_key(POLICIES, &p.key()), to_json(&p)));
+        }
+        let n = puts.len();
+        for part in puts.chunks(chunk.max(1)) {
+            let txn = Txn {
+                puts: part.to_vec(),
+                ..Txn::default()
+            };
+            self.kv().transact(&txn)?;
+        }
+        Ok(n)
+    }
+
     fn require_namespace(&self, kind: &'static str, name: &ObjectName) -> Result<(), StoreError> {
         if BUILTIN_NAMESPACES.contains(&name.namespace.as_str()) {
             return Ok(());

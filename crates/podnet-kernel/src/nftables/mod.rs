@@ -18,6 +18,7 @@
 //! inserts a tagged accept rule at the head of every foreign forward chain whose
 //! policy is drop (for example `iptables -P FORWARD DROP` under iptables-nft).
 
+mod events;
 mod ruleset;
 mod transaction;
 mod wire;
@@ -29,6 +30,7 @@ use crate::netlink::codec::{self, MessageBuilder};
 use crate::netlink::{NetlinkSocket, Protocol};
 use crate::netns::Netns;
 
+pub use events::{Commit, CommitWatch};
 pub use ruleset::{consts, match_prefix, CmpOp, Direction, Expr, NetworkRuleset, Rule};
 pub use transaction::{datatype, ChainKind, Hook, SetElement, SetSpec, Transaction};
 pub use wire::Family;

@@ -45,6 +45,7 @@ pub(super) const NFT_MSG_DELSET: u16 = 11;
 pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
+pub(super) const NFT_MSG_NEWGEN: u16 = 15;
 pub(super) const NFTA_VERDICT_CHAIN: u16 = 2;
 pub(super) const NFT_JUMP: i32 = -3;
 pub(super) const NFT_GOTO: i32 = -4;
