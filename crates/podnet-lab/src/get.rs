@@ -3,6 +3,7 @@
 use podnet_manifest::Object;
 use podnet_policy::PolicyType;
 
+use crate::echo;
 use crate::error::LabError;
 use crate::state;
 use crate::Lab;
@@ -364,6 +365,52 @@ impl Lab {
         podnet_kernel::netns::enter_before_exec(&mut cmd, &ns);
         cmd.status()
             .map_err(|e| LabError::io(format!("run {program}"), e))
+    }
+
+    /// One TCP connection (or UDP datagram) from `from` to `to` on `port`,
+    /// where each is a pod (`ns/name`, or `name` in namespace `default`), an
+    /// external host, or a node, and `to` may also be an address; returns the
+    /// echo server's answer, or why there was none.
+    pub fn connect(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        udp: bool,
+    ) -> Result<Result<echo::Answer, String>, LabError> {
+        let split = |t: &str| match t.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => ("default".to_string(), t.to_string()),
+        };
+        let (ns, name) = split(from);
+        let client = podnet_kernel::Netns::open_named(&self.exec_target(&name, &ns)?)?;
+        let addr = match to.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => self.address_of(&split(to))?,
+        };
+        let target = std::net::SocketAddr::new(addr, port);
+        let wait = std::time::Duration::from_secs(2);
+        Ok(if udp {
+            echo::udp_client(&client, addr.is_ipv6()).and_then(|s| echo::ask_udp(&s, target, wait))
+        } else {
+            echo::ask(&client, target, wait)
+        })
+    }
+
+    /// The first address of a pod, external host or node.
+    fn address_of(&self, (ns, name): &(String, String)) -> Result<std::net::IpAddr, LabError> {
+        let state = state::read(self)?;
+        if let Ok(p) = state.pod(ns, name) {
+            return p
+                .ips
+                .first()
+                .copied()
+                .ok_or_else(|| LabError::Spec(format!("pod {ns}/{name} has no address")));
+        }
+        if let Some(h) = state.hosts.iter().find(|h| &h.name == name) {
+            return Ok(h.address);
+        }
+        Ok(state.node(name)?.address)
     }
 
     /// The network namespace of a pod (`-n` namespace, or its netns name), an

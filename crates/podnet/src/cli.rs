@@ -232,6 +232,20 @@ enum LabAction {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Connect from a pod (`ns/name`), external host or node to another (or an
+    /// address) and print the echo server's answer; fails when none comes.
+    Connect {
+        /// Client: `ns/name` (a pod; `default` namespace when no `/`), an external host or a node.
+        from: String,
+        /// Server: a pod, an external host, a node, or an address.
+        to: String,
+        /// Port.
+        #[arg(long, default_value_t = 7777)]
+        port: u16,
+        /// A UDP datagram instead of a TCP connection.
+        #[arg(long)]
+        udp: bool,
+    },
     /// Set (`key=value`) or remove (`key-`) labels of a pod or namespace, like `kubectl label`.
     Label {
         /// `pod` or `namespace`.
@@ -570,6 +584,18 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
             namespace,
             command,
         } => lab_cmd::exec(&lab, &target, &namespace, &command)?,
+        LabAction::Connect {
+            from,
+            to,
+            port,
+            udp,
+        } => match lab.connect(&from, &to, port, udp)? {
+            Ok(a) => println!(
+                "{from} -> {to}:{port}: answered by {}, which saw {}",
+                a.by, a.seen
+            ),
+            Err(e) => return Err(format!("{from} -> {to}:{port}: no answer ({e})").into()),
+        },
         LabAction::Label {
             kind,
             object,
