@@ -8,15 +8,8 @@ pub const HOST_VETH_PREFIX: &str = "pn";
 /// Deterministic, so that DEL finds the interface without any stored state,
 /// and short enough for the kernel's 15-character limit.
 pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
-    // FNV-1a, 64 bit: stable across releases and platforms, unlike std's hasher.
-    let h = fnv1a(
-        network
-            .bytes()
-            .chain([0])
-            .chain(container_id.bytes())
-            .chain([0])
-            .chain(ifname.bytes()),
-    );
+    let key = [network, container_id, ifname].join("\0");
+    let h = podnet_kernel::hash::fnv1a64(key.as_bytes());
     format!("{HOST_VETH_PREFIX}{:012x}", h & 0xffff_ffff_ffff)
 }
 
@@ -25,17 +18,8 @@ pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String
 /// Set atomically at creation, so even an ADD killed right after creating the
 /// veth leaves an interface that GC can attribute to its network.
 pub fn network_group(network: &str) -> u32 {
-    let h = fnv1a(network.bytes());
+    let h = podnet_kernel::hash::fnv1a64(network.as_bytes());
     ((h as u32) & 0x7fff_ffff).max(1)
-}
-
-fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// The alias podnet sets on a host-side veth: `podnet NETWORK CONTAINER_ID IFNAME`.

@@ -306,7 +306,7 @@ impl Classes {
 }
 
 fn content_hash(sel: &PeerSel) -> u64 {
-    fnv(serde_json::to_string(sel).unwrap_or_default().as_bytes())
+    podnet_kernel::hash::fnv1a64(serde_json::to_string(sel).unwrap_or_default().as_bytes())
 }
 
 fn signature(
@@ -326,7 +326,7 @@ fn assign_ids(signatures: &BTreeSet<Signature>) -> HashMap<Signature, u32> {
     let mut out = HashMap::new();
     for sig in signatures {
         let text = format!("{sig:?}");
-        let h = fnv(text.as_bytes());
+        let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
         let mut id = ((h >> 32) as u32 ^ h as u32).max(1);
         while taken.contains_key(&id) {
             id = id.wrapping_add(1).max(1);
@@ -335,12 +335,6 @@ fn assign_ids(signatures: &BTreeSet<Signature>) -> HashMap<Signature, u32> {
         out.insert(sig.clone(), id);
     }
     out
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// An address as a number.

@@ -250,9 +250,7 @@ impl Layout {
     /// The comment every rule carries: a fingerprint of the layout and rule version.
     pub fn fingerprint(&self) -> String {
         let text = format!("v1 {:?}", self.sets);
-        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
         format!("podnet-policy {h:016x}")
     }
 

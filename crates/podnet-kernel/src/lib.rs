@@ -11,6 +11,7 @@
 
 pub mod conntrack;
 pub mod error;
+pub mod hash;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;

@@ -135,16 +135,7 @@ fn plumb_and_run(
     let n = state.node(&pod.node)?;
     let node_ns = Netns::open_named(&n.ns)?;
     let config = plugin_config(lab, &pod.node)?;
-    let netns_path = pod.netns_path();
-    let call = CniCall {
-        plugin: &state.plugin,
-        command: "ADD",
-        container_id: &pod.name,
-        netns_path: &netns_path,
-        ifname: "eth0",
-        config: &config,
-    };
-    pod.ips = result_ips(&run_cni(&node_ns, &call)?);
+    pod.ips = result_ips(&cni(&node_ns, state, pod, "ADD", &config)?);
     run_containers(lab, pod_ns, &state.plugin, pod)
 }
 
@@ -198,6 +189,26 @@ fn run_containers(lab: &Lab, netns: &Netns, podnet: &Path, pod: &LabPod) -> Resu
     Ok(())
 }
 
+/// Runs the plugin for `pod` (interface `eth0`) from its node, as a runtime would.
+fn cni(
+    node: &Netns,
+    state: &LabState,
+    pod: &LabPod,
+    command: &str,
+    config: &str,
+) -> Result<String, LabError> {
+    let netns_path = pod.netns_path();
+    let call = CniCall {
+        plugin: &state.plugin,
+        command,
+        container_id: &pod.name,
+        netns_path: &netns_path,
+        ifname: "eth0",
+        config,
+    };
+    run_cni(node, &call)
+}
+
 /// Removes one pod: CNI DEL, its processes, its namespace, its records.
 pub(crate) fn stop(lab: &Lab, state: &mut LabState, name: &str) -> Result<(), LabError> {
     let Some(pod) = state.pods.iter().find(|p| p.name == name).cloned() else {
@@ -220,16 +231,7 @@ fn teardown(lab: &Lab, state: &LabState, pod: &LabPod) -> Result<(), LabError> {
         .and_then(|n| Netns::open_named(&n.ns).ok())
         .zip(plugin_config(lab, &pod.node).ok());
     if let Some((node_ns, config)) = &ctx {
-        let netns_path = pod.netns_path();
-        let call = CniCall {
-            plugin: &state.plugin,
-            command: "DEL",
-            container_id: &pod.name,
-            netns_path: &netns_path,
-            ifname: "eth0",
-            config,
-        };
-        if let Err(e) = run_cni(node_ns, &call) {
+        if let Err(e) = cni(node_ns, state, pod, "DEL", config) {
             eprintln!("warning: {e}");
         }
     }

@@ -397,9 +397,7 @@ impl Layout {
             "v2 {:?} {:?} {:?} {:?} {:?}",
             self.lb, self.lb_masq, self.node_port_lb, self.node_port_lb_masq, self.affinity
         );
-        let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
         format!("podnet-services {h:016x}")
     }
 
