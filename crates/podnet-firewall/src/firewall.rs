@@ -243,16 +243,6 @@ fn diff_into(
     stale.len()
 }
 
-impl Layout {
-    /// Names of the chains this layout has.
-    pub fn chain_names(&self) -> Vec<String> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        self.chains().into_iter().map(|c| c.name).collect()
-    }
-}
-
 /// Rewrites every chain: create them, flush what exists, delete chains no
 /// longer needed, add the rules (regular chains first).
 fn write_chains(tx: &mut Transaction, layout: &Layout, present: &[String]) {

@@ -247,6 +247,14 @@ impl Layout {
             .any(|s| matches!(s, SetId::Isolated { .. }))
     }
 
+    /// Names of the chains this layout has.
+    pub fn chain_names(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.chains().into_iter().map(|c| c.name).collect()
+    }
+
     /// The comment every rule carries: a fingerprint of the layout and rule version.
     pub fn fingerprint(&self) -> String {
         let text = format!("v1 {:?}", self.sets);

@@ -183,18 +183,18 @@ impl Lab {
         let mut state = state::read(self)?;
         match kind {
             "pod" | "pods" | "po" => {
-                let pod = state.pod(namespace, name)?.clone();
-                let i = state
+                let key = state.pod(namespace, name)?.key();
+                let pod = state
                     .pods
-                    .iter()
-                    .position(|p| p.name == pod.name)
-                    .unwrap_or_default();
-                LabelChange::apply(changes, &mut state.pods[i].labels);
-                let record = state.pods[i].record();
+                    .iter_mut()
+                    .find(|p| p.key() == key)
+                    .ok_or_else(|| LabError::Spec(format!("the lab has no pod {key}")))?;
+                LabelChange::apply(changes, &mut pod.labels);
+                let record = pod.record();
                 state::write(self, &state)?;
                 self.with_store(state.spec.store, move |s| Ok(s.put_pod(&record)?))?;
                 self.settle()?;
-                Ok(format!("pod/{} labeled", pod.key()))
+                Ok(format!("pod/{key} labeled"))
             }
             "namespace" | "namespaces" | "ns" => {
                 let n = name.to_string();
