@@ -307,7 +307,8 @@ impl Lab {
             );
         }
         println!();
-        let failures = matrix::print(&state)? + self.print_services()?;
+        let world = self.with_store(state.spec.store, |s| Ok(s.policy_snapshot()?.world))?;
+        let failures = matrix::print(&state, &world)? + self.print_services()?;
         match failures {
             0 => Ok(()),
             n => Err(LabError::Unreachable(n)),

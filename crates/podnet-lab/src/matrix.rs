@@ -1,7 +1,8 @@
 //! The connectivity matrix: every pod to every pod, every node to every pod,
 //! over TCP, with the source address each receiver saw. It covers the pods
-//! that serve the lab's echo port (those `up` and `add-pods` make; pods
-//! applied from manifests are probed by their own tests).
+//! that serve the lab's echo port (those `up` and `add-pods` make). Where the
+//! NetworkPolicies in the store deny a pair, the matrix expects it dropped
+//! (`deny`) and fails if it gets through (`LEAK`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,10 +12,15 @@ use podnet_kernel::{Netns, RouteHandle};
 
 use crate::echo::{probe, ECHO_PORT};
 use crate::error::LabError;
+use podnet_policy::model::Protocol;
+use podnet_policy::{Flow, FlowEnd, Pod, World};
+
 use crate::state::LabState;
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a probe the policies deny is given to (wrongly) get through.
+const DENIED_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,13 @@ struct Client {
     netns: Netns,
     /// Source addresses the receiver may legitimately see.
     expected: BTreeSet<IpAddr>,
+    /// What policies see as the source: a pod's record, or a node's name and address.
+    who: Who,
+}
+
+enum Who {
+    Pod(Pod),
+    Node(String, IpAddr),
 }
 
 /// Short label of a pod: `node2/pod1` becomes `n2p1`.
@@ -48,6 +61,7 @@ fn clients(state: &LabState) -> Result<Vec<Client>, LabError> {
             label: short(&p.node, &p.name),
             netns: Netns::open_named(&p.name)?,
             expected: p.ips.iter().copied().collect(),
+            who: Who::Pod(p.record()),
         });
     }
     for n in &state.nodes {
@@ -65,15 +79,49 @@ fn clients(state: &LabState) -> Result<Vec<Client>, LabError> {
             label: n.name.clone(),
             netns,
             expected,
+            who: Who::Node(n.name.clone(), n.address),
         });
     }
     Ok(out)
 }
 
+/// Whether `world`'s policies allow `client` to reach `server` on the echo port.
+fn allowed(world: &World, client: &Who, server: &Pod, ip: IpAddr) -> bool {
+    let src = match client {
+        Who::Pod(p) => FlowEnd::Pod(p, p.ips.iter().copied().find(IpAddr::is_ipv4).unwrap_or(ip)),
+        Who::Node(name, addr) => FlowEnd::Node(name, *addr),
+    };
+    world.allows(&Flow {
+        src,
+        dst: FlowEnd::Pod(server, ip),
+        protocol: Protocol::Tcp,
+        port: ECHO_PORT,
+    })
+}
+
+/// One cell: the text to print, and the probe judged against what the
+/// policies expect: the address the server saw (allowed and reached), nothing
+/// (denied and dropped), or the unexpected outcome.
+fn cell(c: &Client, ip: IpAddr, allow: bool) -> (&'static str, Result<Option<IpAddr>, Cell>) {
+    let timeout = if allow { PROBE_TIMEOUT } else { DENIED_TIMEOUT };
+    let cell = match probe(&c.netns, ip, ECHO_PORT, timeout) {
+        Ok(seen) if c.expected.contains(&seen) => Cell::Reached(seen),
+        Ok(seen) => Cell::Translated(seen),
+        Err(e) => Cell::Failed(e),
+    };
+    match (cell, allow) {
+        (Cell::Reached(seen), true) => ("ok", Ok(Some(seen))),
+        (Cell::Failed(_), false) => ("deny", Ok(None)),
+        (c @ Cell::Translated(_), true) => ("NAT", Err(c)),
+        (c, false) => ("LEAK", Err(c)),
+        (c @ Cell::Failed(_), true) => ("FAIL", Err(c)),
+    }
+}
+
 /// Probes every client to every pod, prints the matrix, returns the number of failures.
-pub fn print(state: &LabState) -> Result<usize, LabError> {
+pub fn print(state: &LabState, world: &World) -> Result<usize, LabError> {
     let clients = clients(state)?;
-    let servers: Vec<(String, IpAddr)> = state
+    let servers: Vec<(String, IpAddr, Pod)> = state
         .pods
         .iter()
         .filter(|p| p.serves_echo())
@@ -81,12 +129,13 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
             Some((
                 short(&p.node, &p.name),
                 p.ips.iter().copied().find(IpAddr::is_ipv4)?,
+                p.record(),
             ))
         })
         .collect();
-    println!("connectivity (row: client, column: server pod; ok = the server saw the client's own address)");
+    println!("connectivity (row: client, column: server pod; ok = the server saw the client's own address; deny = dropped as the NetworkPolicies say)");
     print!("{:<8}", "");
-    for (label, _) in &servers {
+    for (label, _, _) in &servers {
         print!("{label:>6}");
     }
     println!();
@@ -95,27 +144,18 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
     for c in &clients {
         print!("{:<8}", c.label);
         let mut seen_here = BTreeSet::new();
-        for (label, ip) in &servers {
+        for (label, ip, pod) in &servers {
             if *label == c.label {
                 print!("{:>6}", "-");
                 continue;
             }
-            let cell = match probe(&c.netns, *ip, ECHO_PORT, PROBE_TIMEOUT) {
-                Ok(seen) if c.expected.contains(&seen) => Cell::Reached(seen),
-                Ok(seen) => Cell::Translated(seen),
-                Err(e) => Cell::Failed(e),
-            };
-            let text = match &cell {
-                Cell::Reached(seen) => {
-                    seen_here.insert(*seen);
-                    "ok"
+            let (text, outcome) = cell(c, *ip, allowed(world, &c.who, pod, *ip));
+            match outcome {
+                Ok(seen) => seen_here.extend(seen),
+                Err(wrong) => {
+                    failures += 1;
+                    eprintln!("  {} -> {label} ({ip}): {text}: {wrong:?}", c.label);
                 }
-                Cell::Translated(_) => "NAT",
-                Cell::Failed(_) => "FAIL",
-            };
-            if !matches!(cell, Cell::Reached(_)) {
-                failures += 1;
-                eprintln!("  {} -> {label} ({ip}): {cell:?}", c.label);
             }
             print!("{text:>6}");
         }
@@ -124,7 +164,7 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
             node_sources.push((c.label.clone(), seen_here));
         }
     }
-    failures += ipv6_pairs(state)?;
+    failures += ipv6_pairs(state, world)?;
     println!("\nsource addresses pods saw from nodes (pod to pod: always the client pod's own):");
     for (node, seen) in node_sources {
         let list: Vec<String> = seen.iter().map(IpAddr::to_string).collect();
@@ -133,27 +173,36 @@ pub fn print(state: &LabState) -> Result<usize, LabError> {
     Ok(failures)
 }
 
-/// Probes every pod pair over IPv6 when pods have IPv6 addresses; prints a
-/// summary line and returns the number of failures.
-fn ipv6_pairs(state: &LabState) -> Result<usize, LabError> {
+/// Probes every pod pair over IPv6 when pods have IPv6 addresses (pairs the
+/// policies deny are skipped); prints a summary line and returns the number of failures.
+fn ipv6_pairs(state: &LabState, world: &World) -> Result<usize, LabError> {
     let mut pods = Vec::new();
     for p in state.pods.iter().filter(|p| p.serves_echo()) {
         if let Some(v6) = p.ips.iter().copied().find(IpAddr::is_ipv6) {
-            pods.push((p.name.clone(), Netns::open_named(&p.name)?, v6));
+            pods.push((p.record(), Netns::open_named(&p.name)?, v6));
         }
     }
     if pods.is_empty() {
         return Ok(0);
     }
     let (mut pairs, mut failures) = (0, 0);
-    for (from_name, from, me) in &pods {
-        for (to_name, _, ip) in pods.iter().filter(|(n, _, _)| n != from_name) {
+    for (from, from_ns, me) in &pods {
+        for (to, _, ip) in pods.iter().filter(|(p, _, _)| p.key() != from.key()) {
+            let flow = Flow {
+                src: FlowEnd::Pod(from, *me),
+                dst: FlowEnd::Pod(to, *ip),
+                protocol: Protocol::Tcp,
+                port: ECHO_PORT,
+            };
+            if !world.allows(&flow) {
+                continue;
+            }
             pairs += 1;
-            match probe(from, *ip, ECHO_PORT, PROBE_TIMEOUT) {
+            match probe(from_ns, *ip, ECHO_PORT, PROBE_TIMEOUT) {
                 Ok(seen) if seen == *me => {}
                 other => {
                     failures += 1;
-                    eprintln!("  {from_name} -> {to_name} ({ip}): {other:?}");
+                    eprintln!("  {} -> {} ({ip}): {other:?}", from.key(), to.key());
                 }
             }
         }
