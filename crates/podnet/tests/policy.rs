@@ -212,3 +212,25 @@ fn reaches(from: &str, ip: std::net::IpAddr) -> bool {
     .unwrap()
     .is_ok()
 }
+
+#[test]
+fn lab_check_expects_what_the_policies_deny_and_catches_leaks() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "2", "--pods-per-node", "1"]);
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-node1, namespace: default}\n\
+                spec: {podSelector: {matchLabels: {node: node1}}}\n";
+    let (ok, out) = apply(&g, deny);
+    assert!(ok, "{out}");
+    let check = g.run(&["check"]);
+    let out = text(&check);
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("deny"), "{out}");
+    // Without the agent and with the table gone, the denied pairs get through: a leak.
+    g.lab().stop_agent("node1").unwrap();
+    let ns = g.lab().node_ns("node1");
+    let flush = g.exec(&ns, &["nft", "delete", "table", "inet", "podnet-policy"]);
+    assert!(flush.status.success(), "{}", text(&flush));
+    let check = g.run(&["check"]);
+    let out = text(&check);
+    assert!(!check.status.success() && out.contains("LEAK"), "{out}");
+}
