@@ -234,3 +234,18 @@ fn lab_check_expects_what_the_policies_deny_and_catches_leaks() {
     let out = text(&check);
     assert!(!check.status.success() && out.contains("LEAK"), "{out}");
 }
+
+#[test]
+fn policies_work_on_the_etcd_store_too() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "2", "--pods-per-node", "1", "--store", "etcd"]);
+    let connect = |from: &str| g.run(&["connect", from, "node1-pod1"]).status.success();
+    assert!(connect("node2-pod1"));
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: default}\n\
+                spec: {podSelector: {matchLabels: {node: node1}}}\n";
+    let (ok, out) = apply(&g, deny);
+    assert!(ok, "{out}");
+    assert!(!connect("node2-pod1"), "denied through the etcd store");
+    let out = g.run(&["get", "networkpolicies"]);
+    assert!(text(&out).contains("deny"), "{}", text(&out));
+}
