@@ -135,6 +135,7 @@ impl Agent {
         changes.added += self
             .datapath
             .allow_forwarding(NETWORK_NAME, &self.node.pod_cidrs)?;
+        changes.removed += self.datapath.sweep_antispoof(self.config.model)?;
         self.revision = view.revision;
         if !changes.is_empty() {
             log(&format!(

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use podnet_cluster::{pod_mtu, vtep_mac, Backend, ClusterSpec, Node, RemoteNode, RemotePath};
+use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
 use podnet_kernel::{FdbEntry, KernelError, Neighbour, Route, RouteHandle, RouteScope, VxlanSpec};
@@ -90,6 +91,23 @@ impl NodeDatapath {
             .accept_in_foreign_drop_chains(network, blocks)
             .map_err(kernel("accept pod traffic in foreign forward chains"))?;
         Ok(changed.len())
+    }
+
+    /// Removes the anti-spoofing elements of pods deleted since (their
+    /// interfaces are gone); returns how many.
+    pub fn sweep_antispoof(&mut self, model: Model) -> Result<usize, AgentError> {
+        let present: Vec<String> = self
+            .h
+            .links()
+            .map_err(kernel("list links"))?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        Ok(podnet_dataplane::antispoof::remove_absent(
+            &mut self.nft,
+            model,
+            &present,
+        )?)
     }
 
     /// Makes the kernel match `remotes`: ensures (or removes) the VXLAN device,

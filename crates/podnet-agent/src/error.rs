@@ -18,6 +18,9 @@ pub enum AgentError {
         #[source]
         source: KernelError,
     },
+    /// Same-node datapath upkeep (anti-spoofing sets) failed.
+    #[error(transparent)]
+    Dataplane(#[from] podnet_dataplane::DataplaneError),
     /// No interface of this node holds the configured address.
     #[error("no interface holds node address {0}; pass the node's underlay address")]
     NoUnderlay(std::net::IpAddr),

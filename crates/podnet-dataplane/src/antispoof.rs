@@ -22,8 +22,9 @@
 //! cannot claim another pod's address on the bridge.
 //!
 //! The plugin adds a pod's elements at ADD (with the table and chains, in
-//! one batch) and removes them at DEL; the per-packet cost is one set
-//! lookup for frames from pods and one for the rest.
+//! one batch); the node agent (or GC) removes those of deleted pods (see
+//! [`remove_absent`]). The per-packet cost is one set lookup for frames from
+//! pods and one for the rest.
 
 use std::net::IpAddr;
 
@@ -109,26 +110,34 @@ pub fn add_pod(nft: &mut NftHandle, model: Model, iface: &str, addrs: &[IpAddr])
     Ok(())
 }
 
-/// Removes every element of `iface` (nothing when the table is absent); returns how many.
-pub fn remove_pod(nft: &mut NftHandle, model: Model, iface: &str) -> Result<usize> {
+/// Removes the elements of every interface not in `present` (the pods
+/// deleted since); returns how many. Nothing when the table is absent.
+///
+/// DEL does not remove a pod's elements itself: a commit that deletes leaves
+/// the kernel an RCU grace period of freeing, which the next close of an
+/// nf_tables socket in the namespace waits for (10-15 ms here), and a
+/// one-shot plugin closes its socket at once. The node agent, whose socket
+/// lives as long as it does, sweeps after pods go (and GC does without an
+/// agent). A vanished interface sends nothing, so its elements allow nothing.
+pub fn remove_absent(nft: &mut NftHandle, model: Model, present: &[String]) -> Result<usize> {
     let fam = family(model);
     if nft.set_names(fam, TABLE)?.is_empty() {
         return Ok(0);
     }
-    let prefix = ifname(iface);
+    let present: Vec<Vec<u8>> = present.iter().map(|n| ifname(n)).collect();
     let mut tx = Transaction::new(fam, TABLE);
     let mut n = 0;
     for set in [IFACES, SOURCES4, SOURCES6] {
-        let mine: Vec<SetElement> = nft
+        let gone: Vec<SetElement> = nft
             .set_elements(fam, TABLE, set)?
             .into_iter()
-            .filter(|e| e.key.starts_with(&prefix))
+            .filter(|e| !present.iter().any(|p| e.key.starts_with(p)))
             .collect();
-        n += mine.len();
-        tx.delete_elements(set, &mine);
+        n += gone.len();
+        tx.delete_elements(set, &gone);
     }
     if n > 0 {
-        nft.commit(tx, &format!("nft: remove anti-spoofing for {iface}"))?;
+        nft.commit(tx, "nft: remove anti-spoofing of deleted pods")?;
     }
     Ok(n)
 }

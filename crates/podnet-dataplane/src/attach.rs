@@ -252,7 +252,6 @@ fn configure_pod(ph: &mut RouteHandle, link: &Link, layout: &PodLayout) -> Resul
 /// [`podnet_kernel::rtnl::delete_link_unregistered`]).
 pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str) -> Result<()> {
     let name = host_veth_name(&net.name, container_id, ifname);
-    antispoof::remove_pod(&mut NftHandle::in_netns(host)?, net.model, &name)?;
     podnet_kernel::rtnl::delete_link_unregistered(host, &name)?;
     Ok(())
 }
@@ -275,15 +274,16 @@ pub fn remove_stale(
         .collect();
     let mut hh = RouteHandle::in_netns(host)?;
     let mut removed = Vec::new();
+    let mut present = Vec::new();
     for link in hh.links()? {
         let ours = link.group == group && link.name.starts_with(HOST_VETH_PREFIX);
-        if ours && !keep.contains(&link.name) {
-            antispoof::remove_pod(&mut NftHandle::in_netns(host)?, net.model, &link.name)?;
-            if hh.delete_link(&link.name)? {
-                removed.push(link.name);
-            }
+        if ours && !keep.contains(&link.name) && hh.delete_link(&link.name)? {
+            removed.push(link.name);
+        } else {
+            present.push(link.name);
         }
     }
+    antispoof::remove_absent(&mut NftHandle::in_netns(host)?, net.model, &present)?;
     Ok(removed)
 }
 

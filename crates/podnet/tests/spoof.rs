@@ -218,3 +218,42 @@ fn bridge_pods_cannot_claim_addresses_by_arp_or_neighbour_advertisement() {
         "the node learned the forger's MAC for {victim4}: {neigh}"
     );
 }
+
+#[test]
+fn deleted_pods_leave_no_anti_spoofing_elements() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "1", "--pods-per-node", "0"]);
+    let dir = podnet_testkit::TempDir::new("pod");
+    let file = dir.path().join("pod.yaml");
+    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, ports: [{containerPort: 80}]}]}\n").unwrap();
+    let node = g.lab().node_ns("node1");
+    let elements = || {
+        let out = g.exec(
+            &node,
+            &[
+                "nft",
+                "list",
+                "set",
+                "inet",
+                "podnet-antispoof",
+                "pod-sources4",
+            ],
+        );
+        text(&out).matches("\" . ").count()
+    };
+    assert!(g
+        .run(&["apply", "-f", file.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(elements(), 1, "the pod's interface and address");
+    assert!(g
+        .run(&["delete", "-f", file.to_str().unwrap()])
+        .status
+        .success());
+    // DEL leaves them (a deleting commit would make the plugin wait out an RCU grace
+    // period); the agent sweeps them by its next pass.
+    assert!(
+        podnet_testkit::wait_until(Duration::from_secs(20), || elements() == 0),
+        "the deleted pod's elements stayed"
+    );
+}

@@ -336,20 +336,8 @@ impl NetlinkSocket {
     /// instead of one per message. The first error of the batch wins. When the
     /// batch header itself is refused, that error is the only answer.
     pub fn batch(&mut self, msgs: Vec<MessageBuilder>, op: &str) -> Result<()> {
-        let mut bytes = Vec::new();
         let count = msgs.len();
-        let first = self.seq.wrapping_add(1).max(1);
-        let mut last_acked = first;
-        for (i, msg) in msgs.into_iter().enumerate() {
-            let seq = self.next_seq();
-            let msg = if i + 2 == count && i != 0 {
-                last_acked = seq;
-                msg.with_ack()
-            } else {
-                msg
-            };
-            bytes.extend_from_slice(&msg.finish(seq));
-        }
+        let (bytes, first, last_acked) = self.batch_bytes(msgs);
         self.grow_send_buffer(bytes.len());
         self.send(&bytes, op)?;
         let mut first_error = None;
@@ -374,6 +362,26 @@ impl NetlinkSocket {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The bytes of a batch, asking for one ack (the message before the end
+    /// marker); returns them with the first sequence number and the acked one.
+    fn batch_bytes(&mut self, msgs: Vec<MessageBuilder>) -> (Vec<u8>, u32, u32) {
+        let mut bytes = Vec::new();
+        let count = msgs.len();
+        let first = self.seq.wrapping_add(1).max(1);
+        let mut last_acked = first;
+        for (i, msg) in msgs.into_iter().enumerate() {
+            let seq = self.next_seq();
+            let msg = if i + 2 == count && i != 0 {
+                last_acked = seq;
+                msg.with_ack()
+            } else {
+                msg
+            };
+            bytes.extend_from_slice(&msg.finish(seq));
+        }
+        (bytes, first, last_acked)
     }
 
     /// Raises the send buffer so that one batch of `bytes` fits in a single
