@@ -294,41 +294,73 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A path whose node carries what every podnet node has (the plugin's
+/// masquerade chain, so connection tracking runs on every path and only the
+/// policies differ) and, given a cluster, enforces its policies for the
+/// server's node; returns it with the number of elements programmed. The
+/// server accepts on 8080.
+fn node_path(tag: &str, client: &Pod, server: &Pod, w: Option<&World>) -> (PodPath, usize) {
+    let p = PodPath::new(tag, client, server);
+    let cluster: ipnet::IpNet = "10.244.0.0/16".parse().expect("cidr");
+    let masq = NetworkRuleset::for_pods("podnet", &[cluster], &[cluster], true);
+    NftHandle::in_netns(&p.ns(1))
+        .and_then(|mut h| h.apply_network(&masq))
+        .expect("masquerade chain");
+    let mut elements = 0;
+    if let Some(w) = w {
+        let desired = plan(w, &server.node);
+        elements = desired.len();
+        let mut fw = Firewall::new(Some(&p.ns(1))).expect("firewall");
+        fw.sync(desired).expect("program the policies");
+    }
+    accept_forever(&p.ns(2), SocketAddr::new(p.server_ip, 8080));
+    (p, elements)
+}
+
+/// The frontend `ns1/pod0` and the backend `ns1/pod1` of `w`: the backend
+/// admits frontends of its namespace on 8080.
+fn client_and_server(w: &World) -> (Pod, Pod) {
+    let find = |name: &str| {
+        w.pods
+            .iter()
+            .find(|p| p.namespace == "ns1" && p.name == name)
+            .expect("pod")
+            .clone()
+    };
+    (find("pod0"), find("pod1"))
+}
+
+/// Connect latency through nodes enforcing 50, 500 and 2,000 policies (and
+/// none), taking turns: the per-packet cost must not grow with them.
+fn scaling() -> Vec<(usize, usize, (Duration, Duration))> {
+    let sizes = [0usize, 10, 100, 400];
+    let worlds: Vec<World> = sizes
+        .iter()
+        .map(|n| policyworld::world_of((*n).max(2)))
+        .collect();
+    let (client, server) = client_and_server(&worlds[0]);
+    let paths: Vec<(PodPath, usize)> = sizes
+        .iter()
+        .zip(&worlds)
+        .map(|(n, w)| node_path(&format!("s{n}"), &client, &server, (*n > 0).then_some(w)))
+        .collect();
+    let lat = latency(&paths.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    sizes
+        .iter()
+        .zip(&paths)
+        .zip(lat)
+        .map(|((n, (_, e)), l)| (n * 5, *e, l))
+        .collect()
+}
+
 /// Datapath figures: (connect latency, throughput) without and with the policies.
 fn datapath(w: &World) -> (Vec<(Duration, Duration)>, Vec<Vec<f64>>, usize) {
     // ns1/pod0 is a frontend on node1; ns1/pod1 a backend on node2 whose
     // ingress admits frontends of ns1 on 8080. Their node is node2.
-    let client = w
-        .pods
-        .iter()
-        .find(|p| p.namespace == "ns1" && p.name == "pod0")
-        .expect("frontend")
-        .clone();
-    let server = w
-        .pods
-        .iter()
-        .find(|p| p.namespace == "ns1" && p.name == "pod1")
-        .expect("backend")
-        .clone();
-    let plain = PodPath::new("none", &client, &server);
-    let twin = PodPath::new("twin", &client, &server);
-    let enforced = PodPath::new("pol", &client, &server);
-    // Both nodes carry what every podnet node has: the plugin's masquerade
-    // chain, so connection tracking runs on both and only the policies differ.
-    let cluster: ipnet::IpNet = "10.244.0.0/16".parse().expect("cidr");
-    let masq = NetworkRuleset::for_pods("podnet", &[cluster], &[cluster], true);
-    for p in [&plain, &twin, &enforced] {
-        NftHandle::in_netns(&p.ns(1))
-            .and_then(|mut h| h.apply_network(&masq))
-            .expect("masquerade chain");
-    }
-    let desired = plan(w, &server.node);
-    let elements = desired.len();
-    let mut fw = Firewall::new(Some(&enforced.ns(1))).expect("firewall");
-    fw.sync(desired).expect("program the policies");
-    for p in [&plain, &twin, &enforced] {
-        accept_forever(&p.ns(2), SocketAddr::new(p.server_ip, 8080));
-    }
+    let (client, server) = client_and_server(w);
+    let plain = node_path("none", &client, &server, None);
+    let twin = node_path("twin", &client, &server, None);
+    let (enforced, elements) = node_path("pol", &client, &server, Some(w));
     // The policies hold: another port is dropped on the enforced path only.
     let blocked = SocketAddr::new(enforced.server_ip, 8081);
     let refused = enforced
@@ -339,6 +371,7 @@ fn datapath(w: &World) -> (Vec<(Duration, Duration)>, Vec<Vec<f64>>, usize) {
         refused.is_err(),
         "port 8081 should be dropped by the policies"
     );
+    let (plain, twin) = (plain.0, twin.0);
     let lat = latency(&[&plain, &twin, &enforced]);
     let mut gbps = vec![Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
@@ -365,7 +398,22 @@ pub fn run() -> String {
     extra.port = Some(PortRef::Number(5201));
     w.policies[idx].spec.ingress[0].ports.push(extra);
     let (lat, gbps, dp_elements) = datapath(&w);
-    render(&policy, &label, elements, &lat, &gbps, dp_elements)
+    let mut t = render(&policy, &label, elements, &lat, &gbps, dp_elements);
+    let _ = writeln!(t, "Connect latency by the number of policies (same shape, 10 pods and 5 policies per namespace; the paths take turns, {CONNECTS} connects each):\n");
+    let _ = writeln!(
+        t,
+        "| policies | elements on the node | connect median | connect p95 |\n|---|---|---|---|"
+    );
+    for (policies, elements, (median, p95)) in scaling() {
+        let _ = writeln!(
+            t,
+            "| {policies} | {elements} | {:.1} µs | {:.1} µs |",
+            median.as_secs_f64() * 1e6,
+            p95.as_secs_f64() * 1e6
+        );
+    }
+    t.push('\n');
+    t
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -192,8 +192,13 @@ pub fn namespace(n: usize) -> Namespace {
 
 /// The whole cluster.
 pub fn world() -> World {
+    world_of(NAMESPACES)
+}
+
+/// The cluster with `namespaces` namespaces (ten pods and five policies each).
+pub fn world_of(namespaces: usize) -> World {
     let mut w = World::default();
-    for n in 0..NAMESPACES {
+    for n in 0..namespaces {
         w.namespaces.insert(format!("ns{n}"), namespace(n));
         w.pods.extend((0..PODS_PER_NAMESPACE).map(|i| pod(n, i)));
         w.policies.extend(policies(n));
