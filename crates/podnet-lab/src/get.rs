@@ -1,7 +1,10 @@
 //! `lab get`: the lab's objects as kubectl lists them, or as manifests.
 
 use podnet_manifest::Object;
-use podnet_policy::PolicyType;
+use podnet_policy::{NetworkPolicy, PolicyType};
+use podnet_services::{Endpoints, Service};
+
+use crate::state::LabPod;
 
 use crate::echo;
 use crate::error::LabError;
@@ -143,6 +146,7 @@ impl Lab {
         wide: bool,
     ) -> Result<Table, LabError> {
         let state = state::read(self)?;
+        let in_ns = |ns: &str| namespace.is_none_or(|n| n == ns);
         Ok(match what {
             Resource::Pods => {
                 let mut header = vec![
@@ -160,140 +164,37 @@ impl Lab {
                 let rows = state
                     .pods
                     .iter()
-                    .filter(|p| namespace.is_none_or(|n| n == p.namespace))
-                    .map(|p| {
-                        let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
-                        let mut row = vec![
-                            p.namespace.clone(),
-                            p.pod.clone(),
-                            if p.ready { "1/1" } else { "0/1" }.into(),
-                            p.node.clone(),
-                            ips.join(","),
-                            labels(&p.labels),
-                            p.netns_path(),
-                        ];
-                        if wide {
-                            let ports: Vec<String> = p
-                                .ports
-                                .iter()
-                                .map(|c| {
-                                    format!(
-                                        "{}:{}/{}",
-                                        c.name,
-                                        c.container_port,
-                                        c.protocol.as_str()
-                                    )
-                                })
-                                .collect();
-                            let cmds: Vec<String> = p
-                                .containers
-                                .iter()
-                                .filter(|c| !c.command.is_empty())
-                                .map(|c| {
-                                    c.command
-                                        .iter()
-                                        .chain(&c.args)
-                                        .cloned()
-                                        .collect::<Vec<_>>()
-                                        .join(" ")
-                                })
-                                .collect();
-                            row.push(ports.join(","));
-                            row.push(if cmds.is_empty() {
-                                "(echo server)".into()
-                            } else {
-                                cmds.join("; ")
-                            });
-                        }
-                        row
-                    })
+                    .filter(|p| in_ns(&p.namespace))
+                    .map(|p| pod_row(p, wide))
                     .collect();
                 table(&header, rows)
             }
             Resource::Services => {
-                let rows = self
-                    .services()?
-                    .into_iter()
-                    .filter(|(s, _)| namespace.is_none_or(|n| n == s.namespace))
-                    .map(|(s, eps)| {
-                        let ports: Vec<String> = s
-                            .ports
-                            .iter()
-                            .map(|p| match p.node_port {
-                                Some(np) => format!("{}:{np}/{}", p.port, p.protocol.as_str()),
-                                None => format!("{}/{}", p.port, p.protocol.as_str()),
-                            })
-                            .collect();
-                        let ext: Vec<String> = s
-                            .external_ips
-                            .iter()
-                            .chain(&s.load_balancer_ips)
-                            .map(ToString::to_string)
-                            .collect();
-                        let ready = eps
-                            .map(|e| e.endpoints.iter().filter(|x| x.ready).count())
-                            .unwrap_or(0);
-                        vec![
-                            s.namespace.clone(),
-                            s.name.clone(),
-                            format!("{:?}", s.service_type),
-                            s.cluster_ip
-                                .map(|i| i.to_string())
-                                .unwrap_or_else(|| "<none>".into()),
-                            if ext.is_empty() {
-                                "<none>".into()
-                            } else {
-                                ext.join(",")
-                            },
-                            ports.join(","),
-                            labels(&s.selector),
-                            ready.to_string(),
-                        ]
-                    })
+                let header = [
+                    "NAMESPACE",
+                    "NAME",
+                    "TYPE",
+                    "CLUSTER-IP",
+                    "EXTERNAL-IP",
+                    "PORT(S)",
+                    "SELECTOR",
+                    "READY-ENDPOINTS",
+                ];
+                let services = self.services()?;
+                let rows = services
+                    .iter()
+                    .filter(|(s, _)| in_ns(&s.namespace))
+                    .map(|(s, e)| service_row(s, e.as_ref()))
                     .collect();
-                table(
-                    &[
-                        "NAMESPACE",
-                        "NAME",
-                        "TYPE",
-                        "CLUSTER-IP",
-                        "EXTERNAL-IP",
-                        "PORT(S)",
-                        "SELECTOR",
-                        "READY-ENDPOINTS",
-                    ],
-                    rows,
-                )
+                table(&header, rows)
             }
             Resource::NetworkPolicies => {
                 let rows = self
                     .objects(what, namespace)?
-                    .into_iter()
+                    .iter()
                     .filter_map(|o| match o {
-                        Object::NetworkPolicy(p) => Some(p),
+                        Object::NetworkPolicy(p) => Some(policy_row(p)),
                         _ => None,
-                    })
-                    .map(|p| {
-                        let types: Vec<&str> = p
-                            .spec
-                            .policy_types
-                            .iter()
-                            .map(|t| match t {
-                                PolicyType::Ingress => "Ingress",
-                                PolicyType::Egress => "Egress",
-                            })
-                            .collect();
-                        vec![
-                            p.namespace.clone(),
-                            p.name.clone(),
-                            p.spec.pod_selector.describe(),
-                            types.join(","),
-                            format!(
-                                "{} ingress, {} egress",
-                                p.spec.ingress.len(),
-                                p.spec.egress.len()
-                            ),
-                        ]
                     })
                     .collect();
                 table(
@@ -304,7 +205,7 @@ impl Lab {
             Resource::Namespaces => {
                 let rows = self
                     .objects(what, None)?
-                    .into_iter()
+                    .iter()
                     .filter_map(|o| match o {
                         Object::Namespace(n) => {
                             Some(vec![n.name.clone(), labels(&n.effective_labels())])
@@ -425,4 +326,107 @@ impl Lab {
         }
         self.resolve_ns(name)
     }
+}
+
+/// A pod's row: namespace, name, readiness, node, addresses, labels, netns (and, wide, ports and commands).
+fn pod_row(p: &LabPod, wide: bool) -> Vec<String> {
+    let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+    let ready = if p.ready { "1/1" } else { "0/1" };
+    let mut row = vec![
+        p.namespace.clone(),
+        p.pod.clone(),
+        ready.into(),
+        p.node.clone(),
+        ips.join(","),
+        labels(&p.labels),
+        p.netns_path(),
+    ];
+    if wide {
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|c| format!("{}:{}/{}", c.name, c.container_port, c.protocol.as_str()))
+            .collect();
+        let commands: Vec<String> = p
+            .containers
+            .iter()
+            .filter(|c| !c.command.is_empty())
+            .map(|c| {
+                c.command
+                    .iter()
+                    .chain(&c.args)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        row.push(ports.join(","));
+        row.push(if commands.is_empty() {
+            "(echo server)".into()
+        } else {
+            commands.join("; ")
+        });
+    }
+    row
+}
+
+/// A service's row, kubectl's columns plus its selector and ready endpoints.
+fn service_row(s: &Service, eps: Option<&Endpoints>) -> Vec<String> {
+    let ports: Vec<String> = s
+        .ports
+        .iter()
+        .map(|p| match p.node_port {
+            Some(np) => format!("{}:{np}/{}", p.port, p.protocol.as_str()),
+            None => format!("{}/{}", p.port, p.protocol.as_str()),
+        })
+        .collect();
+    let external: Vec<String> = s
+        .external_ips
+        .iter()
+        .chain(&s.load_balancer_ips)
+        .map(ToString::to_string)
+        .collect();
+    let ready = eps
+        .map(|e| e.endpoints.iter().filter(|x| x.ready).count())
+        .unwrap_or(0);
+    let none = || "<none>".to_string();
+    vec![
+        s.namespace.clone(),
+        s.name.clone(),
+        format!("{:?}", s.service_type),
+        s.cluster_ip.map(|i| i.to_string()).unwrap_or_else(none),
+        if external.is_empty() {
+            none()
+        } else {
+            external.join(",")
+        },
+        ports.join(","),
+        labels(&s.selector),
+        ready.to_string(),
+    ]
+}
+
+/// A policy's row: what it selects, which directions it isolates, how many rules.
+fn policy_row(p: &NetworkPolicy) -> Vec<String> {
+    let types: Vec<&str> = p
+        .spec
+        .policy_types
+        .iter()
+        .map(|t| match t {
+            PolicyType::Ingress => "Ingress",
+            PolicyType::Egress => "Egress",
+        })
+        .collect();
+    let rules = format!(
+        "{} ingress, {} egress",
+        p.spec.ingress.len(),
+        p.spec.egress.len()
+    );
+    vec![
+        p.namespace.clone(),
+        p.name.clone(),
+        p.spec.pod_selector.describe(),
+        types.join(","),
+        rules,
+    ]
 }

@@ -88,6 +88,28 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A string field that must be one of `options` (`default` when absent).
+    pub fn choice<T: Copy>(
+        &mut self,
+        field: &'a str,
+        options: &[(&str, T)],
+        default: T,
+        f: &mut Findings,
+    ) -> T {
+        let Some(text) = self.string(field, f) else {
+            return default;
+        };
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == text) {
+            return *v;
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+        f.error(
+            self.at(field),
+            format!("unsupported value {text:?}: {}", names.join(", ")),
+        );
+        default
+    }
+
     /// A non-negative integer field (read wide, so range errors name the value).
     pub fn number(&mut self, field: &'a str, f: &mut Findings) -> Option<u32> {
         let path = self.at(field);

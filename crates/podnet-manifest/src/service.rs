@@ -20,62 +20,31 @@ pub fn spec(
     f: &mut Findings,
 ) -> Service {
     let mut o = Obj::new(path, v, f);
-    let service_type = match o.string("type", f).as_deref() {
-        None | Some("ClusterIP") => ServiceType::ClusterIP,
-        Some("NodePort") => ServiceType::NodePort,
-        Some("LoadBalancer") => ServiceType::LoadBalancer,
-        Some(other) => {
-            f.error(
-                o.at("type"),
-                format!(
-                    "unsupported value {other:?}: \"ClusterIP\", \"NodePort\" or \"LoadBalancer\""
-                ),
-            );
-            ServiceType::ClusterIP
-        }
-    };
-    let cluster_ip_at = o.at("clusterIP");
-    let cluster_ip = o.string("clusterIP", f).and_then(|ip| match ip.as_str() {
-        "" => None,
-        "None" => {
-            f.error(
-                &cluster_ip_at,
-                "headless services (clusterIP: None) are not supported by podnet",
-            );
-            None
-        }
-        text => addr(&cluster_ip_at, text, f),
-    });
+    let types = [
+        ("ClusterIP", ServiceType::ClusterIP),
+        ("NodePort", ServiceType::NodePort),
+        ("LoadBalancer", ServiceType::LoadBalancer),
+    ];
+    let service_type = o.choice("type", &types, ServiceType::ClusterIP, f);
+    let cluster_ip = cluster_ip(&mut o, f);
     let ports = o
         .list("ports", f)
         .into_iter()
         .map(|(p, v)| port(&p, v, f))
         .collect();
     let selector = o.string_map("selector", f);
-    let ext_at = o.at("externalIPs");
-    let external_ips = o
-        .strings("externalIPs", f)
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| addr(&format!("{ext_at}[{i}]"), s, f))
-        .collect();
+    let external_ips = addresses(&mut o, "externalIPs", f);
     let lb_at = o.at("loadBalancerIP");
     let mut load_balancer_ips: Vec<IpAddr> = o
         .string("loadBalancerIP", f)
         .and_then(|s| addr(&lb_at, &s, f))
         .into_iter()
         .collect();
-    let session_affinity = match o.string("sessionAffinity", f).as_deref() {
-        None | Some("None") => SessionAffinity::None,
-        Some("ClientIP") => SessionAffinity::ClientIP,
-        Some(other) => {
-            f.error(
-                o.at("sessionAffinity"),
-                format!("unsupported value {other:?}: \"None\" or \"ClientIP\""),
-            );
-            SessionAffinity::None
-        }
-    };
+    let affinities = [
+        ("None", SessionAffinity::None),
+        ("ClientIP", SessionAffinity::ClientIP),
+    ];
+    let session_affinity = o.choice("sessionAffinity", &affinities, SessionAffinity::None, f);
     let timeout = affinity_timeout(&mut o, f);
     let external_traffic_policy = policy(&mut o, "externalTrafficPolicy", f);
     let internal_traffic_policy = policy(&mut o, "internalTrafficPolicy", f);
@@ -107,6 +76,32 @@ pub fn spec(
         external_traffic_policy,
         internal_traffic_policy,
     }
+}
+
+/// `spec.clusterIP`: an address, or empty; `None` (headless) is refused.
+fn cluster_ip(o: &mut Obj<'_>, f: &mut Findings) -> Option<IpAddr> {
+    let at = o.at("clusterIP");
+    match o.string("clusterIP", f)?.as_str() {
+        "" => None,
+        "None" => {
+            f.error(
+                &at,
+                "headless services (clusterIP: None) are not supported by podnet",
+            );
+            None
+        }
+        text => addr(&at, text, f),
+    }
+}
+
+/// A list of addresses, each bad one named.
+fn addresses(o: &mut Obj<'_>, field: &'static str, f: &mut Findings) -> Vec<IpAddr> {
+    let at = o.at(field);
+    o.strings(field, f)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| addr(&format!("{at}[{i}]"), s, f))
+        .collect()
 }
 
 fn addr(path: &str, text: &str, f: &mut Findings) -> Option<IpAddr> {
@@ -157,17 +152,11 @@ fn affinity_timeout(o: &mut Obj<'_>, f: &mut Findings) -> Option<u32> {
 }
 
 fn policy(o: &mut Obj<'_>, field: &'static str, f: &mut Findings) -> TrafficPolicy {
-    match o.string(field, f).as_deref() {
-        None | Some("Cluster") => TrafficPolicy::Cluster,
-        Some("Local") => TrafficPolicy::Local,
-        Some(other) => {
-            f.error(
-                o.at(field),
-                format!("unsupported value {other:?}: \"Cluster\" or \"Local\""),
-            );
-            TrafficPolicy::Cluster
-        }
-    }
+    let options = [
+        ("Cluster", TrafficPolicy::Cluster),
+        ("Local", TrafficPolicy::Local),
+    ];
+    o.choice(field, &options, TrafficPolicy::Cluster, f)
 }
 
 /// `status.loadBalancer.ingress[].ip`: addresses a load balancer gave the service.
