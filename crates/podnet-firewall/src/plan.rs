@@ -292,3 +292,72 @@ fn bytes_to_ip(b: &[u8]) -> Result<IpAddr, ()> {
         _ => Err(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podnet_policy::{NetworkPolicy, PolicyRule, PolicySpec};
+
+    #[test]
+    fn sctp_ports_are_programmed_with_their_protocol_number() {
+        let pod = Pod {
+            namespace: "x".into(),
+            name: "a".into(),
+            node: "n1".into(),
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            labels: Default::default(),
+            ports: vec![],
+            ready: true,
+        };
+        let policy = NetworkPolicy {
+            namespace: "x".into(),
+            name: "p".into(),
+            spec: PolicySpec {
+                ingress: vec![PolicyRule {
+                    peers: vec![],
+                    ports: vec![PolicyPort {
+                        protocol: Protocol::Sctp,
+                        port: Some(PortRef::Number(9000)),
+                        end_port: None,
+                    }],
+                }],
+                ..PolicySpec::default()
+            }
+            .defaulted(),
+        };
+        let w = World {
+            pods: vec![pod],
+            policies: vec![policy],
+            ..World::default()
+        };
+        let p = plan(&w, "n1");
+        let set = SetId::Allow {
+            dir: Dir::In,
+            peer: PeerKey::Any,
+            ports: PortKey::Port,
+            v6: false,
+        };
+        let e = p.sets[&set].iter().next().unwrap();
+        assert_eq!(
+            e.key,
+            [
+                vec![10, 0, 0, 1],
+                vec![132, 0, 0, 0],
+                vec![0x23, 0x28, 0, 0]
+            ]
+            .concat()
+        );
+        assert!(p.passes(
+            "10.9.9.9".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            132,
+            9000
+        ));
+        assert!(!p.passes(
+            "10.9.9.9".parse().unwrap(),
+            "10.0.0.1".parse().unwrap(),
+            6,
+            9000
+        ));
+    }
+}

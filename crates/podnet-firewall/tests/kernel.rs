@@ -300,3 +300,27 @@ fn port_ranges_and_drift_repair() {
     assert_eq!(report.added, 1, "{report}");
     assert!(ask(&n.client, "10.0.1.2", 81).is_ok());
 }
+
+#[test]
+fn sctp_rules_are_programmed() {
+    // This kernel cannot send SCTP; the rules are checked as nft prints them.
+    require_root();
+    let n = net();
+    let mut w = world(false);
+    w.policies[0].spec.ingress[0].ports = vec![PolicyPort {
+        protocol: Protocol::Sctp,
+        port: Some(PortRef::Number(9000)),
+        end_port: None,
+    }];
+    let mut fw = Firewall::new(Some(n.node.netns())).unwrap();
+    fw.sync(plan(&w, "n1")).unwrap();
+    let listing = n.node.exec_ok(&["nft", "list", "table", "inet", TABLE]);
+    assert!(
+        listing.contains("10.0.1.2 . ") && listing.contains(" . sctp . 9000"),
+        "{listing}"
+    );
+    assert!(
+        ask(&n.client, "10.0.1.2", 80).is_err(),
+        "TCP is not allowed"
+    );
+}

@@ -162,3 +162,70 @@ fn cluster_command_inits_lists_and_removes() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no node nosuch"));
 }
+
+#[test]
+fn cluster_apply_and_delete_take_kubernetes_manifests() {
+    let dir = TempDir::new("clusterapply");
+    let store = format!("file:{}", dir.path().join("store").display());
+    let spec = dir.path().join("cluster.yaml");
+    std::fs::write(&spec, "clusterCIDRs: [10.244.0.0/16]\n").unwrap();
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: web}}\n\
+         spec: {nodeName: n1, containers: [{name: c, image: nginx, ports: [{name: http, containerPort: 80}]}]}\n\
+         status: {podIPs: [{ip: 10.244.1.5}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: x}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(podnet())
+            .arg("cluster")
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    assert!(run(&["init", "-f", spec.to_str().unwrap()]).0);
+    let m = manifest.to_str().unwrap();
+    let (ok, out) = run(&["apply", "-f", m]);
+    assert!(ok, "{out}");
+    for line in [
+        "namespace/x created",
+        "pod/x/a created (ignored: spec.containers[0].image)",
+        "service/x/web created",
+        "networkpolicy/x/deny created",
+        "endpoints/x/web set (1 addresses)",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    let (_, again) = run(&["apply", "-f", m]);
+    assert_eq!(again.matches("unchanged").count(), 4, "{again}");
+    let (_, services) = run(&["services"]);
+    assert!(
+        services.contains("10.244.1.5"),
+        "the endpoint comes from the pod: {services}"
+    );
+    let (ok, out) = run(&["delete", "-f", m]);
+    assert!(
+        ok && out.contains("namespace/x deleted") && out.contains("networkpolicy/x/deny deleted"),
+        "{out}"
+    );
+    // A pod without a node is refused outside a lab, and nothing of the file is applied.
+    std::fs::write(&manifest, "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: y}\nspec: {containers: [{name: c}]}\n").unwrap();
+    let (ok, out) = run(&["apply", "-f", m]);
+    assert!(!ok && out.contains("spec.nodeName is required"), "{out}");
+    let (_, again) = run(&["apply", "-f", m]);
+    assert!(!again.contains("namespace/y created"), "{again}");
+}
