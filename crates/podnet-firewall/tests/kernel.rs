@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use podnet_firewall::{plan, Firewall, TABLE};
+use podnet_kernel::nftables::{NetworkRuleset, NftHandle};
 use podnet_policy::model::Protocol;
 use podnet_policy::{
     ContainerPort, IpBlock, LabelSelector, NetworkPolicy, Peer, Pod, PolicyPort, PolicyRule,
@@ -103,6 +104,14 @@ fn net() -> Net {
             "{ip} unreachable"
         );
     }
+    // What every podnet node has: the plugin's masquerade chain, hence connection
+    // tracking from the first packet of every flow.
+    let cluster: ipnet::IpNet = "10.0.0.0/16".parse().unwrap();
+    let masq = NetworkRuleset::for_pods("podnet", &[cluster], &[cluster], true);
+    NftHandle::in_netns(n.node.netns())
+        .unwrap()
+        .apply_network(&masq)
+        .unwrap();
     for port in [80, 81] {
         for ip in ["10.0.1.2", "fd00:1::2"] {
             serve(&n.pod, SocketAddr::new(ip.parse().unwrap(), port));
@@ -119,10 +128,19 @@ fn serve(ns: &NetnsGuard, addr: SocketAddr) {
         .unwrap();
     std::thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            if let Err(e) = writeln!(c, "hello") {
-                eprintln!("echo: {e}");
-            }
+            let Ok(c) = c else { continue };
+            // A greeting, then every line echoed back, for as long as the client stays.
+            std::thread::spawn(move || {
+                let mut w = &c;
+                if let Err(e) = writeln!(w, "hello") {
+                    eprintln!("echo: {e}");
+                }
+                for line in BufReader::new(&c).lines().map_while(Result::ok) {
+                    if writeln!(w, "{line}").is_err() {
+                        break;
+                    }
+                }
+            });
         }
     });
 }
@@ -224,8 +242,12 @@ fn policy_allows_what_it_says_and_adopts_the_table() {
     );
     // An established connection outlives the policy that would not allow it now.
     let mut line = String::new();
-    (&held).write_all(b"x\n").unwrap();
-    let _ = BufReader::new(&held).read_line(&mut line);
+    (&held).write_all(b"still here\n").unwrap();
+    BufReader::new(&held).read_line(&mut line).unwrap();
+    assert_eq!(
+        line, "still here\n",
+        "the established connection carries on"
+    );
     // Egress is not isolated: the pod reaches the client.
     serve(&n.client, "10.0.2.2:90".parse().unwrap());
     assert!(ask(&n.pod, "10.0.2.2", 90).is_ok());
