@@ -29,6 +29,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use podnet_kernel::nftables::build::{nfproto_is, ChainDef};
 use podnet_kernel::nftables::consts::*;
 use podnet_kernel::nftables::{
     datatype, match_prefix, ChainKind, CmpOp, Direction, Expr, Family, Hook, NftHandle, Rule,
@@ -101,7 +102,7 @@ pub fn add_pod(nft: &mut NftHandle, model: Model, iface: &str, addrs: &[IpAddr])
         tx.add_set(&s);
     }
     if !current {
-        write_chains(&mut tx, model);
+        tx.replace_chains(&chains(model), &[]);
     }
     for (set, e) in pod_elements(iface, addrs) {
         tx.add_elements(set, [&e]);
@@ -142,31 +143,39 @@ pub fn remove_absent(nft: &mut NftHandle, model: Model, present: &[String]) -> R
     Ok(n)
 }
 
-fn write_chains(tx: &mut Transaction, model: Model) {
-    tx.add_chain("pod-source", ChainKind::Regular);
-    tx.add_chain("na-target", ChainKind::Regular);
-    let base = ChainKind::Base {
-        ty: "filter",
-        hook: Hook::Prerouting,
-        priority: -300,
+fn chains(model: Model) -> Vec<ChainDef> {
+    let rules = |exprs: Vec<Vec<Expr>>| {
+        exprs
+            .into_iter()
+            .map(|exprs| Rule {
+                exprs,
+                comment: COMMENT.into(),
+            })
+            .collect()
     };
-    tx.add_chain("prerouting", base);
-    for c in ["prerouting", "pod-source", "na-target"] {
-        tx.flush_chain(c);
-    }
-    let rule = |exprs| Rule {
-        exprs,
-        comment: COMMENT.into(),
+    let entry = vec![
+        iifname(0),
+        lookup(IFACES, 0),
+        Expr::Jump("pod-source".into()),
+    ];
+    let chain = |name: &str, kind, r| ChainDef {
+        name: name.into(),
+        kind,
+        rules: rules(r),
     };
-    for r in na_rules() {
-        tx.add_rule("na-target", &rule(r));
-    }
-    for r in source_rules(model) {
-        tx.add_rule("pod-source", &rule(r));
-    }
-    let mut entry = vec![iifname(0), lookup(IFACES, 0)];
-    entry.push(Expr::Jump("pod-source".into()));
-    tx.add_rule("prerouting", &rule(entry));
+    vec![
+        chain("na-target", ChainKind::Regular, na_rules()),
+        chain("pod-source", ChainKind::Regular, source_rules(model)),
+        chain(
+            "prerouting",
+            ChainKind::Base {
+                ty: "filter",
+                hook: Hook::Prerouting,
+                priority: -300,
+            },
+            vec![entry],
+        ),
+    ]
 }
 
 /// The rules of `pod-source`: allowed sources return, the rest is dropped.
@@ -201,8 +210,8 @@ fn source_rules(model: Model) -> Vec<Vec<Expr>> {
     };
     match model {
         Model::Routed => {
-            let mut rules = vec![v4(nfproto(2))];
-            rules.extend(v6(&|| nfproto(10)));
+            let mut rules = vec![v4(nfproto_is(false))];
+            rules.extend(v6(&|| nfproto_is(true)));
             rules.push(vec![Expr::Counter, Expr::Drop]);
             rules
         }
@@ -305,16 +314,6 @@ fn neighbour_advert() -> Vec<Expr> {
         Expr::CmpReg(CmpOp::Eq, reg(0), vec![58]),
         payload(PAYLOAD_TRANSPORT, 0, 1, 0),
         Expr::CmpReg(CmpOp::Eq, reg(0), vec![136]),
-    ]
-}
-
-fn nfproto(p: u8) -> Vec<Expr> {
-    vec![
-        Expr::MetaLoad {
-            key: META_NFPROTO,
-            dreg: reg(0),
-        },
-        Expr::CmpReg(CmpOp::Eq, reg(0), vec![p]),
     ]
 }
 

@@ -117,7 +117,7 @@ impl Firewall {
             report.deleted += diff_into(&mut tx, set, have, want, &mut report.added);
         }
         if new != old {
-            write_chains(&mut tx, &new, &old.chain_names());
+            tx.replace_chains(&new.chains(), &old.chain_names());
             report.chains_written = true;
         }
         for set in old.sets.difference(&new.sets) {
@@ -167,7 +167,7 @@ impl Firewall {
             report.deleted += diff_into(&mut tx, set, &have, want, &mut report.added);
         }
         if !self.chains_current(&layout, &chains)? {
-            write_chains(&mut tx, &layout, &chains);
+            tx.replace_chains(&layout.chains(), &chains);
             report.chains_written = true;
         }
         let wanted: HashSet<String> = layout.sets.iter().map(SetId::name).collect();
@@ -241,27 +241,4 @@ fn diff_into(
     tx.add_elements(&name, missing.iter().copied());
     *added += missing.len();
     stale.len()
-}
-
-/// Rewrites every chain: create them, flush what exists, delete chains no
-/// longer needed, add the rules (regular chains first).
-fn write_chains(tx: &mut Transaction, layout: &Layout, present: &[String]) {
-    let chains = layout.chains();
-    for c in &chains {
-        tx.add_chain(&c.name, c.kind);
-    }
-    for name in present {
-        tx.flush_chain(name);
-    }
-    for name in present
-        .iter()
-        .filter(|n| !chains.iter().any(|c| &c.name == *n))
-    {
-        tx.delete_chain(name);
-    }
-    for c in &chains {
-        for r in &c.rules {
-            tx.add_rule(&c.name, r);
-        }
-    }
 }

@@ -37,6 +37,7 @@
 
 use std::collections::BTreeSet;
 
+use podnet_kernel::nftables::build::{cat, dport, l4proto, load_addr, nfproto_is, ChainDef};
 use podnet_kernel::nftables::consts::*;
 use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetSpec};
 
@@ -227,17 +228,6 @@ pub struct Layout {
     pub sets: BTreeSet<SetId>,
 }
 
-/// A chain of the table with its rules.
-#[derive(Debug, Clone)]
-pub struct ChainDef {
-    /// Name.
-    pub name: String,
-    /// Regular or base.
-    pub kind: ChainKind,
-    /// Rules, in order.
-    pub rules: Vec<Rule>,
-}
-
 impl Layout {
     /// Whether the table is needed at all: some local pod is isolated.
     pub fn is_empty(&self) -> bool {
@@ -278,7 +268,7 @@ impl Layout {
                 }
                 let name = side_chain(dir, v6, "");
                 forward.push(rule(cat(&[
-                    &guard(v6),
+                    &nfproto_is(v6),
                     &[load_addr(v6, dir == Dir::Out, 0)],
                     &[lookup(SetId::Isolated { dir, v6 }, 0, None)],
                     &[Expr::Jump(name)],
@@ -414,21 +404,6 @@ pub fn side_chain(dir: Dir, v6: bool, suffix: &str) -> String {
     format!("{side}{}{suffix}", fam(v6))
 }
 
-fn cat(parts: &[&[Expr]]) -> Vec<Expr> {
-    parts.iter().flat_map(|p| p.iter().cloned()).collect()
-}
-
-/// `meta nfproto ipv4|ipv6`
-fn guard(v6: bool) -> Vec<Expr> {
-    vec![
-        Expr::MetaLoad {
-            key: META_NFPROTO,
-            dreg: reg(0),
-        },
-        Expr::CmpReg(CmpOp::Eq, reg(0), vec![if v6 { 10 } else { 2 }]),
-    ]
-}
-
 /// `ct state established,related`
 fn ct_established_or_related() -> Vec<Expr> {
     vec![
@@ -447,40 +422,6 @@ fn ct_established_or_related() -> Vec<Expr> {
         Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
         Expr::Accept,
     ]
-}
-
-/// `ip saddr|daddr` into `word`.
-fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
-    let (offset, len) = match (v6, source) {
-        (false, true) => (12, 4),
-        (false, false) => (16, 4),
-        (true, true) => (8, 16),
-        (true, false) => (24, 16),
-    };
-    Expr::PayloadLoad {
-        base: PAYLOAD_NETWORK,
-        offset,
-        len,
-        dreg: reg(word),
-    }
-}
-
-/// `meta l4proto` into `word`.
-fn l4proto(word: u32) -> Expr {
-    Expr::MetaLoad {
-        key: META_L4PROTO,
-        dreg: reg(word),
-    }
-}
-
-/// `th dport` into `word`.
-fn dport(word: u32) -> Expr {
-    Expr::PayloadLoad {
-        base: PAYLOAD_TRANSPORT,
-        offset: 2,
-        len: 2,
-        dreg: reg(word),
-    }
 }
 
 fn lookup(set: SetId, sreg: u32, dreg: Option<u32>) -> Expr {

@@ -46,6 +46,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use podnet_kernel::nftables::build::{cat, dport, load_addr, nfproto_is, ChainDef};
 use podnet_kernel::nftables::consts::*;
 use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetElement, SetSpec};
 
@@ -323,17 +324,6 @@ pub struct Layout {
     pub affinity: BTreeSet<(bool, u32)>,
 }
 
-/// A chain of the table with its rules.
-#[derive(Debug, Clone)]
-pub struct ChainDef {
-    /// Name.
-    pub name: &'static str,
-    /// Regular or base.
-    pub kind: ChainKind,
-    /// Rules, in order.
-    pub rules: Vec<Rule>,
-}
-
 impl Layout {
     /// The layout implied by the variable sets in use.
     pub fn from_sets<'a>(sets: impl IntoIterator<Item = &'a SetId>) -> Self {
@@ -421,7 +411,7 @@ impl Layout {
         let mut post = Vec::new();
         for v6 in [false, true] {
             let a = if v6 { 4 } else { 1 };
-            let g = guard(v6);
+            let g = nfproto_is(v6);
             let timeouts: Vec<u32> = self
                 .affinity
                 .iter()
@@ -631,97 +621,46 @@ impl Layout {
         let base = |ty, hook, priority| ChainKind::Base { ty, hook, priority };
         vec![
             ChainDef {
-                name: "nodeports",
+                name: "nodeports".into(),
                 kind: ChainKind::Regular,
                 rules: nodeports,
             },
             ChainDef {
-                name: "services",
+                name: "services".into(),
                 kind: ChainKind::Regular,
                 rules: services,
             },
             ChainDef {
-                name: "service-filter",
+                name: "service-filter".into(),
                 kind: ChainKind::Regular,
                 rules: filter,
             },
             ChainDef {
-                name: "nat-prerouting",
+                name: "nat-prerouting".into(),
                 kind: base("nat", Hook::Prerouting, -100),
                 rules: jump("services"),
             },
             ChainDef {
-                name: "nat-output",
+                name: "nat-output".into(),
                 kind: base("nat", Hook::Output, -100),
                 rules: jump("services"),
             },
             ChainDef {
-                name: "filter-prerouting",
+                name: "filter-prerouting".into(),
                 kind: base("filter", Hook::Prerouting, -99),
                 rules: new_flow_jump("service-filter"),
             },
             ChainDef {
-                name: "filter-output",
+                name: "filter-output".into(),
                 kind: base("filter", Hook::Output, -99),
                 rules: new_flow_jump("service-filter"),
             },
             ChainDef {
-                name: "nat-postrouting",
+                name: "nat-postrouting".into(),
                 kind: base("nat", Hook::Postrouting, 100),
                 rules: post,
             },
         ]
-    }
-}
-
-fn cat(parts: &[&[Expr]]) -> Vec<Expr> {
-    parts.iter().flat_map(|p| p.iter().cloned()).collect()
-}
-
-/// `meta nfproto ipv4|ipv6`
-fn guard(v6: bool) -> Vec<Expr> {
-    let proto = if v6 {
-        libc_nfproto::IPV6
-    } else {
-        libc_nfproto::IPV4
-    };
-    vec![
-        Expr::MetaLoad {
-            key: META_NFPROTO,
-            dreg: reg(0),
-        },
-        Expr::CmpReg(CmpOp::Eq, reg(0), vec![proto]),
-    ]
-}
-
-mod libc_nfproto {
-    pub const IPV4: u8 = 2;
-    pub const IPV6: u8 = 10;
-}
-
-/// `ip saddr|daddr` into `word`.
-fn load_addr(v6: bool, source: bool, word: u32) -> Expr {
-    let (offset, len) = match (v6, source) {
-        (false, true) => (12, 4),
-        (false, false) => (16, 4),
-        (true, true) => (8, 16),
-        (true, false) => (24, 16),
-    };
-    Expr::PayloadLoad {
-        base: PAYLOAD_NETWORK,
-        offset,
-        len,
-        dreg: reg(word),
-    }
-}
-
-/// `th dport` into `word`.
-fn dport(word: u32) -> Expr {
-    Expr::PayloadLoad {
-        base: PAYLOAD_TRANSPORT,
-        offset: 2,
-        len: 2,
-        dreg: reg(word),
     }
 }
 

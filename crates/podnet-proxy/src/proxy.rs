@@ -276,7 +276,7 @@ impl ServiceProxy {
                 report.added += elems.len();
             }
             if new_layout != layout {
-                write_chains(&mut tx, &new_layout);
+                tx.replace_chains(&new_layout.chains(), &[]);
                 report.chains_written = true;
             }
             for s in old_sets.difference(&new_sets) {
@@ -386,7 +386,7 @@ impl ServiceProxy {
             tx.add_elements(&name, &missing);
         }
         if !self.chains_current(&layout)? {
-            write_chains(&mut tx, &layout);
+            tx.replace_chains(&layout.chains(), &[]);
             report.chains_written = true;
         }
         let wanted_names: HashSet<String> = wanted.iter().map(SetId::name).collect();
@@ -429,9 +429,9 @@ impl ServiceProxy {
         let fp = layout.fingerprint();
         let names = self.nft.chain_names(Family::Inet, TABLE)?;
         for chain in layout.chains() {
-            let present = names.iter().any(|c| c == chain.name);
+            let present = names.contains(&chain.name);
             let have = if present {
-                self.nft.rule_comments(Family::Inet, TABLE, chain.name)?
+                self.nft.rule_comments(Family::Inet, TABLE, &chain.name)?
             } else {
                 Vec::new()
             };
@@ -558,20 +558,4 @@ fn affinity_matches(
         None => tail == encode::node_port(frontend.protocol.number(), frontend.port).as_slice(),
     };
     fe_ok && backend.is_none_or(|(ip, port)| data == Some(&encode::endpoint(ip, port)[..]))
-}
-
-/// Creates every chain, empties it and adds its rules (regular chains first).
-fn write_chains(tx: &mut Transaction, layout: &Layout) {
-    let chains = layout.chains();
-    for c in &chains {
-        tx.add_chain(c.name, c.kind);
-    }
-    for c in &chains {
-        tx.flush_chain(c.name);
-    }
-    for c in &chains {
-        for r in &c.rules {
-            tx.add_rule(c.name, r);
-        }
-    }
 }

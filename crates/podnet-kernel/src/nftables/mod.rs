@@ -18,6 +18,7 @@
 //! inserts a tagged accept rule at the head of every foreign forward chain whose
 //! policy is drop (for example `iptables -P FORWARD DROP` under iptables-nft).
 
+pub mod build;
 mod events;
 mod ruleset;
 mod transaction;
