@@ -14,6 +14,7 @@ mod cniconf;
 mod datapath;
 mod error;
 mod policy;
+mod resync;
 mod services;
 mod underlay;
 mod watch;

@@ -7,16 +7,13 @@
 //! full [`Firewall::sync`] instead, which adopts what an earlier agent left
 //! and repairs whatever was changed behind the agent's back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use podnet_firewall::{plan, Firewall};
 use podnet_store::ClusterStore;
 
 use crate::agent::log;
-
-/// Longest wait between checks of the stop flag.
-const SLICE: Duration = Duration::from_millis(500);
 
 /// Keeps the node's policy table equal to the store until `halt` is set.
 pub(crate) fn run_policy_firewall(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
@@ -28,38 +25,13 @@ pub(crate) fn run_policy_firewall(url: &str, node: &str, resync: Duration, halt:
         Ok(f) => f,
         Err(e) => return log(&format!("policies: {e}")),
     };
-    let mut revision = None;
-    let mut last_full: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
-    while !halt.load(Ordering::Relaxed) {
-        let full = last_full.is_none_or(|t| t.elapsed() >= resync);
-        match pass(&store, &mut firewall, node, full, revision) {
-            Ok(r) => {
-                revision = Some(r);
-                backoff = Duration::from_millis(100);
-                if full {
-                    last_full = Some(Instant::now());
-                }
-            }
-            Err(e) => {
-                log(&format!(
-                    "policies: {e}; keeping the current rules, retrying"
-                ));
-                last_full = None;
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        }
-        let until_resync = last_full
-            .map(|t| resync.saturating_sub(t.elapsed()))
-            .unwrap_or_default();
-        let after = revision.unwrap_or(0);
-        if let Err(e) = store.wait_for_policy_change(after, until_resync.min(SLICE)) {
-            log(&format!("policies: watch: {e}"));
-            std::thread::park_timeout(backoff);
-        }
-    }
+    crate::resync::run(
+        "policies",
+        resync,
+        halt,
+        |full, last| pass(&store, &mut firewall, node, full, last),
+        |after, timeout| store.wait_for_policy_change(after, timeout),
+    );
 }
 
 /// One pass: read, plan, apply (or sync when `full`); returns the revision read.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use podnet_proxy::{Change, ServiceProxy};
@@ -19,9 +19,6 @@ use podnet_services::{Endpoints, Service, ServiceName};
 use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceSnapshot};
 
 use crate::agent::log;
-
-/// Longest wait between checks of the stop flag.
-const SLICE: Duration = Duration::from_millis(500);
 
 /// The stored text of a service and of its endpoints, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,50 +44,26 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
         Err(e) => return log(&format!("services: {e}")),
     };
     let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
-    let mut revision = 0;
-    let mut last_full: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
-    while !halt.load(Ordering::Relaxed) {
-        let full = last_full.is_none_or(|t| t.elapsed() >= resync);
+    let mut one = |full: bool, last: Option<u64>| {
         // Between full syncs, learn what changed from the store's change log
         // when it has one (no full read); otherwise compare every service.
-        let quick = if full || last_full.is_none() {
-            Ok(None)
-        } else {
-            changed_since(&store, &mut proxy, &mut seen, revision)
+        let quick = match last {
+            Some(after) if !full => changed_since(&store, &mut proxy, &mut seen, after),
+            _ => Ok(None),
         };
         let outcome = match quick {
             Ok(Some(r)) => Ok(r),
             Ok(None) => pass(&store, &mut proxy, &mut seen, full),
             Err(e) => Err(e),
         };
-        match outcome {
-            Ok(r) => {
-                revision = r;
-                backoff = Duration::from_millis(100);
-                if full {
-                    last_full = Some(Instant::now());
-                }
-            }
-            Err(e) => {
-                log(&format!(
-                    "services: {e}; keeping the current rules, retrying"
-                ));
-                seen.clear();
-                last_full = None;
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
+        if outcome.is_err() {
+            seen.clear();
         }
-        let until_resync = last_full
-            .map(|t| resync.saturating_sub(t.elapsed()))
-            .unwrap_or_default();
-        if let Err(e) = store.wait_for_service_change(revision, until_resync.min(SLICE)) {
-            log(&format!("services: watch: {e}"));
-            std::thread::park_timeout(backoff);
-        }
-    }
+        outcome
+    };
+    crate::resync::run("services", resync, halt, &mut one, |after, timeout| {
+        store.wait_for_service_change(after, timeout)
+    });
 }
 
 /// Applies what the store's change log says changed after `after`; returns

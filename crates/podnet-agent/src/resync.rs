@@ -1,0 +1,57 @@
+//! The loop the agent's service proxy and policy firewall share: a pass at
+//! start, after every store change and at least every `resync` (a full one
+//! then, which repairs drift); a failed pass keeps the kernel as it is and is
+//! retried with a growing pause.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use podnet_store::StoreError;
+
+use crate::agent::log;
+
+/// Longest wait between checks of the stop flag.
+const SLICE: Duration = Duration::from_millis(500);
+
+/// Runs passes until `halt` is set. `pass(full, last)` gets whether this pass
+/// must be full and the store revision the last successful pass read (none
+/// yet, or after a failure), and returns the revision it read; `wait(after,
+/// timeout)` returns early when the store changes after `after`.
+pub(crate) fn run(
+    what: &str,
+    resync: Duration,
+    halt: &AtomicBool,
+    mut pass: impl FnMut(bool, Option<u64>) -> Result<u64, String>,
+    wait: impl Fn(u64, Duration) -> Result<Option<u64>, StoreError>,
+) {
+    let mut revision = None;
+    let mut last_full: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !halt.load(Ordering::Relaxed) {
+        let full = last_full.is_none_or(|t| t.elapsed() >= resync);
+        match pass(full, revision) {
+            Ok(r) => {
+                revision = Some(r);
+                backoff = Duration::from_millis(100);
+                if full {
+                    last_full = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                log(&format!("{what}: {e}; keeping the current rules, retrying"));
+                revision = None;
+                last_full = None;
+                std::thread::park_timeout(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        let until_resync = last_full
+            .map(|t| resync.saturating_sub(t.elapsed()))
+            .unwrap_or_default();
+        if let Err(e) = wait(revision.unwrap_or(0), until_resync.min(SLICE)) {
+            log(&format!("{what}: watch: {e}"));
+            std::thread::park_timeout(backoff);
+        }
+    }
+}
