@@ -249,3 +249,37 @@ fn policies_work_on_the_etcd_store_too() {
     let out = g.run(&["get", "networkpolicies"]);
     assert!(text(&out).contains("deny"), "{}", text(&out));
 }
+
+#[test]
+fn the_policy_demo_of_the_readme_works() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "2", "--pods-per-node", "0"]);
+    let example = |f: &str| {
+        format!(
+            "{}/../../examples/policy-demo/{f}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let run = |args: &[&str]| {
+        let out = g.run(args);
+        (out.status.success(), text(&out))
+    };
+    let connect = |from: &str| run(&["connect", from, "shop/web", "--port", "8080"]);
+    assert!(run(&["apply", "-f", &example("app.yaml")]).0);
+    assert!(connect("shop/intruder").0, "no policy yet");
+    assert!(run(&["apply", "-f", &example("deny-all.yaml")]).0);
+    let (ok, out) = connect("shop/frontend");
+    assert!(!ok && out.contains("no answer"), "{out}");
+    assert!(run(&["apply", "-f", &example("allow-frontend.yaml")]).0);
+    let (ok, out) = connect("shop/frontend");
+    assert!(
+        ok && out.contains("answered by") && out.contains("shop.web"),
+        "{out}"
+    );
+    assert!(!connect("shop/intruder").0, "still denied");
+    let (_, list) = run(&["get", "networkpolicies", "-n", "shop"]);
+    assert!(
+        list.contains("web-from-frontend") && list.contains("default-deny"),
+        "{list}"
+    );
+}
