@@ -147,91 +147,55 @@ impl Lab {
     ) -> Result<Table, LabError> {
         let state = state::read(self)?;
         let in_ns = |ns: &str| namespace.is_none_or(|n| n == ns);
-        Ok(match what {
+        let (header, rows): (&[&str], Vec<Vec<String>>) = match what {
             Resource::Pods => {
-                let mut header = vec![
-                    "NAMESPACE",
-                    "NAME",
-                    "READY",
-                    "NODE",
-                    "IPS",
-                    "LABELS",
-                    "NETNS",
-                ];
-                if wide {
-                    header.extend(["PORTS", "COMMAND"]);
-                }
-                let rows = state
-                    .pods
-                    .iter()
-                    .filter(|p| in_ns(&p.namespace))
-                    .map(|p| pod_row(p, wide))
-                    .collect();
-                table(&header, rows)
+                let header: &[&str] = if wide {
+                    &POD_COLUMNS_WIDE
+                } else {
+                    &POD_COLUMNS_WIDE[..7]
+                };
+                (
+                    header,
+                    state
+                        .pods
+                        .iter()
+                        .filter(|p| in_ns(&p.namespace))
+                        .map(|p| pod_row(p, wide))
+                        .collect(),
+                )
             }
             Resource::Services => {
-                let header = [
-                    "NAMESPACE",
-                    "NAME",
-                    "TYPE",
-                    "CLUSTER-IP",
-                    "EXTERNAL-IP",
-                    "PORT(S)",
-                    "SELECTOR",
-                    "READY-ENDPOINTS",
-                ];
                 let services = self.services()?;
                 let rows = services
                     .iter()
                     .filter(|(s, _)| in_ns(&s.namespace))
                     .map(|(s, e)| service_row(s, e.as_ref()))
                     .collect();
-                table(&header, rows)
+                (&SERVICE_COLUMNS, rows)
             }
-            Resource::NetworkPolicies => {
-                let rows = self
-                    .objects(what, namespace)?
+            Resource::NetworkPolicies | Resource::Namespaces => {
+                let objects = self.objects(what, namespace)?;
+                let rows = objects
                     .iter()
                     .filter_map(|o| match o {
                         Object::NetworkPolicy(p) => Some(policy_row(p)),
-                        _ => None,
-                    })
-                    .collect();
-                table(
-                    &["NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES", "RULES"],
-                    rows,
-                )
-            }
-            Resource::Namespaces => {
-                let rows = self
-                    .objects(what, None)?
-                    .iter()
-                    .filter_map(|o| match o {
                         Object::Namespace(n) => {
                             Some(vec![n.name.clone(), labels(&n.effective_labels())])
                         }
                         _ => None,
                     })
                     .collect();
-                table(&["NAME", "LABELS"], rows)
+                let header: &[&str] = if what == Resource::Namespaces {
+                    &["NAME", "LABELS"]
+                } else {
+                    &POLICY_COLUMNS
+                };
+                (header, rows)
             }
-            Resource::Nodes => {
-                let rows = state
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let pods = state.pods.iter().filter(|p| p.node == n.name).count();
-                        vec![
-                            n.name.clone(),
-                            n.address.to_string(),
-                            n.segment.to_string(),
-                            pods.to_string(),
-                            format!("/run/netns/{}", n.ns),
-                        ]
-                    })
-                    .collect();
-                table(&["NAME", "ADDRESS", "SEGMENT", "PODS", "NETNS"], rows)
-            }
+            Resource::Nodes => (
+                &NODE_COLUMNS,
+                state.nodes.iter().map(|n| node_row(&state, n)).collect(),
+            ),
             Resource::ExternalHosts => {
                 let rows = state
                     .hosts
@@ -244,9 +208,10 @@ impl Lab {
                         ]
                     })
                     .collect();
-                table(&["NAME", "ADDRESS", "NETNS"], rows)
+                (&["NAME", "ADDRESS", "NETNS"], rows)
             }
-        })
+        };
+        Ok(table(header, rows))
     }
 
     /// Runs `command` in the network namespace [`Lab::exec_target`] names,
@@ -326,6 +291,42 @@ impl Lab {
         }
         self.resolve_ns(name)
     }
+}
+
+const POD_COLUMNS_WIDE: [&str; 9] = [
+    "NAMESPACE",
+    "NAME",
+    "READY",
+    "NODE",
+    "IPS",
+    "LABELS",
+    "NETNS",
+    "PORTS",
+    "COMMAND",
+];
+const SERVICE_COLUMNS: [&str; 8] = [
+    "NAMESPACE",
+    "NAME",
+    "TYPE",
+    "CLUSTER-IP",
+    "EXTERNAL-IP",
+    "PORT(S)",
+    "SELECTOR",
+    "READY-ENDPOINTS",
+];
+const POLICY_COLUMNS: [&str; 5] = ["NAMESPACE", "NAME", "POD-SELECTOR", "POLICY-TYPES", "RULES"];
+const NODE_COLUMNS: [&str; 5] = ["NAME", "ADDRESS", "SEGMENT", "PODS", "NETNS"];
+
+/// A node's row: name, fabric address, segment, pods, netns.
+fn node_row(state: &crate::state::LabState, n: &crate::state::LabNode) -> Vec<String> {
+    let pods = state.pods.iter().filter(|p| p.node == n.name).count();
+    vec![
+        n.name.clone(),
+        n.address.to_string(),
+        n.segment.to_string(),
+        pods.to_string(),
+        format!("/run/netns/{}", n.ns),
+    ]
 }
 
 /// A pod's row: namespace, name, readiness, node, addresses, labels, netns (and, wide, ports and commands).
