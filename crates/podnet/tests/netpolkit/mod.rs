@@ -397,6 +397,25 @@ fn grid(shots: &[Shot], got: &[bool], e: &Ends, (fam, port, protocol): (u8, u16,
     out
 }
 
+/// Deletes every tracked flow on every node, so each step's probes are new
+/// flows: a UDP probe that happened to reuse the source port of a probe an
+/// earlier step allowed would otherwise ride that flow's conntrack entry
+/// (established flows survive a policy change by design).
+fn forget_flows(lab: &Lab) {
+    for n in lab.state().unwrap().nodes {
+        let ns = Netns::open_named(&n.ns).unwrap();
+        let mut ct = podnet_kernel::conntrack::ConntrackHandle::in_netns(&ns).unwrap();
+        for v6 in [false, true] {
+            for flow in ct.flows(v6).unwrap() {
+                if let Err(e) = ct.delete(&flow) {
+                    // Gone meanwhile (expired or closed) is fine.
+                    assert!(e.is_not_found(), "delete flow: {e}");
+                }
+            }
+        }
+    }
+}
+
 fn docs(text: &str) -> Vec<Document> {
     podnet_manifest::parse(text).unwrap_or_else(|e| panic!("case manifest: {e}"))
 }
@@ -435,6 +454,7 @@ pub fn run_case(lab: &Lab, path: &Path, base_pods: &[String], families: &[u8]) -
             };
             result.unwrap_or_else(|e| panic!("{}: step {}: label: {e}", path.display(), n + 1));
         }
+        forget_flows(lab);
         let r = verify(lab, step, base_pods, families);
         if !r.is_empty() {
             failures.push_str(&format!(
