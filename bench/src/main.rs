@@ -27,10 +27,8 @@ use std::path::PathBuf;
 type Section = (&'static str, fn() -> String);
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        podnet_kernel::process::is_root(),
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());

@@ -26,16 +26,6 @@ fn labels(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector {
-        match_labels: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..LabelSelector::default()
-    }
-}
-
 fn port(protocol: Protocol, p: PortRef) -> PolicyPort {
     PolicyPort {
         protocol,
@@ -98,10 +88,10 @@ pub fn policies(n: usize) -> Vec<NetworkPolicy> {
         mk(
             "frontend-to-backend",
             PolicySpec {
-                pod_selector: sel(&[("app", "backend")]),
+                pod_selector: LabelSelector::matching(&[("app", "backend")]),
                 ingress: vec![PolicyRule {
                     peers: vec![Peer {
-                        pod_selector: Some(sel(&[("app", "frontend")])),
+                        pod_selector: Some(LabelSelector::matching(&[("app", "frontend")])),
                         ..Peer::default()
                     }],
                     ports: vec![port(Protocol::Tcp, PortRef::Number(8080))],
@@ -112,10 +102,10 @@ pub fn policies(n: usize) -> Vec<NetworkPolicy> {
         mk(
             "team-metrics",
             PolicySpec {
-                pod_selector: sel(&[("app", "metrics")]),
+                pod_selector: LabelSelector::matching(&[("app", "metrics")]),
                 ingress: vec![PolicyRule {
                     peers: vec![Peer {
-                        namespace_selector: Some(sel(&[("team", &team)])),
+                        namespace_selector: Some(LabelSelector::matching(&[("team", &team)])),
                         ..Peer::default()
                     }],
                     ports: vec![port(Protocol::Tcp, PortRef::Number(9090))],
@@ -129,8 +119,11 @@ pub fn policies(n: usize) -> Vec<NetworkPolicy> {
                 pod_selector: LabelSelector::default(),
                 ingress: vec![PolicyRule {
                     peers: vec![Peer {
-                        namespace_selector: Some(sel(&[("monitoring", "true")])),
-                        pod_selector: Some(sel(&[("app", "prometheus")])),
+                        namespace_selector: Some(LabelSelector::matching(&[(
+                            "monitoring",
+                            "true",
+                        )])),
+                        pod_selector: Some(LabelSelector::matching(&[("app", "prometheus")])),
                         ip_block: None,
                     }],
                     ports: vec![port(Protocol::Tcp, PortRef::Name("metrics".into()))],
@@ -141,16 +134,16 @@ pub fn policies(n: usize) -> Vec<NetworkPolicy> {
         mk(
             "egress",
             PolicySpec {
-                pod_selector: sel(&[("app", "worker")]),
+                pod_selector: LabelSelector::matching(&[("app", "worker")]),
                 policy_types: vec![PolicyType::Egress],
                 egress: vec![
                     PolicyRule {
                         peers: vec![Peer {
-                            namespace_selector: Some(sel(&[(
+                            namespace_selector: Some(LabelSelector::matching(&[(
                                 "kubernetes.io/metadata.name",
                                 "kube-system",
                             )])),
-                            pod_selector: Some(sel(&[("k8s-app", "kube-dns")])),
+                            pod_selector: Some(LabelSelector::matching(&[("k8s-app", "kube-dns")])),
                             ip_block: None,
                         }],
                         ports: vec![port(Protocol::Udp, PortRef::Number(53))],

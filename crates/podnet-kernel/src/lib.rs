@@ -15,6 +15,7 @@ pub mod hash;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod process;
 pub mod raw;
 pub mod rtnl;
 pub mod sysctl;

@@ -201,11 +201,7 @@ impl Lab {
                 let changes = changes.to_vec();
                 self.with_store(state.spec.store, move |s| {
                     let mut ns = s
-                        .policy_snapshot()?
-                        .world
-                        .namespaces
-                        .get(&n)
-                        .cloned()
+                        .namespace(&n)?
                         .ok_or_else(|| LabError::Spec(format!("the lab has no namespace {n}")))?;
                     LabelChange::apply(&changes, &mut ns.labels);
                     Ok(s.put_namespace(&ns)?)

@@ -18,36 +18,8 @@ use crate::selector::{LabelSelector, Labels};
 /// The label every namespace carries with its own name, as the API server sets it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// `namespace/name` of a namespaced object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectName {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ObjectName {
-    /// `namespace/name` from its parts.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        ObjectName {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-
-    /// Parses `namespace/name`, the form [`fmt::Display`] writes.
-    pub fn parse(text: &str) -> Option<ObjectName> {
-        let (namespace, name) = text.split_once('/')?;
-        Some(ObjectName::new(namespace, name))
-    }
-}
-
-impl fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+/// `namespace/name` of a namespaced object (pods, policies): the same key services use.
+pub use podnet_services::ServiceName as ObjectName;
 
 /// A namespace: a name and labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

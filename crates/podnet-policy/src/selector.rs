@@ -76,6 +76,17 @@ pub struct LabelSelector {
 }
 
 impl LabelSelector {
+    /// The selector `matchLabels: {k: v, ...}`.
+    pub fn matching(pairs: &[(&str, &str)]) -> Self {
+        LabelSelector {
+            match_labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..LabelSelector::default()
+        }
+    }
+
     /// Whether `labels` satisfy every requirement (always, for an empty selector).
     pub fn matches(&self, labels: &Labels) -> bool {
         self.match_labels

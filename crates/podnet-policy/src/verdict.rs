@@ -204,16 +204,6 @@ mod tests {
         }
     }
 
-    fn sel(pairs: &[(&str, &str)]) -> LabelSelector {
-        LabelSelector {
-            match_labels: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..LabelSelector::default()
-        }
-    }
-
     fn flow<'a>(src: FlowEnd<'a>, dst: FlowEnd<'a>, port: u16) -> Flow<'a> {
         Flow {
             src,
@@ -244,17 +234,17 @@ mod tests {
             },
         );
         let and_peer = Peer {
-            pod_selector: Some(sel(&[("pod", "a")])),
-            namespace_selector: Some(sel(&[("ns", "y")])),
+            pod_selector: Some(LabelSelector::matching(&[("pod", "a")])),
+            namespace_selector: Some(LabelSelector::matching(&[("ns", "y")])),
             ip_block: None,
         };
         let or_peers = vec![
             Peer {
-                pod_selector: Some(sel(&[("pod", "a")])),
+                pod_selector: Some(LabelSelector::matching(&[("pod", "a")])),
                 ..Peer::default()
             },
             Peer {
-                namespace_selector: Some(sel(&[("ns", "y")])),
+                namespace_selector: Some(LabelSelector::matching(&[("ns", "y")])),
                 ..Peer::default()
             },
         ];
@@ -263,7 +253,7 @@ mod tests {
             namespace: "x".into(),
             name: "p".into(),
             spec: PolicySpec {
-                pod_selector: sel(&[("pod", "t")]),
+                pod_selector: LabelSelector::matching(&[("pod", "t")]),
                 ingress: vec![PolicyRule {
                     peers,
                     ports: vec![],
@@ -331,7 +321,7 @@ mod tests {
             namespace: "x".into(),
             name: "p".into(),
             spec: PolicySpec {
-                pod_selector: sel(&[("pod", "t")]),
+                pod_selector: LabelSelector::matching(&[("pod", "t")]),
                 ingress: vec![PolicyRule {
                     peers: vec![Peer {
                         ip_block: Some(IpBlock {

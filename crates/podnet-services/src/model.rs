@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// `namespace/name` of a service (and of its endpoints).
+/// `namespace/name` of a namespaced object: a service (and its endpoints),
+/// and, as `podnet_policy::ObjectName`, a pod or a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ServiceName {
     /// Namespace (default `default`).
@@ -22,6 +23,14 @@ pub struct ServiceName {
 }
 
 impl ServiceName {
+    /// `namespace/name` from its parts.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ServiceName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
     /// Parses `namespace/name`, the form [`fmt::Display`] writes.
     pub fn parse(text: &str) -> Option<ServiceName> {
         let (namespace, name) = text.split_once('/')?;

@@ -83,10 +83,9 @@ impl ClusterStore {
     /// (outside a lab nothing schedules pods); its addresses come from its
     /// `status.podIPs`.
     pub fn apply_object(&self, obj: &Object) -> Result<Outcome, StoreError> {
-        let world = self.policy_snapshot()?.world;
         match obj {
             Object::Namespace(ns) => {
-                let old = world.namespaces.get(&ns.name).cloned();
+                let old = self.namespace(&ns.name)?;
                 self.put_namespace(ns)?;
                 Ok(outcome(old, ns))
             }
@@ -94,7 +93,7 @@ impl ClusterStore {
                 if m.pod.node.is_empty() {
                     return Err(StoreError::Unplaced(m.pod.key().to_string()));
                 }
-                let old = world.pods.iter().find(|p| p.key() == m.pod.key()).cloned();
+                let old = self.pod(&m.pod.key())?;
                 self.put_pod(&m.pod)?;
                 Ok(outcome(old, &m.pod))
             }
@@ -104,7 +103,7 @@ impl ClusterStore {
                 Ok(outcome(old, &stored))
             }
             Object::NetworkPolicy(p) => {
-                let old = world.policies.iter().find(|x| x.key() == p.key()).cloned();
+                let old = self.policy(&p.key())?;
                 let stored = self.put_policy(p)?;
                 Ok(outcome(old, &stored))
             }

@@ -150,13 +150,48 @@ impl ClusterStore {
         Ok(n)
     }
 
-    fn require_namespace(&self, kind: &'static str, name: &ObjectName) -> Result<(), StoreError> {
-        if BUILTIN_NAMESPACES.contains(&name.namespace.as_str()) {
-            return Ok(());
+    /// The stored namespace `name` (the built-in ones exist without a record).
+    pub fn namespace(&self, name: &str) -> Result<Option<Namespace>, StoreError> {
+        let key = format!("{NAMESPACES}{name}");
+        match self.stored(&key)? {
+            Some(raw) => Ok(Some(from_json(&key, &raw)?)),
+            None if BUILTIN_NAMESPACES.contains(&name) => Ok(Some(Namespace {
+                name: name.into(),
+                labels: Default::default(),
+            })),
+            None => Ok(None),
         }
-        let key = format!("{NAMESPACES}{}", name.namespace);
-        let found = self.kv().list(&key)?.entries.iter().any(|(k, _)| *k == key);
-        if found {
+    }
+
+    /// The stored pod `name`.
+    pub fn pod(&self, name: &ObjectName) -> Result<Option<Pod>, StoreError> {
+        let key = object_key(PODS, name);
+        self.stored(&key)?
+            .map(|raw| from_json(&key, &raw))
+            .transpose()
+    }
+
+    /// The stored policy `name`.
+    pub fn policy(&self, name: &ObjectName) -> Result<Option<NetworkPolicy>, StoreError> {
+        let key = object_key(POLICIES, name);
+        self.stored(&key)?
+            .map(|raw| from_json(&key, &raw))
+            .transpose()
+    }
+
+    /// The value of exactly `key` (a listing of that prefix, other keys left out).
+    fn stored(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .kv()
+            .list(key)?
+            .entries
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v))
+    }
+
+    fn require_namespace(&self, kind: &'static str, name: &ObjectName) -> Result<(), StoreError> {
+        if self.namespace(&name.namespace)?.is_some() {
             return Ok(());
         }
         Err(StoreError::NoNamespace {
@@ -176,8 +211,7 @@ impl ClusterStore {
     }
 
     fn delete(&self, key: String) -> Result<bool, StoreError> {
-        let found = self.kv().list(&key)?.entries.iter().any(|(k, _)| *k == key);
-        if !found {
+        if self.stored(&key)?.is_none() {
             return Ok(false);
         }
         let txn = Txn {

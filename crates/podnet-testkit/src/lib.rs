@@ -140,10 +140,8 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
 
 /// Panics unless running as root: root tests fail, they never skip silently.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        podnet_kernel::process::is_root(),
         "podnet's kernel tests need root (CI runs them as root)"
     );
 }

@@ -90,20 +90,20 @@ struct AgentArgs {
     policy_resync_secs: u64,
 }
 
+/// `-f FILE|-`: the manifest of `apply` and `delete`.
+#[derive(clap::Args)]
+struct ManifestFile {
+    /// The manifest file (YAML or JSON, several documents), or `-` for standard input.
+    #[arg(short = 'f', long)]
+    file: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum ClusterAction {
     /// Create or replace Kubernetes objects (Namespace, Pod, Service, NetworkPolicy) from manifests.
-    Apply {
-        /// The manifest file (YAML or JSON, several documents), or `-` for standard input.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
+    Apply(ManifestFile),
     /// Delete the Kubernetes objects a manifest names.
-    Delete {
-        /// The manifest file, or `-` for standard input.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
+    Delete(ManifestFile),
     /// Store a cluster spec (YAML or JSON) if the store has none.
     Init {
         /// The spec file.
@@ -196,17 +196,9 @@ enum LabAction {
         action: ServiceAction,
     },
     /// Create or replace Kubernetes objects (Namespace, Pod, Service, NetworkPolicy), like `kubectl apply -f`.
-    Apply {
-        /// The manifest file (YAML or JSON, several documents), or `-` for standard input.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
+    Apply(ManifestFile),
     /// Delete the objects a manifest names, like `kubectl delete -f`.
-    Delete {
-        /// The manifest file, or `-` for standard input.
-        #[arg(short = 'f', long)]
-        file: PathBuf,
-    },
+    Delete(ManifestFile),
     /// List pods, services, networkpolicies, namespaces, nodes or externalhosts, like `kubectl get`.
     Get {
         /// What to list.
@@ -440,7 +432,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::error::Error>> {
     let store = podnet_store::open(store)?;
     match action {
-        ClusterAction::Apply { file } => {
+        ClusterAction::Apply(ManifestFile { file }) => {
             let docs = manifests::read(&file)?;
             store.check_objects(&docs.iter().map(|d| &d.object).collect::<Vec<_>>(), false)?;
             for doc in docs {
@@ -459,7 +451,7 @@ fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::er
                 );
             }
         }
-        ClusterAction::Delete { file } => {
+        ClusterAction::Delete(ManifestFile { file }) => {
             // Last first: what a namespace holds goes before the namespace.
             for doc in manifests::read(&file)?.into_iter().rev() {
                 let found = store.delete_object(&doc.object)?;
@@ -568,8 +560,12 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
         }
         LabAction::RemoveNode { node } => lab.remove_node(&node)?,
         LabAction::RestartAgent { node } => lab.restart_agent(&node)?,
-        LabAction::Apply { file } => lab_cmd::print(lab.apply(&manifests::read(&file)?)?),
-        LabAction::Delete { file } => lab_cmd::print(lab.delete(&manifests::read(&file)?)?),
+        LabAction::Apply(ManifestFile { file }) => {
+            lab_cmd::print(lab.apply(&manifests::read(&file)?)?)
+        }
+        LabAction::Delete(ManifestFile { file }) => {
+            lab_cmd::print(lab.delete(&manifests::read(&file)?)?)
+        }
         LabAction::Get {
             resource,
             namespace,
