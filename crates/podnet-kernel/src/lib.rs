@@ -5,16 +5,20 @@
 //! - [`nftables`]: podnet's own nf_tables table over nfnetlink;
 //! - [`conntrack`]: tracked flows over ctnetlink (listed and deleted);
 //! - [`raw`]: whole IP packets and Ethernet frames sent as written;
+//! - [`probe`]: one probe packet and the answer or ICMP error it drew;
+//! - [`counters`]: a namespace's protocol counters (`nstat`);
 //! - [`sysctl`]: per-namespace `/proc/sys` settings.
 //!
 //! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
 
 pub mod conntrack;
+pub mod counters;
 pub mod error;
 pub mod hash;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
+pub mod probe;
 pub mod process;
 pub mod raw;
 pub mod rtnl;

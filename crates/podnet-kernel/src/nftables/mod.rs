@@ -20,7 +20,10 @@
 
 pub mod build;
 mod events;
+mod listing;
+mod render;
 mod ruleset;
+mod trace;
 mod transaction;
 mod wire;
 
@@ -32,7 +35,9 @@ use crate::netlink::{NetlinkSocket, Protocol};
 use crate::netns::Netns;
 
 pub use events::{Commit, CommitWatch};
+pub use listing::{ChainInfo, RuleInfo};
 pub use ruleset::{consts, match_prefix, CmpOp, Direction, Expr, NetworkRuleset, Rule};
+pub use trace::{parse_trace, TraceEvent, TraceKind, TraceWatch, Verdict};
 pub use transaction::{datatype, ChainKind, Hook, SetElement, SetSpec, Transaction};
 pub use wire::Family;
 // The wire vocabulary (NFTA_*, NFT_MSG_*, message builders) reads best unqualified.

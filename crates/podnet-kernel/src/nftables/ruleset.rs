@@ -31,6 +31,8 @@ pub mod consts {
     pub const META_IIFNAME: u32 = 6;
     /// `meta nfproto`
     pub const META_NFPROTO: u32 = 15;
+    /// `meta nftrace`
+    pub const META_NFTRACE: u32 = 12;
     /// `meta l4proto`
     pub const META_L4PROTO: u32 = 16;
     /// `ct state`
@@ -183,6 +185,29 @@ pub enum Expr {
     Drop,
     /// `[ counter ]`: packets and bytes that reached it.
     Counter,
+    /// `[ immediate reg DREG DATA ]`: a constant into a register.
+    Immediate {
+        /// Destination register.
+        dreg: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// `[ meta set KEY with reg SREG ]` (`meta nftrace set 1`, ...).
+    MetaSet {
+        /// `NFT_META_*` key.
+        key: u32,
+        /// Source register.
+        sreg: u32,
+    },
+    /// `[ log group GROUP prefix PREFIX ]`: the packet to `NFLOG` listeners of the group.
+    Log {
+        /// The nfnetlink_log group.
+        group: u16,
+        /// The prefix the listener receives with it.
+        prefix: String,
+    },
+    /// `[ objref type 1 name NAME ]`: count in the table's named counter `NAME`.
+    NamedCounter(String),
 }
 
 /// Which address of the IP header a match looks at.

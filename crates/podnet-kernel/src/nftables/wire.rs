@@ -8,6 +8,8 @@ pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
 pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(super) const NFT_MSG_GETTABLE: u16 = 1;
+pub(super) const NFT_OBJECT_COUNTER: u32 = 1;
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
 pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
@@ -137,7 +139,10 @@ impl Expr {
             Expr::DynsetUpdate { .. } => "dynset",
             Expr::Dnat { .. } => "nat",
             Expr::Reject { .. } => "reject",
-            Expr::Jump(_) | Expr::Goto(_) => "immediate",
+            Expr::Jump(_) | Expr::Goto(_) | Expr::Immediate { .. } => "immediate",
+            Expr::MetaSet { .. } => "meta",
+            Expr::Log { .. } => "log",
+            Expr::NamedCounter(_) => "objref",
         };
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
@@ -234,6 +239,19 @@ impl Expr {
             Expr::Reject { ty, code } => {
                 m.attr_u32_be(1, *ty).attr(2, &[*code]);
             }
+            Expr::Immediate { dreg, data } => {
+                m.attr_u32_be(1, *dreg);
+                data_value(m, 2, data);
+            }
+            Expr::MetaSet { key, sreg } => {
+                m.attr_u32_be(2, *key).attr_u32_be(3, *sreg);
+            }
+            Expr::Log { group, prefix } => {
+                m.attr(1, &group.to_be_bytes()).attr_str(2, prefix);
+            }
+            Expr::NamedCounter(name) => {
+                m.attr_u32_be(1, NFT_OBJECT_COUNTER).attr_str(2, name);
+            }
             Expr::Jump(chain) => chain_verdict(m, NFT_JUMP, chain),
             Expr::Goto(chain) => chain_verdict(m, NFT_GOTO, chain),
         }
@@ -294,6 +312,16 @@ pub(super) fn rule_msg(
     m.end_nested(list);
     m.attr(NFTA_RULE_USERDATA, &comment_udata(&rule.comment));
     m
+}
+
+/// The payload of a rule's `NFTA_RULE_EXPRESSIONS`, as the kernel lists it back.
+#[cfg(test)]
+pub(super) fn rule_expressions(rule: &Rule) -> Vec<u8> {
+    let mut m = MessageBuilder::new(0, 0);
+    for e in &rule.exprs {
+        e.encode(&mut m);
+    }
+    m.finish(0)[codec::NLMSG_HDRLEN..].to_vec()
 }
 
 pub(super) fn comment_udata(comment: &str) -> Vec<u8> {

@@ -9,7 +9,9 @@ use crate::netlink::codec::{self, MessageBuilder};
 pub(super) const IFLA_ADDRESS: u16 = 1;
 pub(super) const IFLA_IFNAME: u16 = 3;
 pub(super) const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
+const IFLA_STATS64: u16 = 23;
 const IFLA_IFALIAS: u16 = 20;
 pub(super) const IFLA_LINKINFO: u16 = 18;
 const IFLA_GROUP: u16 = 27;
@@ -42,6 +44,11 @@ pub struct Link {
     pub group: u32,
     /// VXLAN settings, for a VXLAN link.
     pub vxlan: Option<super::vxlan::VxlanInfo>,
+    /// The link it is stacked on or paired with (`IFLA_LINK`: a veth's peer,
+    /// a macvlan's lower device), as an index in that link's namespace.
+    pub link: Option<u32>,
+    /// Packets dropped on receive and on transmit (`ip -s link`).
+    pub dropped: (u64, u64),
 }
 
 /// A veth pair to create with its peer placed directly in another namespace.
@@ -304,6 +311,8 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         alias: None,
         group: 0,
         vxlan: None,
+        link: None,
+        dropped: (0, 0),
     };
     for (ty, p) in codec::attrs(&payload[16..]) {
         match ty {
@@ -313,6 +322,16 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_MASTER => link.master = codec::attr_u32(p),
             IFLA_IFALIAS => link.alias = Some(codec::attr_string(p)),
             IFLA_GROUP => link.group = codec::attr_u32(p).unwrap_or(0),
+            IFLA_LINK => link.link = codec::attr_u32(p),
+            IFLA_STATS64 => {
+                let word = |i: usize| {
+                    p.get(i * 8..i * 8 + 8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_ne_bytes)
+                        .unwrap_or(0)
+                };
+                link.dropped = (word(6), word(7));
+            }
             IFLA_LINKINFO => {
                 link.kind = codec::find_attr(p, IFLA_INFO_KIND).map(codec::attr_string);
                 if link.kind.as_deref() == Some("vxlan") {

@@ -21,7 +21,7 @@ pub use address::Address;
 pub use events::{Removal, RemovalWatch};
 pub use link::{delete_link_unregistered, set_up_by_name, Link, VethSpec};
 pub use neighbour::{FdbEntry, Neighbour};
-pub use route::{Route, RouteScope};
+pub use route::{Route, RouteDecision, RouteKind, RouteQuery, RouteScope};
 pub use vxlan::{VxlanInfo, VxlanSpec};
 
 /// The route protocol number podnet marks its routes with (`proto 112`).

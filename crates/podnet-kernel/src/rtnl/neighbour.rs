@@ -24,6 +24,30 @@ pub struct Neighbour {
     pub mac: Option<Vec<u8>>,
     /// Whether the entry is permanent (static).
     pub permanent: bool,
+    /// The `NUD_*` state bits.
+    pub state: u16,
+}
+
+impl Neighbour {
+    /// The state as `ip neigh` names it (`REACHABLE`, `FAILED`, ...).
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            0x01 => "INCOMPLETE",
+            0x02 => "REACHABLE",
+            0x04 => "STALE",
+            0x08 => "DELAY",
+            0x10 => "PROBE",
+            0x20 => "FAILED",
+            0x40 => "NOARP",
+            0x80 => "PERMANENT",
+            _ => "NONE",
+        }
+    }
+
+    /// Whether resolution failed or is still under way without an answer.
+    pub fn unresolved(&self) -> bool {
+        self.state & (0x01 | 0x20) != 0
+    }
 }
 
 /// A forwarding-database entry of a VXLAN device: MAC to remote endpoint
@@ -95,6 +119,7 @@ impl RouteHandle {
                         ip,
                         mac: codec::find_attr(attrs, NDA_LLADDR).map(<[u8]>::to_vec),
                         permanent: state & NUD_PERMANENT != 0,
+                        state,
                     });
                 }
             }

@@ -208,3 +208,146 @@ fn parse_route(p: &[u8]) -> Option<Route> {
         onlink: flags & RTNH_F_ONLINK != 0,
     })
 }
+
+const RTA_SRC: u16 = 2;
+const RTA_IIF: u16 = 3;
+const RTA_PREFSRC: u16 = 7;
+const RTA_IP_PROTO: u16 = 27;
+const RTA_SPORT: u16 = 28;
+const RTA_DPORT: u16 = 29;
+const RTM_F_FIB_MATCH: u32 = 0x2000;
+
+/// A question for the kernel's routing decision (`ip route get`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteQuery {
+    /// The packet's destination.
+    pub dst: IpAddr,
+    /// The packet's source, if known.
+    pub src: Option<IpAddr>,
+    /// The interface it arrived on: asks the input path (forwarding,
+    /// reverse-path and martian checks included). `None` asks the output path.
+    pub iif: Option<u32>,
+    /// IP protocol and ports, for policy routing that looks at them.
+    pub proto: Option<(u8, u16, u16)>,
+}
+
+/// What kind of route the kernel chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Forwarded or sent to a next hop.
+    Unicast,
+    /// Delivered to this namespace.
+    Local,
+    /// A broadcast address.
+    Broadcast,
+    /// `blackhole`: dropped silently.
+    Blackhole,
+    /// `unreachable`: dropped with ICMP host unreachable.
+    Unreachable,
+    /// `prohibit`: dropped with ICMP administratively prohibited.
+    Prohibit,
+    /// Another `RTN_*` type.
+    Other(u8),
+}
+
+/// The kernel's routing decision for one packet (`ip route get ... fibmatch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDecision {
+    /// What kind of route.
+    pub kind: RouteKind,
+    /// The route that matched (its prefix).
+    pub dst: IpNet,
+    /// Next hop, if any.
+    pub gateway: Option<IpAddr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// Preferred source address.
+    pub prefsrc: Option<IpAddr>,
+    /// Routing table.
+    pub table: u32,
+    /// Who installed the route (`proto`).
+    pub protocol: u8,
+}
+
+impl RouteHandle {
+    /// `ip route get DST [from SRC] [iif IIF] fibmatch`: the route the kernel
+    /// chooses for one packet, through the same code path a packet takes.
+    /// Errors are the kernel's: `ENETUNREACH` for no route, `EINVAL` for a
+    /// reverse-path (rp_filter) or martian failure on the input path.
+    pub fn route_get(&mut self, q: &RouteQuery) -> Result<RouteDecision> {
+        let family = family_of(&q.dst);
+        let mut h = [0u8; 12];
+        h[0] = family;
+        h[1] = if q.dst.is_ipv4() { 32 } else { 128 };
+        h[8..12].copy_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
+        let mut m = MessageBuilder::new(libc::RTM_GETROUTE, 0).header(&h);
+        m.attr(RTA_DST, &ip_bytes(&q.dst));
+        if let Some(src) = q.src {
+            m.attr(RTA_SRC, &ip_bytes(&src));
+        }
+        if let Some(iif) = q.iif {
+            m.attr_u32(RTA_IIF, iif);
+        }
+        if let Some((proto, sport, dport)) = q.proto {
+            m.attr(RTA_IP_PROTO, &[proto]);
+            m.attr(RTA_SPORT, &sport.to_be_bytes());
+            m.attr(RTA_DPORT, &dport.to_be_bytes());
+        }
+        let op = format!(
+            "ip route get {}{}{}",
+            q.dst,
+            q.src.map(|s| format!(" from {s}")).unwrap_or_default(),
+            q.iif.map(|i| format!(" iif {i}")).unwrap_or_default()
+        );
+        let answer = self.sock.request_one(m, &op)?;
+        parse_decision(&answer).ok_or_else(|| crate::error::KernelError::Protocol {
+            op,
+            detail: "unreadable answer".into(),
+        })
+    }
+}
+
+fn parse_decision(p: &[u8]) -> Option<RouteDecision> {
+    let h = p.get(0..12)?;
+    let (family, dst_len, protocol, rtype) = (h[0], h[1], h[5], h[7]);
+    let mut d = RouteDecision {
+        kind: match rtype {
+            libc::RTN_UNICAST => RouteKind::Unicast,
+            libc::RTN_LOCAL => RouteKind::Local,
+            libc::RTN_BROADCAST => RouteKind::Broadcast,
+            libc::RTN_BLACKHOLE => RouteKind::Blackhole,
+            libc::RTN_UNREACHABLE => RouteKind::Unreachable,
+            libc::RTN_PROHIBIT => RouteKind::Prohibit,
+            other => RouteKind::Other(other),
+        },
+        dst: IpNet::new(
+            if family == libc::AF_INET as u8 {
+                IpAddr::from([0u8; 4])
+            } else {
+                IpAddr::from([0u8; 16])
+            },
+            0,
+        )
+        .ok()?,
+        gateway: None,
+        oif: None,
+        prefsrc: None,
+        table: h[4] as u32,
+        protocol,
+    };
+    for (ty, a) in codec::attrs(&p[12..]) {
+        match ty {
+            RTA_DST => {
+                if let Some(ip) = parse_ip(family, a) {
+                    d.dst = IpNet::new(ip, dst_len).ok()?;
+                }
+            }
+            RTA_GATEWAY => d.gateway = parse_ip(family, a),
+            RTA_OIF => d.oif = codec::attr_u32(a),
+            RTA_PREFSRC => d.prefsrc = parse_ip(family, a),
+            RTA_TABLE => d.table = codec::attr_u32(a).unwrap_or(d.table),
+            _ => {}
+        }
+    }
+    Some(d)
+}
