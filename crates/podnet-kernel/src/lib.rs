@@ -7,7 +7,8 @@
 //! - [`raw`]: whole IP packets and Ethernet frames sent as written;
 //! - [`probe`]: one probe packet and the answer or ICMP error it drew;
 //! - [`counters`]: a namespace's protocol counters (`nstat`);
-//! - [`sysctl`]: per-namespace `/proc/sys` settings.
+//! - [`sysctl`]: per-namespace `/proc/sys` settings;
+//! - [`tracefs`]: the kernel's drop reasons, from a private tracing instance.
 //!
 //! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
 
@@ -23,6 +24,7 @@ pub mod process;
 pub mod raw;
 pub mod rtnl;
 pub mod sysctl;
+pub mod tracefs;
 
 pub use error::{KernelError, Result};
 pub use netns::{Netns, NetnsId};

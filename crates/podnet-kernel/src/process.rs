@@ -14,3 +14,54 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// While alive, Ctrl-C (SIGINT) and SIGTERM are noted instead of ending the
+/// process, so that work with temporary kernel state can remove it first;
+/// dropping it restores the default actions.
+#[derive(Debug)]
+pub struct InterruptGuard(());
+
+impl InterruptGuard {
+    /// Starts noting interrupts.
+    pub fn new() -> Self {
+        INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                libc::signal(
+                    sig,
+                    note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
+            }
+        }
+        InterruptGuard(())
+    }
+
+    /// Whether an interrupt arrived since [`InterruptGuard::new`].
+    pub fn interrupted(&self) -> bool {
+        INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Default for InterruptGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for InterruptGuard {
+    fn drop(&mut self) {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: restoring the default action has no preconditions.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::model::{
-    Namespace, NetworkPolicy, Peer, Pod, PolicyPort, PolicyType, PortRef, Protocol,
+    Namespace, NetworkPolicy, ObjectName, Peer, Pod, PolicyPort, PolicyType, PortRef, Protocol,
 };
 use crate::selector::Labels;
 
@@ -86,6 +86,16 @@ impl World {
             }
             .effective_labels(),
         }
+    }
+
+    /// The policies that isolate `pod` for `direction` (those that select it
+    /// and have that policy type), in store order.
+    pub fn isolating(&self, pod: &Pod, direction: Direction) -> Vec<ObjectName> {
+        self.policies
+            .iter()
+            .filter(|p| p.selects(pod) && p.spec.isolates(direction))
+            .map(|p| p.key())
+            .collect()
     }
 
     /// Whether `flow` is allowed: the source's egress and the destination's ingress.
