@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod services;
 pub mod spec;
 mod state;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -147,41 +147,80 @@ pub struct Group<'a> {
     pub events: Vec<&'a TraceEvent>,
 }
 
+/// Order of the hooks a packet passes in one namespace: a header at an
+/// earlier hook than the last one (or at a base chain already passed)
+/// starts a new packet, since the kernel reuses trace ids.
+fn hook_rank(hook: u32) -> u8 {
+    match hook {
+        0 | 3 => 0, // prerouting, output
+        2 => 1,     // forward
+        _ => 2,     // input, postrouting
+    }
+}
+
 /// Sorts events into packets, in order of first appearance.
 pub fn groups<'a>(
     events: &'a [TraceEvent],
+    chains: &[ChainInfo],
     probe: &Packet,
     vxlan_port: Option<u16>,
 ) -> Vec<Group<'a>> {
-    let mut out: Vec<(u32, Group<'a>)> = Vec::new();
+    struct Open<'a> {
+        id: u32,
+        rank: u8,
+        bases: Vec<(String, String)>,
+        group: Group<'a>,
+    }
+    let mut out: Vec<Open<'a>> = Vec::new();
     for e in events {
         let h = header(e);
-        let i = match out.iter().position(|(id, _)| *id == e.id) {
-            Some(i) => i,
-            None => {
-                out.push((
-                    e.id,
-                    Group {
-                        kind: Kind::Unknown,
-                        first: None,
-                        last: None,
-                        events: Vec::new(),
-                    },
-                ));
-                out.len() - 1
-            }
+        // The trace table is gone when chains are listed; its chains are entry hooks.
+        let base = if e.table == TRACE_TABLE {
+            Some(0)
+        } else {
+            chains
+                .iter()
+                .find(|c| c.table == e.table && c.name == e.chain && Some(c.family) == e.family)
+                .and_then(|c| c.hook.map(|(hook, _)| hook_rank(hook)))
         };
-        let g = &mut out[i].1;
-        g.events.push(e);
+        let key = (e.table.clone(), e.chain.clone());
+        let current = out.iter().rposition(|o| o.id == e.id);
+        let starts_new = match (current, h.is_some(), base) {
+            (None, _, _) => true,
+            (Some(i), true, Some(rank)) => rank < out[i].rank || out[i].bases.contains(&key),
+            _ => false,
+        };
+        let i = if starts_new {
+            out.push(Open {
+                id: e.id,
+                rank: 0,
+                bases: Vec::new(),
+                group: Group {
+                    kind: Kind::Unknown,
+                    first: None,
+                    last: None,
+                    events: Vec::new(),
+                },
+            });
+            out.len() - 1
+        } else {
+            current.unwrap_or(0)
+        };
+        let o = &mut out[i];
+        if let (Some(rank), true) = (base, h.is_some()) {
+            o.rank = rank;
+            o.bases.push(key);
+        }
+        o.group.events.push(e);
         if let Some(h) = h {
-            g.first.get_or_insert(h);
-            g.last = Some(h);
-            if g.kind == Kind::Unknown {
-                g.kind = classify(&h, probe, vxlan_port);
+            o.group.first.get_or_insert(h);
+            o.group.last = Some(h);
+            if o.group.kind == Kind::Unknown {
+                o.group.kind = classify(&h, probe, vxlan_port);
             }
         }
     }
-    out.into_iter().map(|(_, g)| g).collect()
+    out.into_iter().map(|o| o.group).collect()
 }
 
 fn classify(h: &Header, probe: &Packet, vxlan_port: Option<u16>) -> Kind {
@@ -221,7 +260,10 @@ pub fn steps(group: &Group<'_>, chains: &[ChainInfo], rules: &[RuleInfo]) -> Vec
         if let Some(h) = chain.and_then(|c| c.hook_name()) {
             hook = Some(h.to_string());
         }
-        if e.table == TRACE_TABLE {
+        // The trace table's own events, and the "continue" reported when a
+        // jump returns (no rule handle), say nothing about the packet.
+        let resumed = e.kind == TraceKind::Rule && e.handle.is_none();
+        if e.table == TRACE_TABLE || resumed {
             continue;
         }
         let rule = e.handle.and_then(|h| {
@@ -315,7 +357,7 @@ mod tests {
             event(1, v4(6, [10, 0, 0, 1], [10, 0, 0, 2]), ports(41000, 8080)),
             event(1, vec![], vec![]),
         ];
-        let g = groups(&events, &probe, Some(4789));
+        let g = groups(&events, &[], &probe, Some(4789));
         assert_eq!(g.len(), 2);
         assert_eq!((g[0].kind, g[1].kind), (Kind::Request, Kind::Reply));
         assert_eq!(g[0].events.len(), 3);

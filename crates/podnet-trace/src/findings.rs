@@ -167,12 +167,15 @@ fn network_policy(
         "{who} is isolated for {word} by {}",
         policies.join(", ")
     ));
+    let (proto, peer) = (
+        format!("{:?}", pkt.proto).to_lowercase(),
+        if ingress { pkt.src } else { pkt.dst },
+    );
     finding(
         Cause::NetworkPolicy,
         format!(
-            "{place}: {names} denies {word} {} for {who} (isolated, and no rule allows {} port {})",
+            "{place}: {names} isolates {who} for {word}, and no rule allows {proto} {} {peer} port {}",
             if ingress { "from" } else { "to" },
-            if ingress { pkt.src } else { pkt.dst },
             pkt.dport
         ),
         evidence,

@@ -211,15 +211,14 @@ impl fmt::Display for Trace {
             write_hop(f, i, hop)?;
         }
         writeln!(f, "probe: {}", self.outcome.detail)?;
-        for r in &self.drop_reasons {
-            writeln!(f, "kernel drop reason: {r}")?;
+        if !self.verdict.delivered {
+            for r in &self.drop_reasons {
+                writeln!(f, "kernel drop reason during the probe: {r}")?;
+            }
         }
         let v = &self.verdict;
         let head = if v.delivered { "DELIVERED" } else { "DROPPED" };
-        match &v.place {
-            Some(place) if !v.delivered => writeln!(f, "{head} at {place}: {}", v.summary)?,
-            _ => writeln!(f, "{head}: {}", v.summary)?,
-        }
+        writeln!(f, "{head}: {}", v.summary)?;
         for e in &v.evidence {
             writeln!(f, "  evidence: {e}")?;
         }

@@ -47,6 +47,9 @@ pub fn judge(outcome: &ProbeOutcome, hops: &[Hop], grown: &[Grown]) -> Verdict {
     let counters = |i: usize| grown.get(i).cloned().unwrap_or_default();
     let mut extra: Vec<String> = outcome_line(outcome).into_iter().collect();
     match outcome {
+        // A reject on the way (a service without endpoints) also answers with a reset.
+        ProbeOutcome::Refused { .. } if hops.iter().any(|h| h.findings.iter().any(|f| f.fatal)) => {
+        }
         ProbeOutcome::Answered { from } | ProbeOutcome::Refused { from } => {
             let refused = matches!(outcome, ProbeOutcome::Refused { .. });
             let last = hops.len().checked_sub(1);
@@ -73,6 +76,18 @@ pub fn judge(outcome: &ProbeOutcome, hops: &[Hop], grown: &[Grown]) -> Verdict {
     for (i, hop) in hops.iter().enumerate() {
         if let Some(f) = hop.findings.iter().find(|f| f.fatal) {
             extra.extend(counters(i));
+            // A node that sent a pod block the wrong way is the cause of
+            // what happened to the packet further on.
+            let root = hops[..i].iter().enumerate().find_map(|(j, h)| {
+                h.findings
+                    .iter()
+                    .find(|w| w.cause == Cause::MissingBlockRoute)
+                    .map(|w| (j, w))
+            });
+            if let Some((j, w)) = root {
+                extra.push(format!("then: {}", f.summary));
+                return from_finding(hops, j, w, extra);
+            }
             return from_finding(hops, i, f, extra);
         }
     }

@@ -132,13 +132,14 @@ impl Walk<'_> {
             delivered: false,
             findings: Vec::new(),
         };
-        let gs = groups(&v.events, &self.probe, self.vxlan_port);
+        let gs = groups(&v.events, &v.chains, &self.probe, self.vxlan_port);
         hop.seen = gs.iter().any(|g| g.kind == Kind::Request);
-        for g in gs
-            .iter()
-            .filter(|g| matches!(g.kind, Kind::Request | Kind::Reply))
-        {
-            hop.netfilter.extend(steps(g, &v.chains, &v.rules));
+        // The probe's first packet and the first answer: later ones (the
+        // handshake's ACK, the closing reset) pass the same rules again.
+        for kind in [Kind::Request, Kind::Reply] {
+            if let Some(g) = gs.iter().find(|g| g.kind == kind) {
+                hop.netfilter.extend(steps(g, &v.chains, &v.rules));
+            }
         }
         let request_drop = hop
             .netfilter

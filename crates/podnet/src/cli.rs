@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{lab_cmd, manifests};
+use crate::{lab_cmd, manifests, trace_cmd};
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
@@ -34,6 +34,8 @@ enum Top {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Why can't A reach B: one real probe, followed hop by hop, with the verdict (hop, cause, fix).
+    Trace(trace_cmd::TraceArgs),
     /// A whole cluster (fabric, nodes, agents, pods) built from network namespaces on this machine.
     Lab {
         /// Name of the lab; prefixes its namespaces (`podnet-NAME-node1`, ...).
@@ -393,6 +395,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Top::Agent(args) => run_agent(args),
         Top::Cluster { store, action } => run_cluster(&store, action),
         Top::Lab { name, action } => run_lab(&name, action),
+        Top::Trace(args) => trace_cmd::run(args),
     }
 }
 

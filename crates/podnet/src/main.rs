@@ -3,6 +3,7 @@
 mod cli;
 mod lab_cmd;
 mod manifests;
+mod trace_cmd;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;

@@ -1,0 +1,186 @@
+//! `podnet trace` in a lab broken on purpose, one classic way at a time:
+//! the JSON verdict must name the exact hop and cause (and the policy's
+//! name), a working path must list every hop in order with a service's
+//! DNAT, and a trace must leave no table behind. Agents whose repairs would
+//! race the breakage are stopped first, as a newcomer's broken node would be.
+
+mod labkit;
+
+use std::process::Command;
+
+use labkit::{podnet, text, LabGuard};
+use serde_json::Value;
+
+/// Two nodes on two segments (joined by the router), VXLAN between them.
+fn lab() -> LabGuard {
+    let g = LabGuard::new();
+    g.up(&[
+        "--nodes",
+        "2",
+        "--segments",
+        "2",
+        "--backend",
+        "vxlan",
+        "--pods-per-node",
+        "1",
+    ]);
+    g
+}
+
+fn trace(g: &LabGuard, args: &[&str]) -> Value {
+    let out = Command::new(podnet())
+        .args(["trace", "--json", "--lab", &g.name])
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn verdict(t: &Value) -> (&str, &str) {
+    (
+        t["verdict"]["cause"].as_str().unwrap_or_default(),
+        t["verdict"]["place"].as_str().unwrap_or_default(),
+    )
+}
+
+fn places(t: &Value) -> Vec<String> {
+    t["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["place"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn nft(g: &LabGuard, node: &str, script: &str) {
+    let out = g.exec(&format!("podnet-{}-{node}", g.name), &["nft", script]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn no_trace_tables(g: &LabGuard) {
+    for ns in g.namespaces() {
+        let out = g.exec(&ns, &["nft", "list", "tables"]);
+        assert!(!text(&out).contains("podnet-trace"), "{ns}: {}", text(&out));
+    }
+}
+
+#[test]
+fn a_working_path_lists_every_hop_and_a_service_hop_its_dnat() {
+    let g = lab();
+    let t = trace(&g, &["node1-pod1", "node2-pod1"]);
+    assert_eq!(verdict(&t).0, "delivered", "{t:#}");
+    assert_eq!(
+        places(&t),
+        [
+            "pod default/node1-pod1",
+            "node node1",
+            "node node2",
+            "pod default/node2-pod1"
+        ]
+    );
+    assert!(
+        t["hops"][1]["encap"].as_str().unwrap().starts_with("vxlan"),
+        "{t:#}"
+    );
+
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+               spec: {selector: {pod: podnet-lab-node2-pod1}, ports: [{port: 80, targetPort: 7777}]}\n"
+        .replace("podnet-lab", &format!("podnet-{}", g.name));
+    let dir = podnet_testkit::TempDir::new("svc");
+    let file = dir.path().join("svc.yaml");
+    std::fs::write(&file, svc).unwrap();
+    let out = g.run(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = trace(&g, &["node1-pod1", "svc/web"]);
+    assert_eq!(verdict(&t).0, "delivered", "{t:#}");
+    let nat = t["hops"][1]["nat"][0].as_str().unwrap_or_default();
+    assert!(nat.starts_with("dnat") && nat.ends_with(":7777"), "{t:#}");
+    assert_eq!(places(&t).last().unwrap(), "pod default/node2-pod1");
+
+    // Every endpoint not ready: the service rejects, and the trace says so.
+    let out = g.run(&["set-ready", "node2-pod1", "--ready", "false"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = trace(&g, &["node1-pod1", "svc/web"]);
+    assert_eq!(verdict(&t), ("service-no-endpoints", "node node1"), "{t:#}");
+    assert!(t["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("default/web"));
+    no_trace_tables(&g);
+}
+
+#[test]
+fn faults_are_named_by_hop_and_cause() {
+    let g = lab();
+    let l = g.lab();
+    let (pod1, pod2) = ("node1-pod1", "node2-pod1");
+
+    // A deny policy: its name is in the verdict.
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\
+                spec: {podSelector: {matchLabels: {node: node2}}, policyTypes: [Ingress]}\n";
+    let dir = podnet_testkit::TempDir::new("deny");
+    let file = dir.path().join("deny.yaml");
+    std::fs::write(&file, deny).unwrap();
+    assert!(g
+        .run(&["apply", "-f", file.to_str().unwrap()])
+        .status
+        .success());
+    let t = trace(&g, &[pod1, pod2]);
+    assert_eq!(verdict(&t), ("network-policy", "node node2"), "{t:#}");
+    assert!(t["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("default/deny-in"));
+    assert!(g
+        .run(&["delete", "-f", file.to_str().unwrap()])
+        .status
+        .success());
+
+    // node2 without its agent, and a foreign base chain dropping forwarded traffic.
+    l.stop_agent("node2").unwrap();
+    nft(&g, "node2", "add table inet lockdown; add chain inet lockdown gate { type filter hook forward priority 0; policy drop; }");
+    let t = trace(&g, &[pod1, pod2]);
+    assert_eq!(verdict(&t), ("chain-policy-drop", "node node2"), "{t:#}");
+    assert!(t["verdict"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("inet lockdown gate"));
+    nft(&g, "node2", "delete table inet lockdown");
+
+    // node1 without its agent and without the FDB entry of node2's VTEP.
+    l.stop_agent("node1").unwrap();
+    let ns = format!("podnet-{}-node1", g.name);
+    let fdb = text(&g.exec(&ns, &["bridge", "fdb", "show", "dev", "podnet.vxlan"]));
+    let mac = fdb.split_whitespace().next().unwrap().to_string();
+    let out = g.exec(
+        &ns,
+        &["bridge", "fdb", "del", &mac, "dev", "podnet.vxlan", "self"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let t = trace(&g, &[pod1, pod2]);
+    assert_eq!(verdict(&t), ("missing-fdb", "node node1"), "{t:#}");
+
+    // Its route to node2's block deleted: the packet takes the default route
+    // to the router, which has none; the cause is node1's missing route.
+    let route = text(&g.exec(&ns, &["ip", "route", "show", "proto", "113"]));
+    let block = route.lines().find(|l| l.contains("podnet.vxlan")).unwrap();
+    let dst = block.split_whitespace().next().unwrap();
+    assert!(g.exec(&ns, &["ip", "route", "del", dst]).status.success());
+    let t = trace(&g, &[pod1, pod2]);
+    assert_eq!(verdict(&t), ("missing-block-route", "node node1"), "{t:#}");
+    no_trace_tables(&g);
+}
+
+#[test]
+fn a_spoofed_source_is_named_as_anti_spoofing() {
+    let g = lab();
+    let ns = format!("podnet-{}-node1-pod1", g.name);
+    // The pod takes an address podnet did not give it, and sends from it.
+    assert!(g
+        .exec(&ns, &["ip", "addr", "add", "10.244.0.99/32", "dev", "eth0"])
+        .status
+        .success());
+    let t = trace(&g, &["10.244.0.99", "node2-pod1"]);
+    assert_eq!(verdict(&t), ("anti-spoofing", "node node1"), "{t:#}");
+    no_trace_tables(&g);
+}
