@@ -5,8 +5,9 @@
 # containernetworking-plugins are the reference plugins we compare against;
 # etcd-server is the real etcd the etcd-backend tests and `lab up --store etcd` run;
 # iperf3 and curl are load and probe tools of the benchmarks and tests.
+# graphviz renders `podnet lab graph` (the DOT text is printed without it).
 set -euo pipefail
-packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins etcd-server iperf3 curl)
+packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins etcd-server iperf3 curl graphviz)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,7 @@ pub mod echo;
 pub mod error;
 pub mod fabric;
 pub mod get;
+pub mod graph;
 mod hosts;
 pub mod matrix;
 pub mod objects;

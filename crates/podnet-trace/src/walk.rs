@@ -401,7 +401,13 @@ impl Walk<'_> {
             vx.map(|x| x.vni).unwrap_or(0),
             mac_text(&mac)
         ));
-        let (place_idx, _) = owner_of(views, at, remote)?;
+        let (place_idx, remote_if) = owner_of(views, at, remote)?;
+        // A warning: a fabric that does not enforce its MTU (macvlan
+        // siblings) carries the frame anyway; the verdict decides.
+        if let Some(mut f) = outer_mtu(views, at, (place_idx, remote_if), oif, self.probe.size) {
+            f.fatal = false;
+            hop.findings.push(f);
+        }
         let iif = views[place_idx]
             .links
             .iter()
@@ -457,6 +463,38 @@ fn describe(v: &View, d: &RouteDecision) -> String {
         s.push_str(&format!(" table {}", d.table));
     }
     s
+}
+
+/// The encapsulated packet against the underlay links at both ends.
+fn outer_mtu(
+    views: &[View],
+    at: usize,
+    (remote, remote_if): (usize, u32),
+    vxlan: &Link,
+    size: usize,
+) -> Option<Finding> {
+    let local_ip = vxlan.vxlan.as_ref()?.local?;
+    let overhead = if local_ip.is_ipv4() { 50 } else { 70 };
+    let v = &views[at];
+    let out = v.link(v.holds(local_ip)?)?;
+    let inn = views[remote].link(remote_if)?;
+    let too_big = size + overhead > inn.mtu as usize && size + overhead <= out.mtu as usize;
+    too_big.then(|| {
+        let pkt = Packet {
+            proto: ProbeProto::Udp,
+            src: local_ip,
+            sport: 0,
+            dst: local_ip,
+            dport: 0,
+            size: size + overhead,
+        };
+        findings::mtu(
+            &v.place.name,
+            &pkt,
+            (&out.name, out.mtu),
+            Some((&views[remote].place.name, &inn.name, inn.mtu)),
+        )
+    })
 }
 
 /// A neighbour that did not resolve (after the probe had its chance).

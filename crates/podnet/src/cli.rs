@@ -262,6 +262,15 @@ enum LabAction {
         #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
         ready: bool,
     },
+    /// Draw the lab (Graphviz): segments, router, nodes, pods, veths, bridges, VXLAN, hosts.
+    Graph {
+        /// Render to this file with `dot` (format from its extension: svg, png, pdf); DOT on stdout without.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Draw this trace's path (`podnet trace --json` output) and its drop point.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
     /// Serve TCP echo in the current namespace (started inside each lab pod).
     #[command(hide = true)]
     EchoServer {
@@ -604,6 +613,7 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
         LabAction::EchoServer { ports, id } => podnet_lab::echo::serve(&ports, &id)?,
         LabAction::Service { action } => run_lab_service(&lab, action)?,
         LabAction::SetReady { pod, ready } => lab.set_ready(&pod, ready)?,
+        LabAction::Graph { out, trace } => lab_cmd::graph(&lab, out.as_deref(), trace.as_deref())?,
     }
     Ok(())
 }

@@ -80,3 +80,54 @@ pub fn label(
     println!("{}", lab.label(kind, name, namespace, &changes)?);
     Ok(())
 }
+
+/// `lab graph [--out FILE] [--trace TRACE.json]`: DOT rendered by `dot` when
+/// it is installed and a file is asked for, printed otherwise.
+pub fn graph(
+    lab: &Lab,
+    out: Option<&std::path::Path>,
+    trace: Option<&std::path::Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let trace: Option<podnet_trace::Trace> = match trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let dot = lab.graph(trace.as_ref())?;
+    let Some(out) = out else {
+        print!("{dot}");
+        return Ok(());
+    };
+    let format = out.extension().and_then(|e| e.to_str()).unwrap_or("svg");
+    let child = std::process::Command::new("dot")
+        .arg(format!("-T{format}"))
+        .arg("-o")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "`dot` is not available ({e}; Debian: apt install graphviz); the DOT text follows"
+            );
+            print!("{dot}");
+            return Ok(());
+        }
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .ok_or("dot: no stdin")?
+        .write_all(dot.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("dot failed ({status}) rendering {}", out.display()).into());
+    }
+    println!("wrote {}", out.display());
+    Ok(())
+}

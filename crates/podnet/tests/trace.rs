@@ -172,7 +172,7 @@ fn faults_are_named_by_hop_and_cause() {
 }
 
 #[test]
-fn a_spoofed_source_is_named_as_anti_spoofing() {
+fn a_spoofed_source_is_named_as_anti_spoofing_and_drawn() {
     let g = lab();
     let ns = format!("podnet-{}-node1-pod1", g.name);
     // The pod takes an address podnet did not give it, and sends from it.
@@ -182,5 +182,85 @@ fn a_spoofed_source_is_named_as_anti_spoofing() {
         .success());
     let t = trace(&g, &["10.244.0.99", "node2-pod1"]);
     assert_eq!(verdict(&t), ("anti-spoofing", "node node1"), "{t:#}");
+    no_trace_tables(&g);
+
+    // The picture: every pod and node, the path in red, the drop marked where it happened.
+    let dir = podnet_testkit::TempDir::new("graph");
+    let file = dir.path().join("trace.json");
+    std::fs::write(&file, t.to_string()).unwrap();
+    let out = g.run(&["graph", "--trace", file.to_str().unwrap()]);
+    let dot = text(&out);
+    assert!(out.status.success(), "{dot}");
+    for needle in [
+        "segment 1",
+        "node node1",
+        "node node2",
+        "default/node1-pod1",
+        "podnet.vxlan",
+        "color=red",
+    ] {
+        assert!(dot.contains(needle), "{needle}: {dot}");
+    }
+    assert!(dot.contains("DROPPED: anti-spoofing"), "{dot}");
+    assert!(dot.contains("\"node1\" [color=red, style=filled"), "{dot}");
+}
+
+#[test]
+fn an_mtu_black_hole_and_a_reverse_path_drop_are_named() {
+    let g = lab();
+    let (ns1, ns2) = (
+        format!("podnet-{}-node1", g.name),
+        format!("podnet-{}-node2", g.name),
+    );
+    g.lab().stop_agent("node2").unwrap();
+    // The pod's end of its veth shrinks: full-size datagrams vanish into it.
+    let pod2 = format!("podnet-{}-node2-pod1", g.name);
+    assert!(g
+        .exec(&pod2, &["ip", "link", "set", "eth0", "mtu", "1200"])
+        .status
+        .success());
+    let t = trace(&g, &["--udp", "--size", "1400", "node1-pod1", "node2-pod1"]);
+    assert_eq!(verdict(&t), ("mtu", "node node2"), "{t:#}");
+    let summary = t["verdict"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("mtu 1450") && summary.contains("mtu 1200"),
+        "{summary}"
+    );
+    assert!(g
+        .exec(&pod2, &["ip", "link", "set", "eth0", "mtu", "1450"])
+        .status
+        .success());
+
+    // node2 answers node1's pods by the router instead of the tunnel, under strict rp_filter.
+    let blocks = text(&g.exec(&ns1, &["ip", "-4", "addr", "show", "dev", "podnet.vxlan"]));
+    let block0 = blocks
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let block = format!("{block0}/24");
+    for args in [
+        vec!["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"],
+        vec!["sysctl", "-qw", "net.ipv4.conf.podnet/vxlan.rp_filter=1"],
+        vec![
+            "ip",
+            "route",
+            "replace",
+            &block,
+            "via",
+            "198.18.2.254",
+            "dev",
+            "eth0",
+        ],
+    ] {
+        let out = g.exec(&ns2, &args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let t = trace(&g, &["node1-pod1", "node2-pod1"]);
+    assert_eq!(verdict(&t), ("rp-filter", "node node2"), "{t:#}");
     no_trace_tables(&g);
 }
