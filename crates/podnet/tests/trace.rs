@@ -11,6 +11,10 @@ use std::process::Command;
 use labkit::{podnet, text, LabGuard};
 use serde_json::Value;
 
+/// The tests of this file run one at a time: each checks that no trace
+/// left tracefs state behind, which a concurrent trace would still hold.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Two nodes on two segments (joined by the router), VXLAN between them.
 fn lab() -> LabGuard {
     let g = LabGuard::new();
@@ -27,13 +31,28 @@ fn lab() -> LabGuard {
     g
 }
 
-fn trace(g: &LabGuard, args: &[&str]) -> Value {
-    let out = Command::new(podnet())
-        .args(["trace", "--json", "--lab", &g.name])
-        .args(args)
-        .output()
-        .unwrap();
+fn trace_once(g: &LabGuard, args: &[&str], drop_reasons: bool) -> Value {
+    let mut cmd = Command::new(podnet());
+    cmd.args(["trace", "--json", "--lab", &g.name]);
+    if !drop_reasons {
+        cmd.arg("--no-drop-reasons");
+    }
+    let out = cmd.args(args).output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+/// Traces twice, with the kernel's drop reasons (tracefs) and without:
+/// the verdict must not depend on them.
+fn trace(g: &LabGuard, args: &[&str]) -> Value {
+    let plain = trace_once(g, args, false);
+    assert_eq!(plain["drop_reasons_read"], false);
+    let t = trace_once(g, args, true);
+    assert_eq!(
+        (&t["verdict"]["cause"], &t["verdict"]["place"]),
+        (&plain["verdict"]["cause"], &plain["verdict"]["place"]),
+        "with tracefs: {t:#}\nwithout: {plain:#}"
+    );
+    t
 }
 
 fn verdict(t: &Value) -> (&str, &str) {
@@ -57,7 +76,21 @@ fn nft(g: &LabGuard, node: &str, script: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// No trace table in any lab namespace, no tracefs instance or mount of ours.
 fn no_trace_tables(g: &LabGuard) {
+    let leftovers = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .count()
+    };
+    assert_eq!(
+        leftovers("/sys/kernel/tracing/instances", "podnet-trace-"),
+        0
+    );
+    assert_eq!(leftovers("/run", "podnet-tracefs-"), 0);
     for ns in g.namespaces() {
         let out = g.exec(&ns, &["nft", "list", "tables"]);
         assert!(!text(&out).contains("podnet-trace"), "{ns}: {}", text(&out));
@@ -66,6 +99,7 @@ fn no_trace_tables(g: &LabGuard) {
 
 #[test]
 fn a_working_path_lists_every_hop_and_a_service_hop_its_dnat() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = lab();
     let t = trace(&g, &["node1-pod1", "node2-pod1"]);
     assert_eq!(verdict(&t).0, "delivered", "{t:#}");
@@ -111,6 +145,7 @@ fn a_working_path_lists_every_hop_and_a_service_hop_its_dnat() {
 
 #[test]
 fn faults_are_named_by_hop_and_cause() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = lab();
     let l = g.lab();
     let (pod1, pod2) = ("node1-pod1", "node2-pod1");
@@ -173,6 +208,7 @@ fn faults_are_named_by_hop_and_cause() {
 
 #[test]
 fn a_spoofed_source_is_named_as_anti_spoofing_and_drawn() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = lab();
     let ns = format!("podnet-{}-node1-pod1", g.name);
     // The pod takes an address podnet did not give it, and sends from it.
@@ -207,6 +243,7 @@ fn a_spoofed_source_is_named_as_anti_spoofing_and_drawn() {
 
 #[test]
 fn an_mtu_black_hole_and_a_reverse_path_drop_are_named() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = lab();
     let (ns1, ns2) = (
         format!("podnet-{}-node1", g.name),
