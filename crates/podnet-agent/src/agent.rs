@@ -138,13 +138,18 @@ impl Agent {
         changes.removed += self.datapath.sweep_antispoof(self.config.model)?;
         self.revision = view.revision;
         if !changes.is_empty() {
-            log(&format!(
+            tracing::info!(
+                target: "podnet-agent",
+                revision = view.revision,
+                remotes = remotes.len(),
+                added = changes.added,
+                removed = changes.removed,
                 "revision {} ({why}): {} remote nodes, {} added, {} removed",
                 view.revision,
                 remotes.len(),
                 changes.added,
                 changes.removed
-            ));
+            );
         }
         Ok(Some(changes))
     }
@@ -195,6 +200,7 @@ impl Agent {
 
     /// One heartbeat (when due) and one reconcile; false when the node is gone.
     fn pass(&mut self, why: &str) -> bool {
+        let _pass = tracing::info_span!("reconcile", node = %self.node.name, why).entered();
         let heartbeat_every = self.config.lease_ttl / 3;
         if self
             .last_heartbeat
@@ -202,20 +208,20 @@ impl Agent {
         {
             match self.store.heartbeat(&self.node.name, self.config.lease_ttl) {
                 Ok(()) => self.last_heartbeat = Some(Instant::now()),
-                Err(e) => log(&format!("heartbeat: {e}")),
+                Err(e) => tracing::warn!(target: "podnet-agent", "heartbeat: {e}"),
             }
         }
         self.failing = false;
         match self.reconcile(why) {
             Ok(Some(_)) => self.backoff = Duration::from_millis(100),
             Ok(None) => {
-                log("this node was removed from the cluster; stopping");
+                tracing::info!(target: "podnet-agent", "this node was removed from the cluster; stopping");
                 return false;
             }
             Err(e) => {
-                log(&format!(
+                tracing::warn!(target: "podnet-agent",
                     "reconcile: {e}; keeping the current datapath, retrying"
-                ));
+                );
                 self.failing = true;
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
             }
@@ -284,18 +290,9 @@ fn configure_node(
         sysctl::write("net/ipv6/conf/all/forwarding", "1")
             .map_err(kernel("enable IPv6 forwarding"))?;
     }
-    log(&format!(
+    tracing::info!(target: "podnet-agent",
         "node {} at {} ({} mtu {}): blocks {:?}, backend {:?}, pod mtu {mtu}",
         node.name, node.address, underlay.name, underlay.mtu, node.pod_cidrs, cluster.backend
-    ));
+    );
     Ok(())
-}
-
-/// One timestamped line on stderr.
-pub(crate) fn log(message: &str) {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    eprintln!("{t:.3} podnet-agent: {message}");
 }

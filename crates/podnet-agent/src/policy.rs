@@ -13,17 +13,15 @@ use std::time::{Duration, Instant};
 use podnet_firewall::{plan, Firewall};
 use podnet_store::ClusterStore;
 
-use crate::agent::log;
-
 /// Keeps the node's policy table equal to the store until `halt` is set.
 pub(crate) fn run_policy_firewall(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
-        Err(e) => return log(&format!("policies: {e}")),
+        Err(e) => return tracing::warn!(target: "podnet-agent", "policies: {e}"),
     };
     let mut firewall = match Firewall::new(None) {
         Ok(f) => f,
-        Err(e) => return log(&format!("policies: {e}")),
+        Err(e) => return tracing::warn!(target: "podnet-agent", "policies: {e}"),
     };
     crate::resync::run(
         "policies",
@@ -56,14 +54,14 @@ fn pass(
     }
     .map_err(|e| e.to_string())?;
     if !report.unchanged() || last.is_none() {
-        log(&format!(
+        tracing::info!(target: "podnet-agent",
             "policies: revision {} ({} policies, {} pods, {elements} elements on this node) {} in {:.2} ms: {report}",
             snap.revision,
             snap.world.policies.len(),
             snap.world.pods.len(),
             if full { "synced" } else { "applied" },
             started.elapsed().as_secs_f64() * 1e3
-        ));
+        );
     }
     Ok(snap.revision)
 }

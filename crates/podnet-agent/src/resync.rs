@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use podnet_store::StoreError;
 
-use crate::agent::log;
-
 /// Longest wait between checks of the stop flag.
 const SLICE: Duration = Duration::from_millis(500);
 
@@ -38,7 +36,7 @@ pub(crate) fn run(
                 }
             }
             Err(e) => {
-                log(&format!("{what}: {e}; keeping the current rules, retrying"));
+                tracing::warn!(target: "podnet-agent", "{what}: {e}; keeping the current rules, retrying");
                 revision = None;
                 last_full = None;
                 std::thread::park_timeout(backoff);
@@ -50,7 +48,7 @@ pub(crate) fn run(
             .map(|t| resync.saturating_sub(t.elapsed()))
             .unwrap_or_default();
         if let Err(e) = wait(revision.unwrap_or(0), until_resync.min(SLICE)) {
-            log(&format!("{what}: watch: {e}"));
+            tracing::warn!(target: "podnet-agent", "{what}: watch: {e}");
             std::thread::park_timeout(backoff);
         }
     }

@@ -18,8 +18,6 @@ use podnet_proxy::{Change, ServiceProxy};
 use podnet_services::{Endpoints, Service, ServiceName};
 use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceSnapshot};
 
-use crate::agent::log;
-
 /// The stored text of a service and of its endpoints, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -37,11 +35,11 @@ fn hash(text: &str) -> u64 {
 pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
-        Err(e) => return log(&format!("services: {e}")),
+        Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
     };
     let mut proxy = match ServiceProxy::new(node, None) {
         Ok(p) => p,
-        Err(e) => return log(&format!("services: {e}")),
+        Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
     };
     let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
     let mut one = |full: bool, last: Option<u64>| {
@@ -103,7 +101,7 @@ fn changed_since(
             Some(Some(raw)) => match parse_service(&name, &raw) {
                 Ok(s) => (s, hash(&raw)),
                 Err(e) => {
-                    log(&format!("services: skipping {name}: {e}"));
+                    tracing::warn!(target: "podnet-agent", "services: skipping {name}: {e}");
                     continue;
                 }
             },
@@ -118,7 +116,7 @@ fn changed_since(
             Some(Some(raw)) => match parse_endpoints(&name, &raw) {
                 Ok(e) => (Some(e), Some(hash(&raw))),
                 Err(e) => {
-                    log(&format!("services: endpoints of {name} ignored: {e}"));
+                    tracing::warn!(target: "podnet-agent", "services: endpoints of {name} ignored: {e}");
                     (None, None)
                 }
             },
@@ -168,12 +166,12 @@ fn apply_changes(
         .collect();
     let count = changes.len();
     let report = proxy.update(changes).map_err(|e| e.to_string())?;
-    log(&format!(
+    tracing::info!(target: "podnet-agent",
         "services: {count} changed ({}{}) applied in {:.2} ms ({how}): {report}",
         names.join(", "),
         if count > 5 { ", ..." } else { "" },
         started.elapsed().as_secs_f64() * 1e3
-    ));
+    );
     Ok(())
 }
 
@@ -193,11 +191,11 @@ fn pass(
     let mut endpoints: HashMap<ServiceName, String> = snap.endpoints.into_iter().collect();
     let mut parse = |name: &ServiceName, raw: String| -> Option<(Service, Option<Endpoints>)> {
         let svc = parse_service(name, &raw)
-            .map_err(|e| log(&format!("services: skipping {name}: {e}")))
+            .map_err(|e| tracing::warn!(target: "podnet-agent", "services: skipping {name}: {e}"))
             .ok()?;
         let eps = endpoints.remove(name).and_then(|raw| {
             parse_endpoints(name, &raw)
-                .map_err(|e| log(&format!("services: endpoints of {name} ignored: {e}")))
+                .map_err(|e| tracing::warn!(target: "podnet-agent", "services: endpoints of {name} ignored: {e}"))
                 .ok()
         });
         Some((svc, eps))
@@ -212,11 +210,11 @@ fn pass(
         // At 100,000 services the sync's peak is mostly freed by now.
         podnet_kernel::process::release_freed_memory();
         if !report.unchanged() || seen.is_empty() {
-            log(&format!(
+            tracing::info!(target: "podnet-agent",
                 "services: full sync of {} services in {:.1} ms: {report}",
                 report.services,
                 started.elapsed().as_secs_f64() * 1e3
-            ));
+            );
         }
     } else {
         let mut changes = Vec::new();

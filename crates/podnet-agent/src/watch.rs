@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use podnet_kernel::rtnl::{Removal, RemovalWatch};
 
-use crate::agent::log;
-
 /// How long one wait of a watcher lasts, so that it notices `halt`.
 const SLICE: Duration = Duration::from_secs(2);
 
@@ -27,7 +25,7 @@ pub(crate) enum Wake {
 pub(crate) fn watch_store(url: &str, mut revision: u64, tx: &Sender<Wake>, halt: &AtomicBool) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
-        Err(e) => return log(&format!("store watch: {e}")),
+        Err(e) => return tracing::warn!(target: "podnet-agent", "store watch: {e}"),
     };
     let mut backoff = Duration::from_millis(100);
     while !halt.load(Ordering::Relaxed) {
@@ -41,7 +39,7 @@ pub(crate) fn watch_store(url: &str, mut revision: u64, tx: &Sender<Wake>, halt:
             }
             Ok(None) => {}
             Err(e) => {
-                log(&format!("watch: {e}"));
+                tracing::warn!(target: "podnet-agent", "watch: {e}");
                 std::thread::park_timeout(backoff);
                 backoff = (backoff * 2).min(SLICE);
             }
@@ -54,9 +52,9 @@ pub(crate) fn watch_kernel(tx: &Sender<Wake>, halt: &AtomicBool) {
     let mut watch = match RemovalWatch::open() {
         Ok(w) => w,
         Err(e) => {
-            return log(&format!(
+            return tracing::warn!(target: "podnet-agent",
                 "kernel watch unavailable ({e}); relying on resync"
-            ))
+            )
         }
     };
     while !halt.load(Ordering::Relaxed) {
@@ -69,7 +67,7 @@ pub(crate) fn watch_kernel(tx: &Sender<Wake>, halt: &AtomicBool) {
                 }
             }
             Err(e) => {
-                log(&format!("kernel watch: {e}"));
+                tracing::warn!(target: "podnet-agent", "kernel watch: {e}");
                 std::thread::park_timeout(SLICE);
             }
         }

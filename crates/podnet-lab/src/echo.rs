@@ -50,7 +50,7 @@ fn serve_udp(udp: &UdpSocket, name: &str) {
     while let Ok((_, peer)) = udp.recv_from(&mut buf) {
         let line = format!("seen {} by {name}\n", canonical(peer.ip()));
         if let Err(e) = udp.send_to(line.as_bytes(), peer) {
-            eprintln!("echo: answer {peer}: {e}");
+            tracing::warn!(target: "podnet-echo", "answer {peer}: {e}");
         }
     }
 }
@@ -63,7 +63,7 @@ fn serve_tcp(listener: &TcpListener, name: &str) {
             .map(|p| canonical(p.ip()).to_string())
             .unwrap_or_default();
         if let Err(e) = writeln!(conn, "seen {peer} by {name}") {
-            eprintln!("echo: answer {peer}: {e}");
+            tracing::warn!(target: "podnet-echo", "answer {peer}: {e}");
         }
     }
 }

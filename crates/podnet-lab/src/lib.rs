@@ -107,7 +107,7 @@ impl Lab {
         }
         if let Err(e) = self.wait_converged(CONVERGE_DEADLINE) {
             // Not fatal here: the matrix below shows what does not work.
-            eprintln!("warning: {e}");
+            tracing::warn!(target: "podnet-lab", "{e}");
         }
         self.check()?;
         println!("\nlab is up: `podnet lab check` to re-check, `podnet lab down` to remove it");
@@ -329,7 +329,7 @@ impl Lab {
         if let Ok(mut state) = state::read(self) {
             for node in state.nodes.clone() {
                 if let Err(e) = pods::delete_on(self, &mut state, &node.name) {
-                    eprintln!("warning: {e}");
+                    tracing::warn!(target: "podnet-lab", "{e}");
                 }
             }
         }

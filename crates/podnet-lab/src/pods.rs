@@ -116,7 +116,7 @@ pub(crate) fn start(
     });
     if let Err(e) = started {
         if let Err(cleanup) = teardown(lab, state, &pod) {
-            eprintln!("warning: cleaning up {}: {cleanup}", pod.name);
+            tracing::warn!(target: "podnet-lab", pod = %pod.name, "cleaning up {}: {cleanup}", pod.name);
         }
         return Err(e);
     }
@@ -232,7 +232,7 @@ fn teardown(lab: &Lab, state: &LabState, pod: &LabPod) -> Result<(), LabError> {
         .zip(plugin_config(lab, &pod.node).ok());
     if let Some((node_ns, config)) = &ctx {
         if let Err(e) = cni(node_ns, state, pod, "DEL", config) {
-            eprintln!("warning: {e}");
+            tracing::warn!(target: "podnet-lab", "{e}");
         }
     }
     if let Ok(ns) = Netns::open_named(&pod.name) {

@@ -20,6 +20,36 @@ use podnet_services::{Service, ServiceName};
 pub struct Cli {
     #[command(subcommand)]
     command: Top,
+    /// Log level: error, warn, info, debug or trace (or a `tracing` filter like `podnet-agent=debug`).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event (fields, span, level, timestamp).
+    Json,
+}
+
+/// Starts structured logging on stderr (stdout stays for results).
+fn init_logging(level: &str, format: LogFormat) -> Result<(), Box<dyn std::error::Error>> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("--log-level {level}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let done = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    done.map_err(|e| format!("start logging: {e}").into())
 }
 
 #[derive(Subcommand)]
@@ -400,6 +430,7 @@ impl From<BackendArg> for Backend {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging(&cli.log_level, cli.log_format)?;
     match cli.command {
         Top::Agent(args) => run_agent(args),
         Top::Cluster { store, action } => run_cluster(&store, action),
