@@ -156,24 +156,31 @@ impl Walk<'_> {
             ));
             return (hop, None);
         }
-        self.translate(v, &gs, pkt, &mut hop);
+        // DNAT happens before routing, source NAT after it (postrouting).
+        let snat = self.translate(v, &gs, pkt, &mut hop);
         if v.holds(pkt.dst).is_some() {
             hop.delivered = true;
             return (hop, None);
         }
         let next = self.route(views, at, iif, pkt, &mut hop);
+        if let Some((src, sport)) = snat {
+            pkt.src = src;
+            pkt.sport = sport;
+        }
         (hop, next)
     }
 
     /// NAT in this namespace: from conntrack when the flow was confirmed,
-    /// else from the headers the trace events carried.
+    /// else from the headers the trace events carried. The destination is
+    /// translated in `pkt`; the new source, if any, is returned, to apply
+    /// after the route decision.
     fn translate(
         &self,
         v: &View,
         gs: &[crate::events::Group<'_>],
         pkt: &mut Packet,
         hop: &mut Hop,
-    ) {
+    ) -> Option<(IpAddr, u16)> {
         let before = *pkt;
         let flow = ConntrackHandle::in_netns(&v.netns)
             .and_then(|mut ct| ct.flows(pkt.dst.is_ipv6()))
@@ -189,15 +196,19 @@ impl Walk<'_> {
                                 && f.original.dst_port == pkt.dport))
                 })
             });
+        let mut snat = None;
         if let Some(f) = flow {
+            pkt.dst = f.reply.src;
             if pkt.proto != ProbeProto::Icmp {
-                pkt.dst = f.reply.src;
                 pkt.dport = f.reply.src_port;
-                pkt.src = f.reply.dst;
-                pkt.sport = f.reply.dst_port;
-            } else {
-                pkt.dst = f.reply.src;
-                pkt.src = f.reply.dst;
+            }
+            if f.reply.dst != pkt.src {
+                let sport = if pkt.proto == ProbeProto::Icmp {
+                    pkt.sport
+                } else {
+                    f.reply.dst_port
+                };
+                snat = Some((f.reply.dst, sport));
             }
         } else if let Some(last) = gs
             .iter()
@@ -216,10 +227,10 @@ impl Walk<'_> {
                 addr_port(pkt.dst, pkt.dport)
             ));
         }
-        if pkt.src != before.src {
-            hop.nat
-                .push(format!("masquerade {} > {}", before.src, pkt.src));
+        if let Some((src, _)) = snat {
+            hop.nat.push(format!("masquerade {} > {src}", before.src));
         }
+        snat
     }
 
     /// The route for the packet here, its checks, and the next namespace.

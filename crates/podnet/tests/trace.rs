@@ -207,7 +207,7 @@ fn faults_are_named_by_hop_and_cause() {
 }
 
 #[test]
-fn a_spoofed_source_is_named_as_anti_spoofing_and_drawn() {
+fn a_spoofed_source_and_an_arp_failure_are_named_and_drawn() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let g = lab();
     let ns = format!("podnet-{}-node1-pod1", g.name);
@@ -218,6 +218,17 @@ fn a_spoofed_source_is_named_as_anti_spoofing_and_drawn() {
         .success());
     let t = trace(&g, &["10.244.0.99", "node2-pod1"]);
     assert_eq!(verdict(&t), ("anti-spoofing", "node node1"), "{t:#}");
+
+    // An address on node1's segment that nobody holds: ARP gets no answer.
+    let arp = trace(&g, &["node1-pod1", "198.18.1.77:80"]);
+    assert_eq!(verdict(&arp), ("neighbour-failed", "node node1"), "{arp:#}");
+    assert!(
+        arp["hops"][1]["nat"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("masquerade"),
+        "{arp:#}"
+    );
     no_trace_tables(&g);
 
     // The picture: every pod and node, the path in red, the drop marked where it happened.

@@ -17,6 +17,8 @@ struct Held {
     text: String,
     kind: ValueKind,
     len: usize,
+    /// For an address under a mask: the prefix length to print with the value.
+    prefix: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,7 @@ impl Renderer {
                 text: text.to_string(),
                 kind,
                 len,
+                prefix: None,
             };
             self.regs.insert(word(reg), held);
         }
@@ -234,7 +237,10 @@ impl Renderer {
             // `ct state & MASK != 0` was written as `ct state a,b`.
             return self.out.push(held.text);
         }
-        let shown = format_value(held.kind, &value);
+        let mut shown = format_value(held.kind, &value);
+        if let Some(bits) = held.prefix {
+            shown.push_str(&format!("/{bits}"));
+        }
         self.out.push(format!("{} {op}{shown}", held.text));
     }
 
@@ -253,8 +259,7 @@ impl Renderer {
                 held.kind = ValueKind::CtStateMasked;
             }
             ValueKind::Addr => {
-                let bits: u32 = mask.iter().map(|b| b.count_ones()).sum();
-                held.text = format!("{} /{bits}", held.text);
+                held.prefix = Some(mask.iter().map(|b| b.count_ones()).sum());
             }
             _ => held.text = format!("{} & {}", held.text, hex(&mask)),
         }
@@ -272,6 +277,7 @@ impl Renderer {
                 text: format!("{key} map @{set}"),
                 kind: ValueKind::Number,
                 len: 4,
+                prefix: None,
             };
             self.regs.insert(word(dreg), held);
             // A map whose result is a verdict decides the rule here.
@@ -316,6 +322,7 @@ impl Renderer {
             text: format_number(&value),
             kind: ValueKind::Number,
             len: value.len(),
+            prefix: None,
         };
         self.regs.insert(word(dreg), held);
     }
@@ -481,6 +488,26 @@ mod tests {
             "meta l4proto tcp ip daddr != 10.96.0.10 ip saddr . th dport @allowed \
              counter packets 0 bytes 0 jump svc-x"
         );
+    }
+
+    #[test]
+    fn renders_prefixes() {
+        let text = render(vec![
+            Expr::PayloadLoad {
+                base: PAYLOAD_NETWORK,
+                offset: 12,
+                len: 4,
+                dreg: reg(0),
+            },
+            Expr::Bitwise {
+                reg: reg(0),
+                mask: vec![255, 255, 255, 0],
+                xor: vec![0; 4],
+            },
+            Expr::CmpReg(CmpOp::Eq, reg(0), vec![10, 244, 0, 0]),
+            Expr::Masquerade,
+        ]);
+        assert_eq!(text, "ip saddr 10.244.0.0/24 masquerade");
     }
 
     #[test]
