@@ -83,6 +83,9 @@ pub struct Hop {
     pub seen: bool,
     /// The packet reached its destination here.
     pub delivered: bool,
+    /// An answer to the probe passed here.
+    #[serde(default)]
+    pub answer_seen: bool,
     /// What is wrong here.
     #[serde(default)]
     pub findings: Vec<Finding>,

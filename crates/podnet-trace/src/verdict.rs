@@ -116,6 +116,23 @@ pub fn judge(outcome: &ProbeOutcome, hops: &[Hop], grown: &[Grown]) -> Verdict {
             ),
         };
     }
+    // Slow, not lost: the answer reached the sender after the probe stopped waiting.
+    let arrived = hops.last().is_some_and(|h| h.delivered);
+    if arrived && hops.first().is_some_and(|h| h.answer_seen) {
+        let last = hops.len() - 1;
+        return Verdict {
+            delivered: true,
+            cause: Cause::Delivered,
+            hop: Some(last),
+            place: Some(hops[last].place.clone()),
+            summary: format!(
+                "delivered; the answer reached {} after the probe stopped waiting (raise --timeout-ms)",
+                hops[0].place
+            ),
+            evidence: warnings(hops),
+            fix: None,
+        };
+    }
     if let Some(last) = hops.last().filter(|h| h.delivered) {
         let i = hops.len() - 1;
         extra.extend(counters(i));
@@ -168,4 +185,57 @@ pub fn telling(name: &str) -> bool {
         "Unreachs",
     ];
     WORDS.iter().any(|w| name.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(place: &str, seen: bool, delivered: bool, answer_seen: bool) -> Hop {
+        Hop {
+            place: place.into(),
+            kind: "pod".into(),
+            netns: String::new(),
+            iif: None,
+            oif: None,
+            packet: String::new(),
+            route: None,
+            nat: Vec::new(),
+            encap: None,
+            netfilter: Vec::new(),
+            seen,
+            delivered,
+            answer_seen,
+            findings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_late_answer_is_delivered_a_missing_one_is_reply_lost_a_gap_is_lost() {
+        let late = [
+            hop("pod a", true, false, true),
+            hop("pod b", true, true, false),
+        ];
+        let v = judge(&ProbeOutcome::Timeout, &late, &[]);
+        assert!(v.delivered, "{v:?}");
+        let lost_reply = [
+            hop("pod a", true, false, false),
+            hop("pod b", true, true, false),
+        ];
+        assert_eq!(
+            judge(&ProbeOutcome::Timeout, &lost_reply, &[]).cause,
+            Cause::ReplyLost
+        );
+        let gap = [
+            hop("pod a", true, false, false),
+            hop("node n", false, false, false),
+        ];
+        let v = judge(
+            &ProbeOutcome::Timeout,
+            &gap,
+            &[vec![], vec!["counter X +1".into()]],
+        );
+        assert_eq!((v.cause, v.place.as_deref()), (Cause::Lost, Some("node n")));
+        assert!(v.evidence.contains(&"counter X +1".to_string()));
+    }
 }

@@ -130,10 +130,12 @@ impl Walk<'_> {
             netfilter: Vec::new(),
             seen: false,
             delivered: false,
+            answer_seen: false,
             findings: Vec::new(),
         };
         let gs = groups(&v.events, &v.chains, &self.probe, self.vxlan_port);
         hop.seen = gs.iter().any(|g| g.kind == Kind::Request);
+        hop.answer_seen = gs.iter().any(|g| g.kind == Kind::Reply);
         // The probe's first packet and the first answer: later ones (the
         // handshake's ACK, the closing reset) pass the same rules again.
         for kind in [Kind::Request, Kind::Reply] {
