@@ -618,7 +618,7 @@ fn echo(spec: &ProbeSpec, listener: &IcmpListener, deadline: Instant) -> Result<
     packet.extend_from_slice(&1u16.to_be_bytes());
     packet.resize(spec.size.saturating_sub(headers(v6)).max(16) + 8, b'p');
     if !v6 {
-        let sum = checksum(&packet);
+        let sum = crate::raw::checksum(&packet);
         packet[2..4].copy_from_slice(&sum.to_be_bytes());
     }
     let (ss, len) = sockaddr(SocketAddr::new(spec.dst.ip(), 0));
@@ -675,18 +675,6 @@ fn echo(spec: &ProbeSpec, listener: &IcmpListener, deadline: Instant) -> Result<
     Ok(ProbeOutcome::Timeout)
 }
 
-/// The Internet checksum (RFC 1071).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,6 +716,6 @@ mod tests {
     #[test]
     fn checksum_of_an_echo_request() {
         let p = [8, 0, 0, 0, 0, 1, 0, 1];
-        assert_eq!(checksum(&p), 0xf7fd);
+        assert_eq!(crate::raw::checksum(&p), 0xf7fd);
     }
 }

@@ -100,3 +100,15 @@ pub fn send_frame(ifindex: u32, frame: &[u8]) -> Result<()> {
     sa.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
     send_to(&fd, frame, &sa, "send raw frame")
 }
+
+/// The Internet checksum (RFC 1071) of `data`, folded.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

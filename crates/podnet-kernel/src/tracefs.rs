@@ -40,8 +40,14 @@ fn mount_tracefs(dir: &Path) -> Result<()> {
     };
     if rc < 0 {
         let e = std::io::Error::last_os_error();
-        let _cleanup = std::fs::remove_dir(dir);
-        return Err(io(format!("mount tracefs on {}", dir.display()), e));
+        let cleanup = match std::fs::remove_dir(dir) {
+            Ok(()) => String::new(),
+            Err(c) => format!(" (and {} stays: {c})", dir.display()),
+        };
+        return Err(io(
+            format!("mount tracefs on {}{cleanup}", dir.display()),
+            e,
+        ));
     }
     Ok(())
 }

@@ -3,8 +3,6 @@
 //! external hosts, and optionally a trace's path with its drop point.
 //! Graphviz places everything; nothing here has coordinates.
 
-use std::fmt::Write as _;
-
 use podnet_kernel::{Netns, RouteHandle};
 use podnet_trace::Trace;
 
@@ -15,6 +13,12 @@ use crate::Lab;
 /// A DOT identifier (quoted, escaped).
 fn id(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\\\""))
+}
+
+/// Appends one line of DOT.
+fn line(d: &mut String, text: String) {
+    d.push_str(&text);
+    d.push('\n');
 }
 
 /// What the kernel of one node holds that the picture shows.
@@ -56,65 +60,84 @@ fn dot(state: &LabState, links: &[(String, NodeLinks)], trace: Option<&Trace>) -
     let mut d = String::from("graph lab {\n  rankdir=LR; compound=true; node [fontname=\"sans\", fontsize=10]; edge [fontname=\"sans\", fontsize=9];\n");
     let segments = state.nodes.iter().map(|n| n.segment).max().unwrap_or(1);
     for s in 1..=segments {
-        let _ = writeln!(
-            d,
-            "  {} [shape=box, style=rounded, label=\"segment {s}\\n198.18.{s}.0/24\"];",
-            id(&format!("seg{s}"))
+        line(
+            &mut d,
+            format!(
+                "  {} [shape=box, style=rounded, label=\"segment {s}\\n198.18.{s}.0/24\"];",
+                id(&format!("seg{s}"))
+            ),
         );
     }
     if state.spec.has_router() {
-        let _ = writeln!(d, "  router [shape=diamond, label=\"router\"];");
+        line(
+            &mut d,
+            "  router [shape=diamond, label=\"router\"];".to_string(),
+        );
         for s in 1..=segments {
-            let _ = writeln!(
-                d,
-                "  router -- {} [label=\"198.18.{s}.254\"];",
-                id(&format!("seg{s}"))
+            line(
+                &mut d,
+                format!(
+                    "  router -- {} [label=\"198.18.{s}.254\"];",
+                    id(&format!("seg{s}"))
+                ),
             );
         }
     }
     for (n, (_, nl)) in state.nodes.iter().zip(links) {
-        let _ = writeln!(
-            d,
-            "  subgraph {} {{\n    label={}; style=rounded;",
-            id(&format!("cluster_{}", n.name)),
-            id(&n.name)
+        line(
+            &mut d,
+            format!(
+                "  subgraph {} {{\n    label={}; style=rounded;",
+                id(&format!("cluster_{}", n.name)),
+                id(&n.name)
+            ),
         );
-        let _ = writeln!(
-            d,
-            "    {} [shape=box3d, label=\"node {}\\n{}\"];",
-            id(&n.name),
-            n.name,
-            n.address
+        line(
+            &mut d,
+            format!(
+                "    {} [shape=box3d, label=\"node {}\\n{}\"];",
+                id(&n.name),
+                n.name,
+                n.address
+            ),
         );
         for b in &nl.bridges {
-            let _ = writeln!(
-                d,
-                "    {} [shape=box, label=\"bridge {b}\"];",
-                id(&format!("{}/{b}", n.name))
+            line(
+                &mut d,
+                format!(
+                    "    {} [shape=box, label=\"bridge {b}\"];",
+                    id(&format!("{}/{b}", n.name))
+                ),
             );
         }
         if let Some(vx) = &nl.vxlan {
-            let _ = writeln!(
-                d,
-                "    {} [shape=hexagon, label=\"{vx}\"];",
-                id(&format!("{}/vxlan", n.name))
+            line(
+                &mut d,
+                format!(
+                    "    {} [shape=hexagon, label=\"{vx}\"];",
+                    id(&format!("{}/vxlan", n.name))
+                ),
             );
-            let _ = writeln!(
-                d,
-                "    {} -- {};",
-                id(&n.name),
-                id(&format!("{}/vxlan", n.name))
+            line(
+                &mut d,
+                format!(
+                    "    {} -- {};",
+                    id(&n.name),
+                    id(&format!("{}/vxlan", n.name))
+                ),
             );
         }
         for p in state.pods.iter().filter(|p| p.node == n.name) {
             let ips: Vec<String> = p.ips.iter().map(|i| i.to_string()).collect();
-            let _ = writeln!(
-                d,
-                "    {} [shape=ellipse, label=\"{}/{}\\n{}\"];",
-                id(&p.name),
-                p.namespace,
-                p.pod,
-                ips.join("\\n")
+            line(
+                &mut d,
+                format!(
+                    "    {} [shape=ellipse, label=\"{}/{}\\n{}\"];",
+                    id(&p.name),
+                    p.namespace,
+                    p.pod,
+                    ips.join("\\n")
+                ),
             );
             let host_end = nl
                 .veths
@@ -122,20 +145,24 @@ fn dot(state: &LabState, links: &[(String, NodeLinks)], trace: Option<&Trace>) -
                 .find(|(ns, _)| ns == &p.name)
                 .map(|(_, v)| v.as_str())
                 .unwrap_or("?");
-            let _ = writeln!(
-                d,
-                "    {} -- {} [label=\"veth {host_end} | eth0\"];",
-                id(&n.name),
-                id(&p.name)
+            line(
+                &mut d,
+                format!(
+                    "    {} -- {} [label=\"veth {host_end} | eth0\"];",
+                    id(&n.name),
+                    id(&p.name)
+                ),
             );
         }
         d.push_str("  }\n");
-        let _ = writeln!(
-            d,
-            "  {} -- {} [label=\"eth0 {}\"];",
-            id(&n.name),
-            id(&format!("seg{}", n.segment)),
-            n.address
+        line(
+            &mut d,
+            format!(
+                "  {} -- {} [label=\"eth0 {}\"];",
+                id(&n.name),
+                id(&format!("seg{}", n.segment)),
+                n.address
+            ),
         );
     }
     let vx: Vec<&String> = state
@@ -147,23 +174,30 @@ fn dot(state: &LabState, links: &[(String, NodeLinks)], trace: Option<&Trace>) -
         .collect();
     for (i, a) in vx.iter().enumerate() {
         for b in &vx[i + 1..] {
-            let _ = writeln!(
-                d,
-                "  {} -- {} [style=dashed, color=gray, label=\"VXLAN\"];",
-                id(&format!("{a}/vxlan")),
-                id(&format!("{b}/vxlan"))
+            line(
+                &mut d,
+                format!(
+                    "  {} -- {} [style=dashed, color=gray, label=\"VXLAN\"];",
+                    id(&format!("{a}/vxlan")),
+                    id(&format!("{b}/vxlan"))
+                ),
             );
         }
     }
     for h in &state.hosts {
-        let _ = writeln!(
-            d,
-            "  {} [shape=component, label=\"host {}\\n{}\"];",
-            id(&format!("host-{}", h.name)),
-            h.name,
-            h.address
+        line(
+            &mut d,
+            format!(
+                "  {} [shape=component, label=\"host {}\\n{}\"];",
+                id(&format!("host-{}", h.name)),
+                h.name,
+                h.address
+            ),
         );
-        let _ = writeln!(d, "  router -- {};", id(&format!("host-{}", h.name)));
+        line(
+            &mut d,
+            format!("  router -- {};", id(&format!("host-{}", h.name))),
+        );
     }
     if let Some(t) = trace {
         path(&mut d, state, t);
@@ -195,27 +229,30 @@ fn path(d: &mut String, state: &LabState, t: &Trace) {
         .filter_map(|h| place_id(state, &h.place))
         .collect();
     for (i, pair) in ids.windows(2).enumerate() {
-        let _ = writeln!(
+        line(
             d,
+            format!(
             "  {} -- {} [color=red, penwidth=2, fontcolor=red, label=\"{}\", constraint=false];",
             id(&pair[0]),
             id(&pair[1]),
             i + 1
+        ),
         );
     }
     if let Some(place) = t.verdict.place.as_deref().filter(|_| !t.verdict.delivered) {
         if let Some(at) = place_id(state, place) {
-            let _ = writeln!(
+            line(
                 d,
-                "  {} [color=red, style=filled, fillcolor=mistyrose];",
-                id(&at)
+                format!(
+                    "  {} [color=red, style=filled, fillcolor=mistyrose];",
+                    id(&at)
+                ),
             );
-            let _ = writeln!(
-                d,
+            line(d, format!(
                 "  drop [shape=note, color=red, label={}];\n  {} -- drop [color=red, style=dotted];",
                 id(&format!("DROPPED: {}\\n{}", t.verdict.cause.name(), t.verdict.summary)),
                 id(&at)
-            );
+            ));
         }
     }
 }

@@ -4,17 +4,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The Internet checksum (RFC 1071) of `data`, folded.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use podnet_kernel::raw::checksum;
 
 fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
