@@ -37,9 +37,11 @@
 
 use std::collections::BTreeSet;
 
-use podnet_kernel::nftables::build::{cat, dport, l4proto, load_addr, nfproto_is, ChainDef};
+use podnet_kernel::nftables::build::{
+    cat, ct_state_any, dport, l4proto, load_addr, nfproto_is, ChainDef,
+};
 use podnet_kernel::nftables::consts::*;
-use podnet_kernel::nftables::{datatype, ChainKind, CmpOp, Expr, Hook, Rule, SetSpec};
+use podnet_kernel::nftables::{datatype, ChainKind, Expr, Hook, Rule, SetSpec};
 
 /// The firewall's table (family `inet`).
 pub const TABLE: &str = "podnet-policy";
@@ -260,7 +262,10 @@ impl Layout {
             comment: c.clone(),
         };
         let mut out = Vec::new();
-        let mut forward = vec![rule(ct_established_or_related())];
+        let mut forward = vec![rule(cat(&[
+            &ct_state_any(CT_STATE_ESTABLISHED | CT_STATE_RELATED),
+            &[Expr::Accept],
+        ]))];
         for v6 in [false, true] {
             for dir in [Dir::Out, Dir::In] {
                 if !self.sets.contains(&SetId::Isolated { dir, v6 }) {
@@ -402,26 +407,6 @@ pub fn side_chain(dir: Dir, v6: bool, suffix: &str) -> String {
         Dir::Out => "egress",
     };
     format!("{side}{}{suffix}", fam(v6))
-}
-
-/// `ct state established,related`
-fn ct_established_or_related() -> Vec<Expr> {
-    vec![
-        Expr::CtLoad {
-            key: CT_STATE,
-            dir: None,
-            dreg: reg(0),
-        },
-        Expr::Bitwise {
-            reg: reg(0),
-            mask: (CT_STATE_ESTABLISHED | CT_STATE_RELATED)
-                .to_ne_bytes()
-                .to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
-        Expr::Accept,
-    ]
 }
 
 fn lookup(set: SetId, sreg: u32, dreg: Option<u32>) -> Expr {

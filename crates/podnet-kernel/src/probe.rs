@@ -5,7 +5,7 @@
 //! kernel does not queue to a TCP socket. Bounded: one packet, one timeout.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::error::{KernelError, Result};
@@ -97,14 +97,20 @@ fn os_error(op: &str) -> KernelError {
     KernelError::io(op.to_string(), std::io::Error::last_os_error())
 }
 
-fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd> {
-    // SAFETY: socket() has no memory preconditions; the descriptor is owned at once.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(os_error("open probe socket"));
-    }
-    // SAFETY: fd was just returned by socket() and belongs to no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// The errno of the last failed call.
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A send the kernel refused: its errno, with the path MTU for EMSGSIZE.
+fn refused_send(fd: &OwnedFd, v6: bool) -> ProbeOutcome {
+    let errno = last_errno();
+    let mtu = (errno == libc::EMSGSIZE)
+        .then(|| path_mtu(fd, v6))
+        .flatten();
+    ProbeOutcome::Local { errno, mtu }
 }
 
 fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32, op: &str) -> Result<()> {
@@ -196,9 +202,7 @@ fn connect(fd: &OwnedFd, addr: SocketAddr) -> i32 {
         )
     };
     if rc < 0 {
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
+        last_errno()
     } else {
         0
     }
@@ -224,7 +228,7 @@ fn poll(fd: &OwnedFd, events: i16, deadline: Instant) -> i16 {
 
 /// A socket of the probe's family with DF and error reporting set.
 fn probe_socket(v6: bool, ty: i32, protocol: i32) -> Result<OwnedFd> {
-    let fd = socket(
+    let fd = crate::raw::socket(
         if v6 { libc::AF_INET6 } else { libc::AF_INET },
         ty | libc::SOCK_NONBLOCK,
         protocol,
@@ -376,13 +380,7 @@ fn udp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
     // SAFETY: sending from a valid buffer of the stated length.
     let rc = unsafe { libc::send(fd.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0) };
     if rc < 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        let mtu = (errno == libc::EMSGSIZE)
-            .then(|| path_mtu(&fd, v6))
-            .flatten();
-        return Ok(ProbeOutcome::Local { errno, mtu });
+        return Ok(refused_send(&fd, v6));
     }
     let revents = poll(&fd, libc::POLLIN, deadline);
     if revents & libc::POLLERR != 0 {
@@ -494,13 +492,13 @@ struct IcmpListener {
 impl IcmpListener {
     fn open(v6: bool) -> Result<Self> {
         let fd = if v6 {
-            socket(
+            crate::raw::socket(
                 libc::AF_INET6,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK,
                 libc::IPPROTO_ICMPV6,
             )?
         } else {
-            socket(
+            crate::raw::socket(
                 libc::AF_INET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK,
                 libc::IPPROTO_ICMP,
@@ -634,13 +632,7 @@ fn echo(spec: &ProbeSpec, listener: &IcmpListener, deadline: Instant) -> Result<
         )
     };
     if rc < 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        let mtu = (errno == libc::EMSGSIZE)
-            .then(|| path_mtu(&fd, v6))
-            .flatten();
-        return Ok(ProbeOutcome::Local { errno, mtu });
+        return Ok(refused_send(&fd, v6));
     }
     while let Some((from, icmp)) = listener.recv(deadline) {
         let reply = if v6 { 129 } else { 0 };

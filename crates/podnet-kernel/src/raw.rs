@@ -14,11 +14,12 @@ fn os_error(op: &'static str) -> KernelError {
     }
 }
 
-fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd> {
+/// `socket(2)` with close-on-exec, owned (also the probe's sockets).
+pub(crate) fn socket(domain: i32, ty: i32, protocol: i32) -> Result<OwnedFd> {
     // SAFETY: socket() has no memory preconditions; a valid descriptor is owned at once.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
-        return Err(os_error("open raw socket"));
+        return Err(os_error("open socket"));
     }
     // SAFETY: fd was just returned by socket() and belongs to no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

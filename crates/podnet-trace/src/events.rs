@@ -253,7 +253,7 @@ pub fn steps(group: &Group<'_>, chains: &[ChainInfo], rules: &[RuleInfo]) -> Vec
     let mut hook: Option<String> = None;
     let mut out = Vec::new();
     for e in &group.events {
-        let family = e.family.map(family_word).unwrap_or("?");
+        let family = e.family.map(|f| f.nft_name()).unwrap_or("?");
         let chain = chains
             .iter()
             .find(|c| c.table == e.table && c.name == e.chain && Some(c.family) == e.family);
@@ -297,17 +297,6 @@ pub fn steps(group: &Group<'_>, chains: &[ChainInfo], rules: &[RuleInfo]) -> Vec
         });
     }
     out
-}
-
-/// `inet`, `ip`, `ip6` or `bridge`.
-pub fn family_word(f: podnet_kernel::nftables::Family) -> &'static str {
-    use podnet_kernel::nftables::Family;
-    match f {
-        Family::Inet => "inet",
-        Family::Ipv4 => "ip",
-        Family::Ipv6 => "ip6",
-        Family::Bridge => "bridge",
-    }
 }
 
 #[cfg(test)]

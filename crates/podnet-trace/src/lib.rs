@@ -138,12 +138,12 @@ pub fn run(
         }
         None => Vec::new(),
     };
-    let grown = grown_counters(&session)?;
     let mut views = Vec::new();
     for (station, ev) in session.stations.iter().zip(events) {
         let netns = Netns::open(&places[station.place].netns)?;
         views.push(View::read(places[station.place].clone(), netns, ev)?);
     }
+    let grown = grown_counters(&session, &views)?;
     let probe_pkt = Packet {
         proto: req.proto,
         src: src.unwrap_or(if req.dst.is_ipv6() {
@@ -191,18 +191,18 @@ pub fn run(
     })
 }
 
-/// For each station: the telling counters that grew, and link drop counters that grew.
-fn grown_counters(session: &Session) -> Result<Vec<verdict::Grown>, TraceError> {
+/// For each station: the telling counters that grew, and link drop
+/// counters that grew (links as its view read them after the probe).
+fn grown_counters(session: &Session, views: &[View]) -> Result<Vec<verdict::Grown>, TraceError> {
     let mut out = Vec::new();
-    for s in &session.stations {
+    for (s, view) in session.stations.iter().zip(views) {
         let after = counters::read_in(&s.netns)?;
         let mut lines: Vec<String> = counters::grown(&s.counters_before, &after)
             .into_iter()
             .filter(|(k, _)| verdict::telling(k))
             .map(|(k, v)| format!("counter {k} +{v}"))
             .collect();
-        let links = RouteHandle::in_netns(&s.netns)?.links()?;
-        for l in links {
+        for l in view.links() {
             if let Some(b) = s.links_before.iter().find(|b| b.index == l.index) {
                 let (rx, tx) = (
                     l.dropped.0.saturating_sub(b.dropped.0),

@@ -52,6 +52,11 @@ impl View {
         })
     }
 
+    /// Its links, as read after the probe.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
     fn link(&self, index: u32) -> Option<&Link> {
         self.links.iter().find(|l| l.index == index)
     }

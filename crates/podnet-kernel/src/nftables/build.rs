@@ -55,6 +55,23 @@ pub fn l4proto(word: u32) -> Expr {
     }
 }
 
+/// `ct state` holds any of the `CT_STATE_*` bits in `states` (`ct state established,related`).
+pub fn ct_state_any(states: u32) -> Vec<Expr> {
+    vec![
+        Expr::CtLoad {
+            key: CT_STATE,
+            dir: None,
+            dreg: reg(0),
+        },
+        Expr::Bitwise {
+            reg: reg(0),
+            mask: states.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
+    ]
+}
+
 /// `th dport` into register word `word`.
 pub fn dport(word: u32) -> Expr {
     Expr::PayloadLoad {

@@ -142,10 +142,7 @@ fn parse_rule(p: &[u8]) -> Option<RuleInfo> {
         family,
         table: string(NFTA_RULE_TABLE)?,
         chain: string(NFTA_RULE_CHAIN)?,
-        handle: codec::find_attr(attrs, NFTA_RULE_HANDLE)
-            .and_then(|b| b.get(0..8))
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)?,
+        handle: codec::find_attr(attrs, NFTA_RULE_HANDLE).and_then(be_u64)?,
         comment: codec::find_attr(attrs, NFTA_RULE_USERDATA).and_then(udata_comment),
         text: codec::find_attr(attrs, NFTA_RULE_EXPRESSIONS)
             .map(render_expressions)

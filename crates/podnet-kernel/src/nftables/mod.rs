@@ -52,16 +52,6 @@ pub struct NftHandle {
     sock: NetlinkSocket,
 }
 
-/// A base chain found in the kernel.
-#[derive(Debug, Clone)]
-struct BaseChain {
-    family: Family,
-    table: String,
-    name: String,
-    hook: u32,
-    policy: u32,
-}
-
 impl NftHandle {
     /// Opens a handle on the caller's namespace.
     pub fn current() -> Result<Self> {
@@ -145,8 +135,9 @@ impl NftHandle {
     ) -> Result<Vec<String>> {
         let tag = format!("podnet:{network}");
         let mut changed = Vec::new();
-        for chain in self.base_chains()? {
-            if chain.table == TABLE || chain.hook != NF_INET_FORWARD || chain.policy != NF_DROP {
+        for chain in self.chains()? {
+            let forward = chain.hook.is_some_and(|(hook, _)| hook == NF_INET_FORWARD);
+            if chain.table == TABLE || !forward || !chain.drops_by_default() {
                 continue;
             }
             if self
@@ -273,36 +264,6 @@ impl NftHandle {
         chain: &str,
     ) -> Result<Vec<String>> {
         self.chain_comments(family, table, chain)
-    }
-
-    fn base_chains(&mut self) -> Result<Vec<BaseChain>> {
-        let m = transaction::dump_request(NFT_MSG_GETCHAIN, libc::NFPROTO_UNSPEC as u8);
-        let mut out = Vec::new();
-        for p in self.sock.dump(m, "nft list chains")? {
-            let Some(family) = p.first().and_then(|f| Family::from_raw(*f)) else {
-                continue;
-            };
-            let attrs = &p[4..];
-            let Some(hook) = codec::find_attr(attrs, NFTA_CHAIN_HOOK) else {
-                continue;
-            };
-            let hooknum = codec::find_attr(hook, NFTA_HOOK_HOOKNUM).and_then(be_u32);
-            let policy = codec::find_attr(attrs, NFTA_CHAIN_POLICY).and_then(be_u32);
-            if let (Some(hook), Some(policy)) = (hooknum, policy) {
-                out.push(BaseChain {
-                    family,
-                    table: codec::find_attr(attrs, NFTA_CHAIN_TABLE)
-                        .map(codec::attr_string)
-                        .unwrap_or_default(),
-                    name: codec::find_attr(attrs, NFTA_CHAIN_NAME)
-                        .map(codec::attr_string)
-                        .unwrap_or_default(),
-                    hook,
-                    policy,
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// Whether chain `table chain` exists (`nft list chain`, without the rules).

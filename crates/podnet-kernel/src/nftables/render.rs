@@ -9,7 +9,8 @@ use std::net::IpAddr;
 
 use crate::netlink::codec;
 
-use super::wire::be_u32;
+use super::trace::parse_verdict;
+use super::wire::{be_u32, be_u64};
 
 /// What a register holds: its `nft` description and how to print values compared with it.
 #[derive(Debug, Clone)]
@@ -310,10 +311,7 @@ impl Renderer {
     fn immediate(&mut self, d: &[u8]) {
         let dreg = attr_u32(d, 1).unwrap_or(0);
         let data = codec::find_attr(d, 2).unwrap_or(&[]);
-        if let Some(v) = codec::find_attr(data, 2) {
-            let code = codec::find_attr(v, 1).and_then(be_u32).unwrap_or(0) as i32;
-            let chain = codec::find_attr(v, 2).map(codec::attr_string);
-            let verdict = super::trace::Verdict::from_code(code, chain);
+        if let Some(verdict) = codec::find_attr(data, 2).and_then(parse_verdict) {
             self.out.push(verdict.to_string());
             return;
         }
@@ -328,13 +326,7 @@ impl Renderer {
     }
 
     fn counter(&mut self, d: &[u8]) {
-        let u64_of = |ty| {
-            codec::find_attr(d, ty)
-                .and_then(|b| b.get(0..8))
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0)
-        };
+        let u64_of = |ty| codec::find_attr(d, ty).and_then(be_u64).unwrap_or(0);
         self.out
             .push(format!("counter packets {} bytes {}", u64_of(2), u64_of(1)));
     }
@@ -437,6 +429,7 @@ fn ct_states(mask: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nftables::build::ct_state_any;
     use crate::nftables::ruleset::{consts::*, CmpOp, Expr, Rule};
     use crate::nftables::wire::rule_expressions;
 
@@ -512,22 +505,9 @@ mod tests {
 
     #[test]
     fn renders_ct_state_and_drop() {
-        let text = render(vec![
-            Expr::CtLoad {
-                key: CT_STATE,
-                dir: None,
-                dreg: reg(0),
-            },
-            Expr::Bitwise {
-                reg: reg(0),
-                mask: (CT_STATE_ESTABLISHED | CT_STATE_RELATED)
-                    .to_ne_bytes()
-                    .to_vec(),
-                xor: vec![0; 4],
-            },
-            Expr::CmpReg(CmpOp::Neq, reg(0), vec![0; 4]),
-            Expr::Drop,
-        ]);
+        let mut exprs = ct_state_any(CT_STATE_ESTABLISHED | CT_STATE_RELATED);
+        exprs.push(Expr::Drop);
+        let text = render(exprs);
         assert_eq!(text, "ct state established,related drop");
     }
 }

@@ -13,7 +13,7 @@ use crate::netlink::codec;
 use crate::netlink::{NetlinkSocket, Notifications, Protocol};
 use crate::netns::Netns;
 
-use super::wire::{be_u32, Family, NFNL_SUBSYS_NFTABLES};
+use super::wire::{be_u32, be_u64, Family, NFNL_SUBSYS_NFTABLES};
 
 /// `NFNLGRP_NFTRACE`.
 const NFNLGRP_NFTRACE: u32 = 9;
@@ -70,7 +70,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict of an `NFTA_VERDICT_CODE` (and its chain, for jumps and gotos).
-    pub(super) fn from_code(code: i32, chain: Option<String>) -> Self {
+    fn from_code(code: i32, chain: Option<String>) -> Self {
         match code {
             1 => Verdict::Accept,
             0 => Verdict::Drop,
@@ -151,12 +151,7 @@ pub fn parse_trace(payload: &[u8]) -> Option<TraceEvent> {
         match ty {
             NFTA_TRACE_TABLE => e.table = codec::attr_string(p),
             NFTA_TRACE_CHAIN => e.chain = codec::attr_string(p),
-            NFTA_TRACE_RULE_HANDLE => {
-                e.handle = p
-                    .get(0..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-            }
+            NFTA_TRACE_RULE_HANDLE => e.handle = be_u64(p),
             NFTA_TRACE_TYPE => {
                 e.kind = match be_u32(p) {
                     Some(1) => TraceKind::Policy,
@@ -181,7 +176,8 @@ pub fn parse_trace(payload: &[u8]) -> Option<TraceEvent> {
     Some(e)
 }
 
-fn parse_verdict(p: &[u8]) -> Option<Verdict> {
+/// Decodes a nested `NFTA_VERDICT_*` (trace events and immediate expressions).
+pub(super) fn parse_verdict(p: &[u8]) -> Option<Verdict> {
     let code = codec::find_attr(p, NFTA_VERDICT_CODE).and_then(be_u32)? as i32;
     let chain = codec::find_attr(p, NFTA_VERDICT_CHAIN).map(codec::attr_string);
     Some(Verdict::from_code(code, chain))

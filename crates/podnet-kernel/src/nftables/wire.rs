@@ -102,6 +102,16 @@ impl Family {
         }
     }
 
+    /// The family as `nft` names it (`inet`, `ip`, `ip6`, `bridge`).
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Ipv4 => "ip",
+            Family::Ipv6 => "ip6",
+            Family::Bridge => "bridge",
+        }
+    }
+
     /// The family of an `nfgenmsg` family byte.
     pub(super) fn from_raw(raw: u8) -> Option<Self> {
         match raw as i32 {
@@ -346,6 +356,11 @@ pub(super) fn udata_comment(udata: &[u8]) -> Option<String> {
 
 pub(super) fn be_u32(p: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(p.get(0..4)?.try_into().ok()?))
+}
+
+/// A big-endian u64 attribute (rule handles, counters).
+pub(super) fn be_u64(p: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(p.get(0..8)?.try_into().ok()?))
 }
 
 pub(super) fn batch_delimiter(kind: u16) -> MessageBuilder {
