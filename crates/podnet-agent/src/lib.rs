@@ -4,8 +4,8 @@
 //! CIDR blocks), writes the node's CNI network config with the MTU derived
 //! from the underlay interface, and then keeps the node's cross-node datapath
 //! equal to the cluster: read a snapshot, compute the desired routes, VXLAN
-//! neighbours and FDB entries, diff them against the kernel, apply only the
-//! difference, wait for the next change. Restarting it changes nothing that is
+//! neighbours and FDB entries, plan the difference from what the kernel holds
+//! ([`plan`], pure), apply it, wait for the next change. Restarting it changes nothing that is
 //! already right, so pod traffic is not disturbed; what belongs to nodes that
 //! left is removed.
 
@@ -13,6 +13,7 @@ mod agent;
 mod cniconf;
 mod datapath;
 mod error;
+pub mod plan;
 mod policy;
 mod resync;
 mod services;
@@ -21,6 +22,7 @@ mod watch;
 
 pub use agent::{Agent, AgentConfig};
 pub use cniconf::{render_conflist, CNI_CONF_FILE, NETWORK_NAME};
-pub use datapath::{DatapathChanges, NodeDatapath, VXLAN_DEVICE};
+pub use datapath::{DatapathChanges, NodeDatapath};
 pub use error::AgentError;
+pub use plan::VXLAN_DEVICE;
 pub use underlay::Underlay;

@@ -4,11 +4,13 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use podnet_kernel::RouteHandle;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{kernel, AgentError};
 
 /// The interface other nodes reach this node through.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Underlay {
     /// The node's address.
     pub address: IpAddr,
@@ -21,6 +23,7 @@ pub struct Underlay {
     /// Prefixes connected to it: nodes inside them are on our L2 segment.
     pub segments: Vec<IpNet>,
     /// Its IPv6 link-local address, if it has one.
+    #[serde(default)]
     pub link_local: Option<Ipv6Addr>,
 }
 
