@@ -106,71 +106,7 @@ impl NodeDatapath {
 
     /// What the node's datapath holds now.
     pub fn observe(&mut self, underlay: &Underlay) -> Result<ObservedDatapath, AgentError> {
-        let link = self
-            .h
-            .link_by_name(VXLAN_DEVICE)
-            .map_err(kernel("look up VXLAN device"))?;
-        let mut observed = ObservedDatapath::default();
-        if let Some(link) = link {
-            let addresses = self
-                .h
-                .addresses(Some(link.index))
-                .map_err(kernel("list VXLAN addresses"))?
-                .into_iter()
-                .map(|a| a.net)
-                .collect();
-            observed.neighbours = self
-                .h
-                .neighbours(link.index)
-                .map_err(kernel("list VXLAN neighbours"))?
-                .into_iter()
-                .map(|n| ObservedNeighbour {
-                    ip: n.ip,
-                    mac: n.mac,
-                    permanent: n.permanent,
-                })
-                .collect();
-            observed.fdb = self
-                .h
-                .fdb(link.index)
-                .map_err(kernel("list VXLAN FDB"))?
-                .into_iter()
-                .map(|e| ObservedFdb {
-                    mac: e.mac,
-                    dst: e.dst,
-                    permanent: e.permanent,
-                })
-                .collect();
-            observed.vxlan = Some(ObservedVxlan {
-                index: link.index,
-                vni: link.vxlan.as_ref().map(|v| v.vni),
-                port: link.vxlan.as_ref().map_or(0, |v| v.port),
-                local: link.vxlan.as_ref().and_then(|v| v.local),
-                mac: link.mac,
-                mtu: link.mtu,
-                up: link.up,
-                addresses,
-            });
-        }
-        let vxlan = observed.vxlan.as_ref().map(|v| v.index);
-        observed.routes = self
-            .h
-            .routes()
-            .map_err(kernel("list routes"))?
-            .into_iter()
-            .filter(|r| r.protocol == RTPROT_PODNET_NODES)
-            .map(|r| PlannedRoute {
-                dst: r.dst,
-                gateway: r.gateway,
-                dev: match r.oif {
-                    Some(i) if i == underlay.index => Dev::Underlay,
-                    Some(i) if Some(i) == vxlan => Dev::Vxlan,
-                    other => Dev::Other(other.unwrap_or(0)),
-                },
-                onlink: r.onlink,
-            })
-            .collect();
-        Ok(observed)
+        observe(&mut self.h, underlay)
     }
 
     /// Applies `ops` (from [`plan::plan`] for `desired`) in order.
@@ -313,4 +249,68 @@ fn unplanned(what: &str) -> AgentError {
             detail: "the VXLAN device it needs is missing".into(),
         },
     }
+}
+
+/// What the datapath of `h`'s namespace holds now.
+pub fn observe(h: &mut RouteHandle, underlay: &Underlay) -> Result<ObservedDatapath, AgentError> {
+    let link = h
+        .link_by_name(VXLAN_DEVICE)
+        .map_err(kernel("look up VXLAN device"))?;
+    let mut observed = ObservedDatapath::default();
+    if let Some(link) = link {
+        let addresses = h
+            .addresses(Some(link.index))
+            .map_err(kernel("list VXLAN addresses"))?
+            .into_iter()
+            .map(|a| a.net)
+            .collect();
+        observed.neighbours = h
+            .neighbours(link.index)
+            .map_err(kernel("list VXLAN neighbours"))?
+            .into_iter()
+            .map(|n| ObservedNeighbour {
+                ip: n.ip,
+                mac: n.mac,
+                permanent: n.permanent,
+            })
+            .collect();
+        observed.fdb = h
+            .fdb(link.index)
+            .map_err(kernel("list VXLAN FDB"))?
+            .into_iter()
+            .map(|e| ObservedFdb {
+                mac: e.mac,
+                dst: e.dst,
+                permanent: e.permanent,
+            })
+            .collect();
+        observed.vxlan = Some(ObservedVxlan {
+            index: link.index,
+            vni: link.vxlan.as_ref().map(|v| v.vni),
+            port: link.vxlan.as_ref().map_or(0, |v| v.port),
+            local: link.vxlan.as_ref().and_then(|v| v.local),
+            mac: link.mac,
+            mtu: link.mtu,
+            up: link.up,
+            addresses,
+        });
+    }
+    let vxlan = observed.vxlan.as_ref().map(|v| v.index);
+    observed.routes = h
+        .routes()
+        .map_err(kernel("list routes"))?
+        .into_iter()
+        .filter(|r| r.protocol == RTPROT_PODNET_NODES)
+        .map(|r| PlannedRoute {
+            dst: r.dst,
+            gateway: r.gateway,
+            dev: match r.oif {
+                Some(i) if i == underlay.index => Dev::Underlay,
+                Some(i) if Some(i) == vxlan => Dev::Vxlan,
+                other => Dev::Other(other.unwrap_or(0)),
+            },
+            onlink: r.onlink,
+        })
+        .collect();
+    Ok(observed)
 }

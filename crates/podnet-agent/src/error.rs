@@ -33,6 +33,24 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading what a node holds, for `podnet doctor`, failed.
+    #[error("{what}: {detail}")]
+    Inspect {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
+}
+
+impl AgentError {
+    /// An inspection failure naming what was being read.
+    pub(crate) fn inspect(what: impl Into<String>, detail: impl ToString) -> Self {
+        AgentError::Inspect {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
 }
 
 /// Wraps a kernel error with what the agent was doing.

@@ -12,6 +12,7 @@
 mod agent;
 mod cniconf;
 mod datapath;
+pub mod doctor;
 mod error;
 pub mod plan;
 mod policy;
@@ -21,7 +22,7 @@ mod underlay;
 mod watch;
 
 pub use agent::{Agent, AgentConfig};
-pub use cniconf::{render_conflist, CNI_CONF_FILE, NETWORK_NAME};
+pub use cniconf::{read_conflist, render_conflist, WrittenConf, CNI_CONF_FILE, NETWORK_NAME};
 pub use datapath::{DatapathChanges, NodeDatapath};
 pub use error::AgentError;
 pub use plan::VXLAN_DEVICE;

@@ -243,27 +243,42 @@ impl fmt::Display for PlannedRoute {
     }
 }
 
-impl fmt::Display for DatapathOp {
-    /// In `ip` syntax, so that a person can compare it with `ip route` and `bridge fdb`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl DatapathOp {
+    /// What the operation changes: add, delete or create.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            DatapathOp::CreateVxlan { .. } => "create",
+            op if op.is_removal() => "delete",
+            _ => "add",
+        }
+    }
+
+    /// The object it changes, in `ip` syntax, so that a person can compare
+    /// it with `ip route`, `ip neigh` and `bridge fdb`.
+    pub fn object(&self) -> String {
         let vx = VXLAN_DEVICE;
         match self {
-            DatapathOp::DeleteVxlan => write!(f, "delete link {vx}"),
-            DatapathOp::CreateVxlan { reason } => write!(f, "create link {vx} ({reason})"),
-            DatapathOp::AddVxlanAddress { address } => write!(f, "add address {address} dev {vx}"),
-            DatapathOp::AddRoute { route } => write!(f, "add route {route}"),
-            DatapathOp::DeleteRoute { route } => write!(f, "delete route {route}"),
-            DatapathOp::AddFdb { mac, dst } => {
-                write!(f, "add fdb {} dst {dst} dev {vx}", mac_text(mac))
+            DatapathOp::DeleteVxlan => format!("link {vx}"),
+            DatapathOp::CreateVxlan { reason } => format!("link {vx} ({reason})"),
+            DatapathOp::AddVxlanAddress { address } => format!("address {address} dev {vx}"),
+            DatapathOp::AddRoute { route } | DatapathOp::DeleteRoute { route } => {
+                format!("route {route}")
             }
+            DatapathOp::AddFdb { mac, dst } => format!("fdb {} dst {dst} dev {vx}", mac_text(mac)),
             DatapathOp::DeleteFdb { mac, dst } => {
-                write!(f, "delete fdb {} dst {dst} dev {vx}", mac_text(mac))
+                format!("fdb {} dst {dst} dev {vx}", mac_text(mac))
             }
             DatapathOp::AddNeighbour { ip, mac } => {
-                write!(f, "add neighbour {ip} lladdr {} dev {vx}", mac_text(mac))
+                format!("neighbour {ip} lladdr {} dev {vx}", mac_text(mac))
             }
-            DatapathOp::DeleteNeighbour { ip } => write!(f, "delete neighbour {ip} dev {vx}"),
+            DatapathOp::DeleteNeighbour { ip } => format!("neighbour {ip} dev {vx}"),
         }
+    }
+}
+
+impl fmt::Display for DatapathOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verb(), self.object())
     }
 }
 

@@ -24,7 +24,7 @@ pub const DEFAULT_BRIDGE: &str = "podnet0";
 /// Default MTU of pod interfaces.
 pub const DEFAULT_MTU: u32 = 1500;
 /// Default directory of the built-in IPAM's state.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet/ipam";
+pub use podnet_ipam::DEFAULT_DATA_DIR;
 
 /// The `ipam` section.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -21,6 +21,9 @@ pub use range::{validate_range_sets, Range, RangeSet};
 pub use store::Allocation;
 use store::{LockedStore, State};
 
+/// Default directory of the IPAM's state (the plugin's `ipam.dataDir`).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/podnet/ipam";
+
 /// Who is asking for addresses: the CNI attachment and its namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {

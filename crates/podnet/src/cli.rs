@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{lab_cmd, manifests, trace_cmd};
+use crate::{doctor_cmd, lab_cmd, manifests, trace_cmd};
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
@@ -66,6 +66,8 @@ enum Top {
     },
     /// Why can't A reach B: one real probe, followed hop by hop, with the verdict (hop, cause, fix).
     Trace(trace_cmd::TraceArgs),
+    /// Check every invariant of a node against the cluster: what is missing, extra or wrong.
+    Doctor(doctor_cmd::DoctorArgs),
     /// A whole cluster (fabric, nodes, agents, pods) built from network namespaces on this machine.
     Lab {
         /// Name of the lab; prefixes its namespaces (`podnet-NAME-node1`, ...).
@@ -436,6 +438,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Top::Cluster { store, action } => run_cluster(&store, action),
         Top::Lab { name, action } => run_lab(&name, action),
         Top::Trace(args) => trace_cmd::run(args),
+        Top::Doctor(args) => doctor_cmd::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `podnet` binary: the CNI plugin when `CNI_COMMAND` is set, the command line otherwise.
 
 mod cli;
+mod doctor_cmd;
 mod lab_cmd;
 mod manifests;
 mod trace_cmd;

@@ -81,21 +81,11 @@ impl NftHandle {
     /// waits for that grace period (10-15 ms here). In steady state every pod
     /// ADD would pay it for rules that did not change.
     pub fn apply_network(&mut self, ruleset: &NetworkRuleset) -> Result<bool> {
-        let post = ruleset.postrouting_chain();
-        let rules = &ruleset.postrouting;
-        // Steady state costs one round trip. With rules, the chain is current
-        // when it lists exactly their comments (a rule dump of a missing chain
-        // is empty, never equal). Without, it is current when it is absent.
-        let current = if rules.is_empty() {
-            !self.chain_exists(Family::Inet, TABLE, &post)?
-        } else {
-            let want: Vec<&String> = rules.iter().map(|r| &r.comment).collect();
-            let have = self.chain_comments(Family::Inet, TABLE, &post)?;
-            have.iter().collect::<Vec<_>>() == want
-        };
-        if current {
+        if self.network_current(ruleset)? {
             return Ok(false);
         }
+        let post = ruleset.postrouting_chain();
+        let rules = &ruleset.postrouting;
         // An earlier version's forward chain changes the fingerprint, so a
         // node that has one comes through here once and loses it.
         let legacy = ruleset.legacy_forward_chain();
@@ -122,6 +112,23 @@ impl NftHandle {
             &format!("nft: apply chains of network {}", ruleset.network),
         )?;
         Ok(true)
+    }
+
+    /// Whether one network's chain holds exactly `ruleset` (what
+    /// [`Self::apply_network`] would leave unchanged).
+    ///
+    /// Steady state costs one round trip. With rules, the chain is current
+    /// when it lists exactly their comments (a rule dump of a missing chain
+    /// is empty, never equal). Without, it is current when it is absent.
+    pub fn network_current(&mut self, ruleset: &NetworkRuleset) -> Result<bool> {
+        let post = ruleset.postrouting_chain();
+        let rules = &ruleset.postrouting;
+        if rules.is_empty() {
+            return Ok(!self.chain_exists(Family::Inet, TABLE, &post)?);
+        }
+        let want: Vec<&String> = rules.iter().map(|r| &r.comment).collect();
+        let have = self.chain_comments(Family::Inet, TABLE, &post)?;
+        Ok(have.iter().collect::<Vec<_>>() == want)
     }
 
     /// Inserts `accept` rules for `subnets` at the head of every foreign
