@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -16,6 +17,7 @@ use podnet_store::{ClusterStore, StoreError};
 
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
+use crate::drops::{run_drop_log, DropStats};
 use crate::error::{kernel, AgentError};
 use crate::policy::run_policy_firewall;
 use crate::services::run_service_proxy;
@@ -53,6 +55,8 @@ pub struct AgentConfig {
     pub policies: bool,
     /// Full policy sync (drift repair) at least this often; changes apply at once regardless.
     pub policy_resync: Duration,
+    /// Append NetworkPolicy denials and anti-spoofing drops here (NFLOG); none: not read.
+    pub drop_log: Option<PathBuf>,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -68,6 +72,8 @@ pub struct Agent {
     backoff: Duration,
     /// The last reconcile failed: retry after `backoff`, not after `resync`.
     failing: bool,
+    /// Drops read from NFLOG so far.
+    drop_stats: Arc<DropStats>,
 }
 
 impl Agent {
@@ -108,6 +114,7 @@ impl Agent {
             last_heartbeat: None,
             backoff: Duration::from_millis(100),
             failing: false,
+            drop_stats: Arc::default(),
         })
     }
 
@@ -178,6 +185,10 @@ impl Agent {
                 );
                 let halt_ref = &halt;
                 s.spawn(move || run_service_proxy(&url, &node, resync, halt_ref));
+            }
+            if let Some(path) = self.config.drop_log.clone() {
+                let (stats, halt_ref) = (self.drop_stats.clone(), &halt);
+                s.spawn(move || run_drop_log(&path, &stats, halt_ref));
             }
             if self.config.policies {
                 let (url, node, resync) = (

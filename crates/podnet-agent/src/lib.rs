@@ -13,6 +13,7 @@ mod agent;
 mod cniconf;
 mod datapath;
 pub mod doctor;
+pub mod drops;
 mod error;
 pub mod plan;
 mod policy;

@@ -13,7 +13,7 @@
 //! chain pod-source { iifname . ip saddr @pod-sources4 return
 //!                    ip6 saddr fe80::/10 return; ip6 saddr :: return   # neighbour discovery, DAD
 //!                    iifname . ip6 saddr @pod-sources6 return
-//!                    counter drop }
+//!                    log group 2700 prefix "podnet-antispoof"; counter name "spoofed"; drop }
 //! ```
 //! The routed model uses family `inet` (pod packets arrive on their veth).
 //! The bridge model uses family `bridge`, where the input interface is the
@@ -45,7 +45,11 @@ const IFACES: &str = "pod-ifaces";
 const SOURCES4: &str = "pod-sources4";
 const SOURCES6: &str = "pod-sources6";
 /// Rule comment: the table's version, so a stale layout is rewritten.
-const COMMENT: &str = "podnet-antispoof v1";
+const COMMENT: &str = "podnet-antispoof v2";
+/// The named counter of every packet dropped as spoofed.
+pub const COUNTER: &str = "spoofed";
+/// The prefix of a spoofed packet's NFLOG message.
+pub const LOG_PREFIX: &str = "podnet-antispoof";
 
 fn family(model: Model) -> Family {
     match model {
@@ -62,6 +66,7 @@ fn sets() -> [SetSpec; 3] {
         data: None,
         dynamic: false,
         range_fields: Vec::new(),
+        counters: false,
     };
     use datatype::*;
     [
@@ -101,6 +106,7 @@ pub fn add_pod(nft: &mut NftHandle, model: Model, iface: &str, addrs: &[IpAddr])
     for s in sets() {
         tx.add_set(&s);
     }
+    tx.add_counter(COUNTER);
     if !current {
         tx.replace_chains(&chains(model), &[]);
     }
@@ -212,7 +218,7 @@ fn source_rules(model: Model) -> Vec<Vec<Expr>> {
         Model::Routed => {
             let mut rules = vec![v4(nfproto_is(false))];
             rules.extend(v6(&|| nfproto_is(true)));
-            rules.push(vec![Expr::Counter, Expr::Drop]);
+            rules.push(spoofed());
             rules
         }
         Model::Bridge => {
@@ -252,7 +258,7 @@ fn source_rules(model: Model) -> Vec<Vec<Expr>> {
             );
             rules.extend(v6(&|| ethertype(ip6)));
             for t in [ip, arp, ip6] {
-                rules.push([ethertype(t), vec![Expr::Counter, Expr::Drop]].concat());
+                rules.push([ethertype(t), spoofed()].concat());
             }
             rules
         }
@@ -280,7 +286,22 @@ fn na_rules() -> Vec<Vec<Expr>> {
             e.push(Expr::Return);
             e
         },
-        vec![Expr::Counter, Expr::Drop],
+        spoofed(),
+    ]
+}
+
+/// A packet from a source its pod does not hold: logged to NFLOG (the
+/// agent reads it for `podnet drops`), counted by the rule and in the
+/// table's named counter [`COUNTER`], dropped.
+fn spoofed() -> Vec<Expr> {
+    vec![
+        Expr::Log {
+            group: podnet_kernel::nflog::DROP_GROUP,
+            prefix: LOG_PREFIX.into(),
+        },
+        Expr::Counter,
+        Expr::NamedCounter(COUNTER.into()),
+        Expr::Drop,
     ]
 }
 

@@ -105,10 +105,14 @@ impl Firewall {
             return Ok(report);
         }
         let (old, new) = (self.applied.layout(), desired.layout());
+        let (old_counters, new_counters) = (counters_of(&self.applied), counters_of(&desired));
         let mut tx = Transaction::new(Family::Inet, TABLE);
         for set in new.sets.difference(&old.sets) {
             tx.add_set(&set.spec());
             report.sets_created += 1;
+        }
+        for name in new_counters.difference(&old_counters) {
+            tx.add_counter(name);
         }
         let empty = BTreeSet::new();
         for set in &new.sets {
@@ -125,6 +129,10 @@ impl Firewall {
             tx.delete_set(&set.name());
             report.sets_deleted += 1;
         }
+        // Only once no element refers to them any more.
+        for name in old_counters.difference(&new_counters) {
+            tx.delete_counter(name);
+        }
         if !tx.is_empty() {
             self.nft.commit(tx, "nft: apply policy changes")?;
         }
@@ -132,15 +140,17 @@ impl Firewall {
         Ok(report)
     }
 
-    /// Makes the kernel hold exactly `desired`, reading it back and changing only what differs.
+    /// Makes the kernel hold exactly `desired`, reading it back and changing
+    /// only what differs. When the chains are not the layout's (drift, or an
+    /// earlier podnet's table), the table is rebuilt in the same batch.
     pub fn sync(&mut self, desired: Plan) -> Result<ApplyReport, FirewallError> {
         let mut report = ApplyReport::default();
-        let existing: HashSet<String> = self
+        let mut existing: HashSet<String> = self
             .nft
             .set_names(Family::Inet, TABLE)?
             .into_iter()
             .collect();
-        let chains = self.nft.chain_names(Family::Inet, TABLE)?;
+        let mut chains = self.nft.chain_names(Family::Inet, TABLE)?;
         let layout = desired.layout();
         if layout.is_empty() {
             if !existing.is_empty() || !chains.is_empty() {
@@ -152,6 +162,25 @@ impl Firewall {
             return Ok(report);
         }
         let mut tx = Transaction::new(Family::Inet, TABLE);
+        let mut counters: BTreeSet<String> = self
+            .nft
+            .counters(Family::Inet, TABLE)?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let rebuild = !chains.is_empty() && !self.chains_current(&layout, &chains)?;
+        if rebuild {
+            tx.recreate_table();
+            report.chains_written = true;
+            report.sets_deleted += existing.len();
+            existing.clear();
+            chains.clear();
+            counters.clear();
+        }
+        let wanted_counters = counters_of(&desired);
+        for name in wanted_counters.difference(&counters) {
+            tx.add_counter(name);
+        }
         for (set, want) in &desired.sets {
             let name = set.name();
             let have: BTreeSet<SetElement> = if existing.contains(&name) {
@@ -166,14 +195,17 @@ impl Firewall {
             };
             report.deleted += diff_into(&mut tx, set, &have, want, &mut report.added);
         }
-        if !self.chains_current(&layout, &chains)? {
-            tx.replace_chains(&layout.chains(), &chains);
+        if chains.is_empty() {
+            tx.replace_chains(&layout.chains(), &[]);
             report.chains_written = true;
         }
         let wanted: HashSet<String> = layout.sets.iter().map(SetId::name).collect();
         for name in existing.difference(&wanted) {
             tx.delete_set(name);
             report.sets_deleted += 1;
+        }
+        for name in counters.difference(&wanted_counters) {
+            tx.delete_counter(name);
         }
         if !tx.is_empty() {
             self.nft.commit(tx, "nft: sync policies")?;
@@ -238,7 +270,23 @@ fn diff_into(
     let stale: Vec<&SetElement> = have.difference(want).collect();
     let missing: Vec<&SetElement> = want.difference(have).collect();
     tx.delete_elements(&name, stale.iter().copied());
-    tx.add_elements(&name, missing.iter().copied());
+    if set.spec().counters {
+        tx.add_counter_elements(&name, missing.iter().copied());
+    } else {
+        tx.add_elements(&name, missing.iter().copied());
+    }
     *added += missing.len();
     stale.len()
+}
+
+/// The denial counters `plan` needs: one per isolated address and direction,
+/// named by the isolated maps' elements.
+fn counters_of(plan: &Plan) -> BTreeSet<String> {
+    plan.sets
+        .iter()
+        .filter(|(set, _)| set.spec().counters)
+        .flat_map(|(_, elements)| elements.iter())
+        .filter_map(|e| e.data.as_ref())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect()
 }

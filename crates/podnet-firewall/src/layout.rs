@@ -11,7 +11,7 @@
 //! ```text
 //! map pod-class4 { ipv4_addr : mark }                           # pod address to class
 //! map net-class4 { ipv4_addr . inet_proto : mark; interval }    # ipBlock ranges to class
-//! set isolated-in4, isolated-out4 { ipv4_addr }                  # local pods some policy isolates
+//! map isolated-in4, isolated-out4 { ipv4_addr : counter }        # local pods some policy isolates, to their denial counter
 //! set in-class-port4 { ipv4_addr . mark . inet_proto . inet_service }   # and -proto, -all, -range
 //! set in-any-port4   { ipv4_addr . inet_proto . inet_service }          # peers "anyone"
 //! (out-... the same for egress)
@@ -26,7 +26,8 @@
 //! chain ingress4-class {
 //!   ip daddr . ct mark . meta l4proto . th dport @in-class-port4 return
 //!   ...; goto ingress4-any }
-//! chain ingress4-any { ip daddr . meta l4proto . th dport @in-any-port4 return; ...; counter drop }
+//! chain ingress4-any { ip daddr . meta l4proto . th dport @in-any-port4 return; ...
+//!   log group 2700 prefix "podnet-policy in4"; counter name ip daddr map @isolated-in4; drop }
 //! ```
 //! `return` means allowed: it goes back to `forward`, which checks the other
 //! direction next. Only sets in use exist, and only rules for sets in use; a
@@ -187,6 +188,7 @@ impl SetId {
             data: None,
             dynamic: false,
             range_fields: Vec::new(),
+            counters: false,
         };
         match *self {
             SetId::PodClass { .. } => spec.data = Some((MARK, 4)),
@@ -196,7 +198,8 @@ impl SetId {
                 spec.data = Some((MARK, 4));
                 spec.range_fields = vec![a, 1];
             }
-            SetId::Isolated { .. } => {}
+            // Each isolated address names its denial counter.
+            SetId::Isolated { .. } => spec.counters = true,
             SetId::Allow { peer, ports, .. } => {
                 let mut types = vec![addr_t];
                 let mut fields = vec![a];
@@ -249,7 +252,7 @@ impl Layout {
 
     /// The comment every rule carries: a fingerprint of the layout and rule version.
     pub fn fingerprint(&self) -> String {
-        let text = format!("v1 {:?}", self.sets);
+        let text = format!("v2 {:?}", self.sets);
         let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
         format!("podnet-policy {h:016x}")
     }
@@ -322,7 +325,7 @@ impl Layout {
             .allow_sets(dir, v6, PeerKey::Any)
             .map(|set| rule(allow_rule(set)))
             .collect();
-        any_rules.push(rule(vec![Expr::Counter, Expr::Drop]));
+        any_rules.push(rule(deny_rule(dir, v6)));
         vec![
             regular(any_chain, any_rules),
             regular(class_chain, class_rules),
@@ -407,6 +410,34 @@ pub fn side_chain(dir: Dir, v6: bool, suffix: &str) -> String {
         Dir::Out => "egress",
     };
     format!("{side}{}{suffix}", fam(v6))
+}
+
+/// The prefix of a denial's NFLOG message: `podnet-policy in4`, `podnet-policy out6`.
+pub fn log_prefix(dir: Dir, v6: bool) -> String {
+    format!("{TABLE} {}{}", dir.word(), fam(v6))
+}
+
+/// The named counter of the denials of one local pod address in one direction.
+pub fn counter_name(dir: Dir, ip: std::net::IpAddr) -> String {
+    format!("denied-{}-{ip}", dir.word())
+}
+
+/// The last rule of `ingress4-any` (and the others): nothing allowed the
+/// packet. It is logged to NFLOG (the agent reads it for `podnet drops`),
+/// counted in the local pod's named counter, and dropped.
+fn deny_rule(dir: Dir, v6: bool) -> Vec<Expr> {
+    vec![
+        Expr::Log {
+            group: podnet_kernel::nflog::DROP_GROUP,
+            prefix: log_prefix(dir, v6),
+        },
+        load_addr(v6, dir == Dir::Out, 0),
+        Expr::NamedCounterMap {
+            sreg: reg(0),
+            set: SetId::Isolated { dir, v6 }.name(),
+        },
+        Expr::Drop,
+    ]
 }
 
 fn lookup(set: SetId, sreg: u32, dreg: Option<u32>) -> Expr {

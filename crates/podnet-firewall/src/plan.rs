@@ -12,7 +12,7 @@ use podnet_policy::model::Protocol;
 use podnet_policy::{Pod, PolicyPort, PolicyType, PortRef, World};
 
 use crate::classes::{to_u128, Classes};
-use crate::layout::{Dir, Layout, PeerKey, PortKey, SetId};
+use crate::layout::{counter_name, Dir, Layout, PeerKey, PortKey, SetId};
 
 /// The elements every set of one node's table must hold (sets in use only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,7 +139,7 @@ fn plan_side(world: &World, classes: &Classes, pod: &Pod, dir: PolicyType, out: 
                         dir: d,
                         v6: ip.is_ipv6(),
                     },
-                    SetElement::new(addr(*ip), None),
+                    SetElement::new(addr(*ip), Some(counter_name(d, *ip).into_bytes())),
                 );
             }
         }

@@ -18,7 +18,7 @@ impl Plan {
         let isolated = |dir, ip| {
             self.sets
                 .get(&SetId::Isolated { dir, v6 })
-                .is_some_and(|s| s.contains(&SetElement::new(addr(ip), None)))
+                .is_some_and(|s| s.iter().any(|e| e.key == addr(ip)))
         };
         if isolated(Dir::Out, src) && !self.side(Dir::Out, src, dst, proto, port) {
             return false;

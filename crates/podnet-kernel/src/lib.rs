@@ -15,9 +15,11 @@
 pub mod conntrack;
 pub mod counters;
 pub mod error;
+pub mod filewatch;
 pub mod hash;
 pub mod netlink;
 pub mod netns;
+pub mod nflog;
 pub mod nftables;
 pub mod probe;
 pub mod process;

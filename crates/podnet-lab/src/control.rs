@@ -100,10 +100,11 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
     };
     let (addr, store) = (node.address.to_string(), lab.store_url(state.spec.store));
     let (cni_dir, ipam_dir) = (dir.join("cni"), dir.join("ipam"));
-    let (cluster_arg, cni_arg, ipam_arg) = (
+    let (cluster_arg, cni_arg, ipam_arg, drops_arg) = (
         cluster_file.display().to_string(),
         cni_dir.display().to_string(),
         ipam_dir.display().to_string(),
+        drop_log(lab, &node.name).display().to_string(),
     );
     let args = [
         "agent",
@@ -121,6 +122,8 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         &cni_arg,
         "--ipam-dir",
         &ipam_arg,
+        "--drop-log",
+        &drops_arg,
         // Labs show drift repair quickly; a real node can sync less often.
         "--service-resync-secs",
         "5",
@@ -143,6 +146,11 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         log.display()
     );
     wait_for(START_DEADLINE, &what, || starts() > before)
+}
+
+/// Node `node`'s drop log (NetworkPolicy denials, anti-spoofing drops).
+pub fn drop_log(lab: &Lab, node: &str) -> PathBuf {
+    lab.node_dir(node).join("drops.jsonl")
 }
 
 /// What an agent logs once it has registered and written its CNI config.

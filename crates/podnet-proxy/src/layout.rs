@@ -215,6 +215,7 @@ impl SetId {
             data,
             dynamic,
             range_fields: Vec::new(),
+            counters: false,
         }
     }
 

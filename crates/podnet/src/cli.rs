@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{doctor_cmd, lab_cmd, manifests, trace_cmd};
+use crate::{doctor_cmd, drops_cmd, lab_cmd, manifests, trace_cmd};
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
 use podnet_cluster::{Backend, ClusterSpec};
@@ -68,6 +68,8 @@ enum Top {
     Trace(trace_cmd::TraceArgs),
     /// Check every invariant of a node against the cluster: what is missing, extra or wrong.
     Doctor(doctor_cmd::DoctorArgs),
+    /// Recent NetworkPolicy denials and anti-spoofing drops, with the policy that denied them.
+    Drops(drops_cmd::DropsArgs),
     /// A whole cluster (fabric, nodes, agents, pods) built from network namespaces on this machine.
     Lab {
         /// Name of the lab; prefixes its namespaces (`podnet-NAME-node1`, ...).
@@ -122,6 +124,12 @@ struct AgentArgs {
     /// Full policy sync (repairs drift) at least this often, in seconds; changes apply at once.
     #[arg(long, default_value_t = 60)]
     policy_resync_secs: u64,
+    /// Where NetworkPolicy denials and anti-spoofing drops are logged (`podnet drops` reads it).
+    #[arg(long, default_value = "/var/log/podnet/drops.jsonl")]
+    drop_log: PathBuf,
+    /// Do not read NFLOG: drops are only counted, not logged.
+    #[arg(long)]
+    no_drop_log: bool,
 }
 
 /// `-f FILE|-`: the manifest of `apply` and `delete`.
@@ -439,6 +447,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Top::Lab { name, action } => run_lab(&name, action),
         Top::Trace(args) => trace_cmd::run(args),
         Top::Doctor(args) => doctor_cmd::run(args),
+        Top::Drops(args) => drops_cmd::run(args),
     }
 }
 
@@ -469,6 +478,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         service_resync: Duration::from_secs(args.service_resync_secs.max(1)),
         policies: !args.no_policies,
         policy_resync: Duration::from_secs(args.policy_resync_secs.max(1)),
+        drop_log: (!args.no_drop_log).then_some(args.drop_log),
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));

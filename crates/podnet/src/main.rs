@@ -2,6 +2,7 @@
 
 mod cli;
 mod doctor_cmd;
+mod drops_cmd;
 mod lab_cmd;
 mod manifests;
 mod trace_cmd;

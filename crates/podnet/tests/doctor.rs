@@ -154,18 +154,19 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         "node2",
         &["nft", "list", "table", "inet", "podnet-policy"],
     );
+    // The map of isolated pods (to their denial counters).
     let set = sets
         .lines()
         .find_map(|l| {
             l.trim()
-                .strip_prefix("set ")
-                .map(|s| s.trim_end_matches(" {").to_string())
+                .strip_prefix("map isolated-")
+                .map(|s| format!("isolated-{}", s.trim_end_matches(" {")))
         })
-        .expect("a policy set");
+        .expect("a map of isolated pods");
     sh(
         &g,
         "node2",
-        &["nft", "flush", "set", "inet", "podnet-policy", &set],
+        &["nft", "flush", "map", "inet", "podnet-policy", &set],
     );
 
     let (out, report) = doctor(&g, "node1");

@@ -246,6 +246,20 @@ impl NftHandle {
         Ok(out)
     }
 
+    /// The named counters of `table` with what they counted, sorted by
+    /// name (`nft list counters table`; none when the table is missing).
+    pub fn counters(&mut self, family: Family, table: &str) -> Result<Vec<CounterInfo>> {
+        let req = transaction::dump_request(NFT_MSG_GETOBJ, family.raw());
+        let mut out: Vec<CounterInfo> = self
+            .sock
+            .dump(req, "nft list counters")?
+            .iter()
+            .filter_map(|p| parse_counter(p.get(4..)?, table))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// The elements of one set or map (`nft list set`), in the kernel's order.
     pub fn set_elements(
         &mut self,
@@ -334,4 +348,34 @@ fn flush_chain(name: &str) -> MessageBuilder {
         .attr_str(NFTA_RULE_TABLE, TABLE)
         .attr_str(NFTA_RULE_CHAIN, name);
     flush
+}
+
+/// A named counter and what it has counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterInfo {
+    /// Its name in the table.
+    pub name: String,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+/// One `NFT_MSG_NEWOBJ` dump message, when it is a counter of `table`.
+fn parse_counter(attrs: &[u8], table: &str) -> Option<CounterInfo> {
+    let text = |ty| codec::find_attr(attrs, ty).map(codec::attr_string);
+    if text(NFTA_OBJ_TABLE)? != table {
+        return None;
+    }
+    let ty = codec::find_attr(attrs, NFTA_OBJ_TYPE).and_then(be_u32)?;
+    if ty != NFT_OBJECT_COUNTER {
+        return None;
+    }
+    let data = codec::find_attr(attrs, NFTA_OBJ_DATA)?;
+    let count = |ty| codec::find_attr(data, ty).and_then(be_u64).unwrap_or(0);
+    Some(CounterInfo {
+        name: text(NFTA_OBJ_NAME)?,
+        packets: count(NFTA_COUNTER_PACKETS),
+        bytes: count(NFTA_COUNTER_BYTES),
+    })
 }

@@ -85,11 +85,7 @@ impl Renderer {
             "lookup" => self.lookup(d),
             "immediate" => self.immediate(d),
             "counter" => self.counter(d),
-            "objref" => {
-                let name = codec::find_attr(d, 2).map(codec::attr_string);
-                self.out
-                    .push(format!("counter name \"{}\"", name.unwrap_or_default()));
-            }
+            "objref" => self.objref(d),
             "log" => self.log(d),
             "masq" => self.out.push("masquerade".into()),
             "nat" => self.nat(d),
@@ -329,6 +325,18 @@ impl Renderer {
         let u64_of = |ty| codec::find_attr(d, ty).and_then(be_u64).unwrap_or(0);
         self.out
             .push(format!("counter packets {} bytes {}", u64_of(2), u64_of(1)));
+    }
+
+    /// A named counter, or one chosen by an object map for a register's key.
+    fn objref(&mut self, d: &[u8]) {
+        if let Some(set) = codec::find_attr(d, 4).map(codec::attr_string) {
+            let key = self.reg_text(attr_u32(d, 3).unwrap_or(0));
+            self.out.push(format!("counter name {key} map @{set}"));
+            return;
+        }
+        let name = codec::find_attr(d, 2).map(codec::attr_string);
+        self.out
+            .push(format!("counter name \"{}\"", name.unwrap_or_default()));
     }
 
     fn log(&mut self, d: &[u8]) {

@@ -208,6 +208,14 @@ pub enum Expr {
     },
     /// `[ objref type 1 name NAME ]`: count in the table's named counter `NAME`.
     NamedCounter(String),
+    /// `[ objref sreg SREG set SET ]`: count in the named counter that object
+    /// map `SET` gives for the key in `SREG` (`counter name ip daddr map @SET`).
+    NamedCounterMap {
+        /// Register holding the key.
+        sreg: u32,
+        /// The object map.
+        set: String,
+    },
 }
 
 /// Which address of the IP header a match looks at.

@@ -78,6 +78,9 @@ pub struct SetSpec {
     /// `key`..`key_end` range per field): the length in bytes of each field,
     /// unpadded. Empty for sets of exact keys.
     pub range_fields: Vec<u32>,
+    /// An object map of named counters (`type KEY : counter`): each
+    /// element's data is the name of a counter of the table.
+    pub counters: bool,
 }
 
 /// One element of a set or map.
@@ -85,7 +88,7 @@ pub struct SetSpec {
 pub struct SetElement {
     /// The key bytes (for range sets: the first key of the range).
     pub key: Vec<u8>,
-    /// The data bytes, for maps.
+    /// The data bytes, for maps; for counter maps, the counter's name.
     pub data: Option<Vec<u8>>,
     /// For range sets: the last key of the range (inclusive).
     pub key_end: Option<Vec<u8>>,
@@ -107,6 +110,7 @@ const NFT_SET_CONCAT: u32 = 0x80;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_SET_EVAL: u32 = 0x20;
+const NFT_SET_OBJECT: u32 = 0x40;
 /// Room for elements in one message: a nested attribute's length is 16 bits.
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 60 * 1024;
 
@@ -191,6 +195,9 @@ impl Transaction {
         if !set.range_fields.is_empty() {
             flags |= NFT_SET_INTERVAL | NFT_SET_CONCAT;
         }
+        if set.counters {
+            flags |= NFT_SET_OBJECT;
+        }
         m.attr_str(NFTA_SET_TABLE, &self.table)
             .attr_str(NFTA_SET_NAME, &set.name)
             .attr_u32_be(NFTA_SET_FLAGS, flags)
@@ -200,6 +207,9 @@ impl Transaction {
         if let Some((ty, len)) = set.data {
             m.attr_u32_be(NFTA_SET_DATA_TYPE, ty)
                 .attr_u32_be(NFTA_SET_DATA_LEN, len);
+        }
+        if set.counters {
+            m.attr_u32_be(NFTA_SET_OBJ_TYPE, NFT_OBJECT_COUNTER);
         }
         if set.key_type == datatype::IFNAME {
             // `nft` prints a lone ifname key right only when told it is in host order.
@@ -236,7 +246,37 @@ impl Transaction {
         set: &str,
         elements: impl IntoIterator<Item = &'a SetElement>,
     ) {
-        self.element_messages(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, set, elements);
+        self.element_messages(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, set, elements, false);
+    }
+
+    /// `nft add element` to a counter map: each element's data names a
+    /// counter, which must exist by then ([`Self::add_counter`]).
+    pub fn add_counter_elements<'a>(
+        &mut self,
+        set: &str,
+        elements: impl IntoIterator<Item = &'a SetElement>,
+    ) {
+        self.element_messages(NFT_MSG_NEWSETELEM, libc::NLM_F_CREATE, set, elements, true);
+    }
+
+    /// `nft add counter NAME` (no error, and no reset, when it exists).
+    pub fn add_counter(&mut self, name: &str) {
+        let mut m = nft_msg(NFT_MSG_NEWOBJ, libc::NLM_F_CREATE, self.family);
+        m.attr_str(NFTA_OBJ_TABLE, &self.table)
+            .attr_str(NFTA_OBJ_NAME, name)
+            .attr_u32_be(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER);
+        let d = m.begin_nested(NFTA_OBJ_DATA);
+        m.end_nested(d);
+        self.msgs.push(m);
+    }
+
+    /// `nft delete counter NAME` (no rule or element may refer to it by then).
+    pub fn delete_counter(&mut self, name: &str) {
+        let mut m = nft_msg(NFT_MSG_DELOBJ, 0, self.family);
+        m.attr_str(NFTA_OBJ_TABLE, &self.table)
+            .attr_str(NFTA_OBJ_NAME, name)
+            .attr_u32_be(NFTA_OBJ_TYPE, NFT_OBJECT_COUNTER);
+        self.msgs.push(m);
     }
 
     /// `nft delete element` (only keys matter).
@@ -245,7 +285,16 @@ impl Transaction {
         set: &str,
         elements: impl IntoIterator<Item = &'a SetElement>,
     ) {
-        self.element_messages(NFT_MSG_DELSETELEM, 0, set, elements);
+        self.element_messages(NFT_MSG_DELSETELEM, 0, set, elements, false);
+    }
+
+    /// `nft delete table` then `nft add table`: what follows starts from an
+    /// empty table, and the whole change still applies at once.
+    pub fn recreate_table(&mut self) {
+        self.delete_table();
+        let mut t = nft_msg(NFT_MSG_NEWTABLE, libc::NLM_F_CREATE, self.family);
+        t.attr_str(NFTA_TABLE_NAME, &self.table);
+        self.msgs.push(t);
     }
 
     /// `nft delete table`.
@@ -261,6 +310,7 @@ impl Transaction {
         flags: i32,
         set: &str,
         elements: impl IntoIterator<Item = &'a SetElement>,
+        objref: bool,
     ) {
         let mut current: Option<(MessageBuilder, usize, usize)> = None;
         for e in elements {
@@ -281,12 +331,16 @@ impl Transaction {
                 m.attr(NFTA_DATA_VALUE, end);
                 m.end_nested(k);
             }
-            if kind == NFT_MSG_NEWSETELEM {
-                if let Some(data) = &e.data {
+            match (&e.data, kind == NFT_MSG_NEWSETELEM, objref) {
+                (Some(name), true, true) => {
+                    m.attr_str(NFTA_SET_ELEM_OBJREF, &String::from_utf8_lossy(name));
+                }
+                (Some(data), true, false) => {
                     let d = m.begin_nested(NFTA_SET_ELEM_DATA);
                     m.attr(NFTA_DATA_VALUE, data);
                     m.end_nested(d);
                 }
+                _ => {}
             }
             m.end_nested(item);
             if m.len() - *start > ELEMENTS_PER_MESSAGE_BYTES {
@@ -336,9 +390,12 @@ pub(super) fn parse_elements(payload: &[u8], out: &mut Vec<SetElement>) {
                 .map(<[u8]>::to_vec)
         };
         if let Some(key) = value(NFTA_SET_ELEM_KEY) {
+            // A counter map's element names its counter instead of holding data.
+            let objref = codec::find_attr(item, NFTA_SET_ELEM_OBJREF)
+                .map(|name| codec::attr_string(name).into_bytes());
             out.push(SetElement {
                 key,
-                data: value(NFTA_SET_ELEM_DATA),
+                data: value(NFTA_SET_ELEM_DATA).or(objref),
                 key_end: value(NFTA_SET_ELEM_KEY_END),
             });
         }

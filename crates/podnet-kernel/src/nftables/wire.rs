@@ -10,6 +10,17 @@ pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
 pub(super) const NFT_MSG_NEWTABLE: u16 = 0;
 pub(super) const NFT_MSG_GETTABLE: u16 = 1;
 pub(super) const NFT_OBJECT_COUNTER: u32 = 1;
+pub(super) const NFT_MSG_NEWOBJ: u16 = 18;
+pub(super) const NFT_MSG_GETOBJ: u16 = 19;
+pub(super) const NFT_MSG_DELOBJ: u16 = 20;
+pub(super) const NFTA_OBJ_TABLE: u16 = 1;
+pub(super) const NFTA_OBJ_NAME: u16 = 2;
+pub(super) const NFTA_OBJ_TYPE: u16 = 3;
+pub(super) const NFTA_OBJ_DATA: u16 = 4;
+pub(super) const NFTA_COUNTER_BYTES: u16 = 1;
+pub(super) const NFTA_COUNTER_PACKETS: u16 = 2;
+pub(super) const NFTA_SET_OBJ_TYPE: u16 = 15;
+pub(super) const NFTA_SET_ELEM_OBJREF: u16 = 9;
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_GETCHAIN: u16 = 4;
 pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
@@ -152,7 +163,7 @@ impl Expr {
             Expr::Jump(_) | Expr::Goto(_) | Expr::Immediate { .. } => "immediate",
             Expr::MetaSet { .. } => "meta",
             Expr::Log { .. } => "log",
-            Expr::NamedCounter(_) => "objref",
+            Expr::NamedCounter(_) | Expr::NamedCounterMap { .. } => "objref",
         };
         m.attr_str(NFTA_EXPR_NAME, name);
         let data = m.begin_nested(NFTA_EXPR_DATA);
@@ -261,6 +272,9 @@ impl Expr {
             }
             Expr::NamedCounter(name) => {
                 m.attr_u32_be(1, NFT_OBJECT_COUNTER).attr_str(2, name);
+            }
+            Expr::NamedCounterMap { sreg, set } => {
+                m.attr_u32_be(3, *sreg).attr_str(4, set);
             }
             Expr::Jump(chain) => chain_verdict(m, NFT_JUMP, chain),
             Expr::Goto(chain) => chain_verdict(m, NFT_GOTO, chain),
