@@ -17,8 +17,9 @@ use podnet_store::{ClusterStore, StoreError};
 
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
-use crate::drops::{run_drop_log, DropStats};
+use crate::drops::run_drop_log;
 use crate::error::{kernel, AgentError};
+use crate::metrics::AgentMetrics;
 use crate::policy::run_policy_firewall;
 use crate::services::run_service_proxy;
 use crate::underlay::Underlay;
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub policy_resync: Duration,
     /// Append NetworkPolicy denials and anti-spoofing drops here (NFLOG); none: not read.
     pub drop_log: Option<PathBuf>,
+    /// Serve `/metrics`, `/healthz` and `/livez` here; none: no endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -72,8 +75,10 @@ pub struct Agent {
     backoff: Duration,
     /// The last reconcile failed: retry after `backoff`, not after `resync`.
     failing: bool,
-    /// Drops read from NFLOG so far.
-    drop_stats: Arc<DropStats>,
+    /// The agent's metrics, shared with its loops.
+    metrics: Arc<AgentMetrics>,
+    /// The metrics endpoint's socket, bound at start.
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Agent {
@@ -86,6 +91,13 @@ impl Agent {
         let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
         let nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
         let underlay = Underlay::discover(&mut h, config.address)?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                crate::http::bind(addr)
+                    .map_err(|e| AgentError::inspect(format!("serve metrics on {addr}"), e))?,
+            ),
+            None => None,
+        };
         if let Some(spec) = &config.cluster {
             spec.validate().map_err(StoreError::from)?;
             allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
@@ -103,6 +115,14 @@ impl Agent {
             &config.pod_cidrs,
         )?;
         configure_node(&config, &cluster, &node, &underlay)?;
+        let metrics = AgentMetrics::new();
+        if let Ok(mut facts) = metrics.facts.lock() {
+            let dir = config
+                .ipam_dir
+                .clone()
+                .unwrap_or_else(|| podnet_ipam::DEFAULT_DATA_DIR.into());
+            facts.ipam = Some((dir, node.pod_cidrs.clone()));
+        }
         Ok(Agent {
             config,
             store,
@@ -114,7 +134,8 @@ impl Agent {
             last_heartbeat: None,
             backoff: Duration::from_millis(100),
             failing: false,
-            drop_stats: Arc::default(),
+            metrics,
+            metrics_listener,
         })
     }
 
@@ -177,28 +198,7 @@ impl Agent {
             let (tx_store, halt_ref) = (tx.clone(), &halt);
             s.spawn(move || watch_store(&url, revision, &tx_store, halt_ref));
             s.spawn(|| watch_kernel(&tx, &halt));
-            if self.config.services {
-                let (url, node, resync) = (
-                    self.config.store.clone(),
-                    self.node.name.clone(),
-                    self.config.service_resync,
-                );
-                let halt_ref = &halt;
-                s.spawn(move || run_service_proxy(&url, &node, resync, halt_ref));
-            }
-            if let Some(path) = self.config.drop_log.clone() {
-                let (stats, halt_ref) = (self.drop_stats.clone(), &halt);
-                s.spawn(move || run_drop_log(&path, &stats, halt_ref));
-            }
-            if self.config.policies {
-                let (url, node, resync) = (
-                    self.config.store.clone(),
-                    self.node.name.clone(),
-                    self.config.policy_resync,
-                );
-                let halt_ref = &halt;
-                s.spawn(move || run_policy_firewall(&url, &node, resync, halt_ref));
-            }
+            self.spawn_loops(s, &halt);
             while !stop.load(Ordering::Relaxed) {
                 let why = self.wait_for_wake(&rx);
                 if stop.load(Ordering::Relaxed) || !self.pass(&why) {
@@ -209,6 +209,52 @@ impl Agent {
         });
     }
 
+    /// The loops beside the datapath's: service proxy, policy firewall,
+    /// drop log and metrics endpoint, as configured; each ends at `halt`.
+    fn spawn_loops<'s>(&self, s: &'s std::thread::Scope<'s, '_>, halt: &'s AtomicBool) {
+        let (url, node) = (self.config.store.clone(), self.node.name.clone());
+        if self.config.services {
+            let (url, node, resync, m) = (
+                url.clone(),
+                node.clone(),
+                self.config.service_resync,
+                self.metrics.clone(),
+            );
+            s.spawn(move || run_service_proxy(&url, &node, resync, halt, &m));
+        }
+        if self.config.policies {
+            let (resync, m) = (self.config.policy_resync, self.metrics.clone());
+            s.spawn(move || run_policy_firewall(&url, &node, resync, halt, &m));
+        }
+        if let Some(path) = self.config.drop_log.clone() {
+            let stats = self.metrics.drops.clone();
+            s.spawn(move || run_drop_log(&path, &stats, halt));
+        }
+        if let Some(listener) = self
+            .metrics_listener
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+        {
+            let (m, expected) = (self.metrics.clone(), self.health_limits());
+            s.spawn(move || crate::http::serve(&listener, &m, &expected, halt));
+        }
+    }
+
+    /// The loops `/healthz` expects to have synced, each within twice its
+    /// resync interval (and a margin for a slow pass).
+    fn health_limits(&self) -> Vec<(&'static str, Duration)> {
+        let c = &self.config;
+        let margin = Duration::from_secs(10);
+        let mut out = vec![("datapath", c.resync.min(c.lease_ttl / 3) * 2 + margin)];
+        if c.services {
+            out.push(("services", c.service_resync * 2 + margin));
+        }
+        if c.policies {
+            out.push(("policies", c.policy_resync * 2 + margin));
+        }
+        out
+    }
+
     /// One heartbeat (when due) and one reconcile; false when the node is gone.
     fn pass(&mut self, why: &str) -> bool {
         let _pass = tracing::info_span!("reconcile", node = %self.node.name, why).entered();
@@ -217,13 +263,33 @@ impl Agent {
             .last_heartbeat
             .is_none_or(|t| t.elapsed() >= heartbeat_every)
         {
-            match self.store.heartbeat(&self.node.name, self.config.lease_ttl) {
+            let beat = self.store.heartbeat(&self.node.name, self.config.lease_ttl);
+            self.metrics.store_reachable(beat.is_ok());
+            match beat {
                 Ok(()) => self.last_heartbeat = Some(Instant::now()),
                 Err(e) => tracing::warn!(target: "podnet-agent", "heartbeat: {e}"),
             }
         }
         self.failing = false;
-        match self.reconcile(why) {
+        let started = Instant::now();
+        let result = self.reconcile(why);
+        match &result {
+            Ok(_) => {
+                let changed = (why == "store change").then_some(started);
+                self.metrics.pass_ok("datapath", started.elapsed(), changed);
+                let (routes, fdb, neighbours) = self.datapath.programmed();
+                self.metrics.programmed("routes", routes);
+                self.metrics.programmed("fdb_entries", fdb);
+                self.metrics.programmed("neighbours", neighbours);
+            }
+            Err(e) => {
+                self.metrics.pass_failed("datapath");
+                if matches!(e, AgentError::Store(_)) {
+                    self.metrics.store_reachable(false);
+                }
+            }
+        }
+        match result {
             Ok(Some(_)) => self.backoff = Duration::from_millis(100),
             Ok(None) => {
                 tracing::info!(target: "podnet-agent", "this node was removed from the cluster; stopping");

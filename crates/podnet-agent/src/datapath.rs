@@ -37,6 +37,8 @@ pub struct NodeDatapath {
     h: RouteHandle,
     nft: NftHandle,
     vxlan_index: Option<u32>,
+    /// Routes, FDB entries and neighbours of the last desired state.
+    programmed: (usize, usize, usize),
 }
 
 impl NodeDatapath {
@@ -46,7 +48,13 @@ impl NodeDatapath {
             h,
             nft,
             vxlan_index: None,
+            programmed: (0, 0, 0),
         }
+    }
+
+    /// Routes, FDB entries and neighbours the last reconcile kept in the kernel.
+    pub fn programmed(&self) -> (usize, usize, usize) {
+        self.programmed
     }
 
     /// Index of the VXLAN device as of the last reconcile.
@@ -98,6 +106,11 @@ impl NodeDatapath {
         services: bool,
     ) -> Result<DatapathChanges, AgentError> {
         let desired = plan::desired(cluster, local, underlay, remotes, services);
+        self.programmed = (
+            desired.routes.len(),
+            desired.fdb.len(),
+            desired.neighbours.len(),
+        );
         let observed = self.observe(underlay)?;
         let ops = plan::plan(&desired, &observed);
         self.vxlan_index = observed.vxlan.as_ref().map(|v| v.index);

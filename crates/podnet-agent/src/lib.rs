@@ -15,6 +15,8 @@ mod datapath;
 pub mod doctor;
 pub mod drops;
 mod error;
+mod http;
+pub mod metrics;
 pub mod plan;
 mod policy;
 mod resync;

@@ -10,11 +10,23 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use podnet_firewall::layout::{counter_name, Dir};
 use podnet_firewall::{plan, Firewall};
+use podnet_policy::{PolicyType, World};
 use podnet_store::ClusterStore;
 
+use crate::metrics::AgentMetrics;
+
 /// Keeps the node's policy table equal to the store until `halt` is set.
-pub(crate) fn run_policy_firewall(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
+pub(crate) fn run_policy_firewall(
+    url: &str,
+    node: &str,
+    resync: Duration,
+    halt: &AtomicBool,
+    metrics: &AgentMetrics,
+) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(target: "podnet-agent", "policies: {e}"),
@@ -27,7 +39,8 @@ pub(crate) fn run_policy_firewall(url: &str, node: &str, resync: Duration, halt:
         "policies",
         resync,
         halt,
-        |full, last| pass(&store, &mut firewall, node, full, last),
+        metrics,
+        |full, last| pass(&store, &mut firewall, node, full, last, metrics),
         |after, timeout| store.wait_for_policy_change(after, timeout),
     );
 }
@@ -39,6 +52,7 @@ fn pass(
     node: &str,
     full: bool,
     last: Option<u64>,
+    metrics: &AgentMetrics,
 ) -> Result<u64, String> {
     let started = Instant::now();
     let snap = store.policy_snapshot().map_err(|e| e.to_string())?;
@@ -47,6 +61,10 @@ fn pass(
     }
     let desired = plan(&snap.world, node);
     let elements = desired.len();
+    metrics.programmed("policy_elements", elements);
+    if let Ok(mut facts) = metrics.facts.lock() {
+        facts.isolating = isolating(&snap.world, node);
+    }
     let report = if full {
         firewall.sync(desired)
     } else {
@@ -64,4 +82,29 @@ fn pass(
         );
     }
     Ok(snap.revision)
+}
+
+/// For each local pod address some policy isolates: its denial counter's
+/// name to the policies isolating it (what `podnet_policy_denied_packets` sums).
+fn isolating(world: &World, node: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for pod in world.pods.iter().filter(|p| p.node == node) {
+        for (dir, layout_dir) in [
+            (PolicyType::Ingress, Dir::In),
+            (PolicyType::Egress, Dir::Out),
+        ] {
+            let policies: Vec<String> = world
+                .isolating(pod, dir)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if policies.is_empty() {
+                continue;
+            }
+            for ip in &pod.ips {
+                out.insert(counter_name(layout_dir, *ip), policies.clone());
+            }
+        }
+    }
+    out
 }

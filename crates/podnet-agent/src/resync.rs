@@ -8,27 +8,35 @@ use std::time::{Duration, Instant};
 
 use podnet_store::StoreError;
 
+use crate::metrics::AgentMetrics;
+
 /// Longest wait between checks of the stop flag.
 const SLICE: Duration = Duration::from_millis(500);
 
 /// Runs passes until `halt` is set. `pass(full, last)` gets whether this pass
 /// must be full and the store revision the last successful pass read (none
 /// yet, or after a failure), and returns the revision it read; `wait(after,
-/// timeout)` returns early when the store changes after `after`.
+/// timeout)` returns early when the store changes after `after`. Each
+/// pass is recorded in `metrics` under `what`, with the time since the
+/// change it applied was seen.
 pub(crate) fn run(
-    what: &str,
+    what: &'static str,
     resync: Duration,
     halt: &AtomicBool,
+    metrics: &AgentMetrics,
     mut pass: impl FnMut(bool, Option<u64>) -> Result<u64, String>,
     wait: impl Fn(u64, Duration) -> Result<Option<u64>, StoreError>,
 ) {
     let mut revision = None;
     let mut last_full: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
+    let mut changed_at: Option<Instant> = None;
     while !halt.load(Ordering::Relaxed) {
         let full = last_full.is_none_or(|t| t.elapsed() >= resync);
+        let started = Instant::now();
         match pass(full, revision) {
             Ok(r) => {
+                metrics.pass_ok(what, started.elapsed(), changed_at.take());
                 revision = Some(r);
                 backoff = Duration::from_millis(100);
                 if full {
@@ -36,6 +44,7 @@ pub(crate) fn run(
                 }
             }
             Err(e) => {
+                metrics.pass_failed(what);
                 tracing::warn!(target: "podnet-agent", "{what}: {e}; keeping the current rules, retrying");
                 revision = None;
                 last_full = None;
@@ -47,9 +56,13 @@ pub(crate) fn run(
         let until_resync = last_full
             .map(|t| resync.saturating_sub(t.elapsed()))
             .unwrap_or_default();
-        if let Err(e) = wait(revision.unwrap_or(0), until_resync.min(SLICE)) {
-            tracing::warn!(target: "podnet-agent", "{what}: watch: {e}");
-            std::thread::park_timeout(backoff);
+        match wait(revision.unwrap_or(0), until_resync.min(SLICE)) {
+            Ok(Some(_)) => changed_at = Some(Instant::now()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(target: "podnet-agent", "{what}: watch: {e}");
+                std::thread::park_timeout(backoff);
+            }
         }
     }
 }

@@ -18,6 +18,8 @@ use podnet_proxy::{Change, ServiceProxy};
 use podnet_services::{Endpoints, Service, ServiceName};
 use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceSnapshot};
 
+use crate::metrics::AgentMetrics;
+
 /// The stored text of a service and of its endpoints, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -32,7 +34,13 @@ fn hash(text: &str) -> u64 {
 }
 
 /// Keeps the node's service table equal to the store until `halt` is set.
-pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &AtomicBool) {
+pub(crate) fn run_service_proxy(
+    url: &str,
+    node: &str,
+    resync: Duration,
+    halt: &AtomicBool,
+    metrics: &AgentMetrics,
+) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
@@ -46,22 +54,28 @@ pub(crate) fn run_service_proxy(url: &str, node: &str, resync: Duration, halt: &
         // Between full syncs, learn what changed from the store's change log
         // when it has one (no full read); otherwise compare every service.
         let quick = match last {
-            Some(after) if !full => changed_since(&store, &mut proxy, &mut seen, after),
+            Some(after) if !full => changed_since(&store, &mut proxy, &mut seen, after, metrics),
             _ => Ok(None),
         };
         let outcome = match quick {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => pass(&store, &mut proxy, &mut seen, full),
+            Ok(None) => pass(&store, &mut proxy, &mut seen, full, metrics),
             Err(e) => Err(e),
         };
+        metrics.programmed("services", seen.len());
         if outcome.is_err() {
             seen.clear();
         }
         outcome
     };
-    crate::resync::run("services", resync, halt, &mut one, |after, timeout| {
-        store.wait_for_service_change(after, timeout)
-    });
+    crate::resync::run(
+        "services",
+        resync,
+        halt,
+        metrics,
+        &mut one,
+        |after, timeout| store.wait_for_service_change(after, timeout),
+    );
 }
 
 /// Applies what the store's change log says changed after `after`; returns
@@ -73,6 +87,7 @@ fn changed_since(
     proxy: &mut ServiceProxy,
     seen: &mut HashMap<Box<str>, Seen>,
     after: u64,
+    metrics: &AgentMetrics,
 ) -> Result<Option<u64>, String> {
     let started = Instant::now();
     let Some(ch) = store
@@ -135,7 +150,7 @@ fn changed_since(
             }),
         ));
     }
-    apply_changes(proxy, changes, "store change log", started)?;
+    apply_changes(proxy, changes, "store change log", started, metrics)?;
     for (key, s) in new_seen {
         match s {
             Some(s) => seen.insert(key, s),
@@ -152,10 +167,12 @@ fn apply_changes(
     changes: Vec<Change>,
     how: &str,
     started: Instant,
+    metrics: &AgentMetrics,
 ) -> Result<(), String> {
     if changes.is_empty() {
         return Ok(());
     }
+    metrics.service_changes(changes.len(), 0);
     let names: Vec<String> = changes
         .iter()
         .take(5)
@@ -166,6 +183,7 @@ fn apply_changes(
         .collect();
     let count = changes.len();
     let report = proxy.update(changes).map_err(|e| e.to_string())?;
+    metrics.service_changes(0, count);
     tracing::info!(target: "podnet-agent",
         "services: {count} changed ({}{}) applied in {:.2} ms ({how}): {report}",
         names.join(", "),
@@ -181,6 +199,7 @@ fn pass(
     proxy: &mut ServiceProxy,
     seen: &mut HashMap<Box<str>, Seen>,
     full: bool,
+    metrics: &AgentMetrics,
 ) -> Result<u64, String> {
     let started = Instant::now();
     let snap = store.service_snapshot().map_err(|e| e.to_string())?;
@@ -231,7 +250,7 @@ fn pass(
                 changes.push(Change::Delete(name));
             }
         }
-        apply_changes(proxy, changes, "read every service", started)?;
+        apply_changes(proxy, changes, "read every service", started, metrics)?;
     }
     *seen = current;
     Ok(revision)

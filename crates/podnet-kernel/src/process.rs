@@ -65,3 +65,17 @@ impl Drop for InterruptGuard {
         }
     }
 }
+
+/// Waits up to `timeout` for `fd` (a socket, a listener) to become readable;
+/// returns whether it did.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll on one valid pollfd, borrowed for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}

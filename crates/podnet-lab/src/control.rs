@@ -124,6 +124,9 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         &ipam_arg,
         "--drop-log",
         &drops_arg,
+        // Each node has its own namespace, so every agent takes the same port.
+        "--metrics-addr",
+        METRICS_ADDR,
         // Labs show drift repair quickly; a real node can sync less often.
         "--service-resync-secs",
         "5",
@@ -147,6 +150,9 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
     );
     wait_for(START_DEADLINE, &what, || starts() > before)
 }
+
+/// Where every lab agent serves `/metrics`, `/healthz` and `/livez`, in its node's namespace.
+pub const METRICS_ADDR: &str = "0.0.0.0:9101";
 
 /// Node `node`'s drop log (NetworkPolicy denials, anti-spoofing drops).
 pub fn drop_log(lab: &Lab, node: &str) -> PathBuf {

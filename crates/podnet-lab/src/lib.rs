@@ -36,7 +36,7 @@ pub use podnet_dataplane::Model;
 use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
 use podnet_kernel::{Netns, RouteHandle};
 
-pub use control::{drop_log, ETCD_PORT};
+pub use control::{drop_log, ETCD_PORT, METRICS_ADDR};
 pub use error::LabError;
 pub use spec::{FabricSpec, LabSpec, SegmentSpec, StoreKind};
 pub use state::{LabHost, LabNode, LabPod, LabState};

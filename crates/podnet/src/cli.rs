@@ -130,6 +130,9 @@ struct AgentArgs {
     /// Do not read NFLOG: drops are only counted, not logged.
     #[arg(long)]
     no_drop_log: bool,
+    /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/livez` on this address (e.g. 0.0.0.0:9101).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `-f FILE|-`: the manifest of `apply` and `delete`.
@@ -479,6 +482,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         policies: !args.no_policies,
         policy_resync: Duration::from_secs(args.policy_resync_secs.max(1)),
         drop_log: (!args.no_drop_log).then_some(args.drop_log),
+        metrics_addr: args.metrics_addr,
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));

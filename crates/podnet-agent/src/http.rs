@@ -1,0 +1,115 @@
+//! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz`
+//! (200 while every loop has synced recently, 503 with the reasons
+//! otherwise) and `/livez` (200 while the process runs).
+//!
+//! One request at a time, each bounded by a short read timeout: scrapes are
+//! rare and small, and a thread with a plain listener keeps the agent free
+//! of an async runtime.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::metrics::AgentMetrics;
+
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between checks of the stop flag.
+const SLICE: Duration = Duration::from_millis(250);
+
+/// Binds `addr`; the agent refuses to start when it cannot.
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves until `halt` is set. `expected` lists the loops that must have
+/// synced within their limit for `/healthz` to answer 200.
+pub(crate) fn serve(
+    listener: &TcpListener,
+    metrics: &AgentMetrics,
+    expected: &[(&'static str, Duration)],
+    halt: &AtomicBool,
+) {
+    while !halt.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = answer(stream, metrics, expected) {
+                    tracing::debug!(target: "podnet-agent", "metrics endpoint: {e}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(listener),
+            Err(e) => {
+                tracing::warn!(target: "podnet-agent", "metrics endpoint: accept: {e}");
+                wait_readable(listener);
+            }
+        }
+    }
+}
+
+/// Waits up to [`SLICE`] for a connection.
+fn wait_readable(listener: &TcpListener) {
+    use std::os::fd::AsFd;
+    podnet_kernel::process::wait_readable(listener.as_fd(), SLICE);
+}
+
+fn answer(
+    mut stream: TcpStream,
+    metrics: &AgentMetrics,
+    expected: &[(&'static str, Duration)],
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, ctype, body) = route(path, metrics, expected);
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}
+
+fn route(
+    path: &str,
+    metrics: &AgentMetrics,
+    expected: &[(&'static str, Duration)],
+) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => match metrics.encode() {
+            Ok(body) => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body,
+            ),
+            Err(e) => ("500 Internal Server Error", TEXT, format!("{e}\n")),
+        },
+        "/healthz" => {
+            let stale = metrics.stale_loops(expected);
+            if stale.is_empty() {
+                ("200 OK", TEXT, "ok\n".into())
+            } else {
+                ("503 Service Unavailable", TEXT, stale.join("\n") + "\n")
+            }
+        }
+        "/livez" => ("200 OK", TEXT, "ok\n".into()),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "try /metrics, /healthz or /livez\n".into(),
+        ),
+    }
+}
