@@ -178,6 +178,11 @@ impl AgentMetrics {
                 self.proxy_programming.observe(p);
             }
         }
+        self.alive(what);
+    }
+
+    /// A pass of `what` found nothing to do: the loop is alive.
+    pub fn alive(&self, what: &'static str) {
         if let Ok(mut last) = self.last_success.lock() {
             last.insert(what, Instant::now());
         }

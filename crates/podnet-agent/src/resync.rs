@@ -36,7 +36,13 @@ pub(crate) fn run(
         let started = Instant::now();
         match pass(full, revision) {
             Ok(r) => {
-                metrics.pass_ok(what, started.elapsed(), changed_at.take());
+                // A quick pass that found the revision it already had changed
+                // nothing: it only tells health that the loop is alive.
+                if full || revision != Some(r) {
+                    metrics.pass_ok(what, started.elapsed(), changed_at.take());
+                } else {
+                    metrics.alive(what);
+                }
                 revision = Some(r);
                 backoff = Duration::from_millis(100);
                 if full {

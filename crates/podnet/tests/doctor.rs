@@ -154,6 +154,9 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         "node2",
         &["nft", "list", "table", "inet", "podnet-policy"],
     );
+    let conf = g.lab().node_dir("node1").join("cni/10-podnet.conflist");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replace("\"mtu\": 1450", "\"mtu\": 1400")).unwrap();
     // The map of isolated pods (to their denial counters).
     let set = sets
         .lines()
@@ -190,13 +193,14 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         ("pods", "wrong", &format!("link {mtu_dev} mtu 1400")),
         ("pods", "extra", &gone_alloc),
         ("services", "wrong", "service default/web"),
+        ("pods", "wrong", "CNI config mtu 1400"),
     ] {
         assert!(
             has(&found, check, kind, object),
             "{check} {kind} {object}: {found:#?}"
         );
     }
-    assert_eq!(found.len(), 7, "{found:#?}");
+    assert_eq!(found.len(), 8, "{found:#?}");
     let (out, report) = doctor(&g, "node2");
     assert!(!out.status.success());
     let found = problems(&report);

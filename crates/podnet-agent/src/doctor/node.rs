@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use podnet_cluster::plan_remote_nodes;
+use podnet_cluster::{plan_remote_nodes, pod_mtu};
 use podnet_dataplane::names::{host_veth_name, network_group, HOST_VETH_PREFIX};
 use podnet_dataplane::Model;
 use podnet_ipam::{Allocation, Ipam, Range};
@@ -45,7 +45,7 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
     let mut checks = vec![sysctls(view, &ports)?];
     let (datapath, observed, inputs, datapath_plan) = datapath(&mut h, view, &underlay, cfg)?;
     checks.push(datapath);
-    checks.push(pods(view, &ports, &orphans, &links));
+    checks.push(pods(view, &underlay, &ports, &orphans, &links));
     checks.push(host_routes(&mut h, view, &ports, &links)?);
     checks.push(masquerade(view, !ports.is_empty())?);
     Ok(DoctorReport {
@@ -243,14 +243,29 @@ fn describe(a: &Allocation) -> String {
 }
 
 /// Every allocation has a pod and every pod an allocation in this node's
-/// blocks; pod interfaces have the MTU of the CNI config.
+/// blocks; the CNI config and pod interfaces have the backend's MTU.
 fn pods(
     view: &ClusterView,
+    underlay: &Underlay,
     ports: &[PodPort<'_>],
     orphans: &[&Allocation],
     links: &[Link],
 ) -> Check {
     let mut problems = Vec::new();
+    let c = &view.cluster;
+    let want_mtu = pod_mtu(c.backend, underlay.mtu, underlay.address, c.mtu);
+    if view.conf.mtu != want_mtu {
+        problems.push(problem(
+            ProblemKind::Wrong,
+            format!("CNI config mtu {}", view.conf.mtu),
+            format!(
+                "want {want_mtu}: backend {} over {} mtu {} (the agent rewrites it at start)",
+                backend_name(c.backend),
+                underlay.name,
+                underlay.mtu
+            ),
+        ));
+    }
     for a in orphans {
         let name = host_veth_name(NETWORK_NAME, &a.container_id, &a.ifname);
         problems.push(problem(
@@ -278,11 +293,11 @@ fn pods(
             }
         }
         // The pod's end has the same MTU; the host end is what the node sees.
-        if p.link.mtu != view.conf.mtu {
+        if p.link.mtu != want_mtu {
             problems.push(problem(
                 ProblemKind::Wrong,
                 format!("link {} mtu {}", p.link.name, p.link.mtu),
-                format!("{alias}: want {} (CNI config)", view.conf.mtu),
+                format!("{alias}: want {want_mtu}"),
             ));
         }
         if view.conf.model == Model::Bridge {
