@@ -231,6 +231,16 @@ pub fn read_drop_log(path: &Path) -> std::io::Result<Vec<DropRecord>> {
     Ok(out)
 }
 
+/// The policies (`namespace/name`) that isolate `pod` for `dir`: those a
+/// denial of its traffic in that direction belongs to.
+pub fn policy_names(world: &World, pod: &podnet_policy::Pod, dir: Direction) -> Vec<String> {
+    world
+        .isolating(pod, dir)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Who dropped a packet, in words: the policies that isolate the local pod
 /// (a denial is the default deny of every policy that selects the pod for
 /// that direction, when none of them allows the packet), or anti-spoofing.
@@ -250,11 +260,7 @@ pub fn dropped_by(world: &World, r: &DropRecord) -> String {
     let Some(pod) = world.pods.iter().find(|p| p.ips.contains(&local)) else {
         return format!("default deny: no pod holds {local} any more");
     };
-    let policies: Vec<String> = world
-        .isolating(pod, dir)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let policies = policy_names(world, pod, dir);
     if policies.is_empty() {
         return format!("pod {}/{} is no longer isolated", pod.namespace, pod.name);
     }

@@ -93,11 +93,7 @@ fn isolating(world: &World, node: &str) -> BTreeMap<String, Vec<String>> {
             (PolicyType::Ingress, Dir::In),
             (PolicyType::Egress, Dir::Out),
         ] {
-            let policies: Vec<String> = world
-                .isolating(pod, dir)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+            let policies = crate::drops::policy_names(world, pod, dir);
             if policies.is_empty() {
                 continue;
             }

@@ -2,7 +2,7 @@
 //! follow a log as it is written (`podnet drops --follow`).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
@@ -38,22 +38,7 @@ impl DirWatch {
 
     /// Waits up to `timeout` for a change; returns whether one came.
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: poll on one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if ready < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(KernelError::io("wait for file changes", e));
-        }
-        if ready == 0 {
+        if !crate::process::wait_readable(self.fd.as_fd(), timeout) {
             return Ok(false);
         }
         // Drain the events: which file changed does not matter to the reader.

@@ -48,14 +48,6 @@ fn sh(g: &LabGuard, node: &str, args: &[&str]) -> String {
     text(&out)
 }
 
-fn apply(g: &LabGuard, yaml: &str) {
-    let dir = podnet_testkit::TempDir::new("doctor");
-    let file = dir.path().join("objects.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = g.run(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// The host route and interface of one of `node`'s pods: `(10.244.0.2/32, pnXXXX)`.
 fn pod_route(g: &LabGuard, node: &str, nth: usize) -> (String, String) {
     let routes = sh(g, node, &["ip", "route", "show", "proto", "112"]);
@@ -81,7 +73,7 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
                spec: {selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n";
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\
                 spec: {podSelector: {matchLabels: {node: node2}}, policyTypes: [Ingress]}\n";
-    apply(&g, &format!("{svc}---\n{deny}"));
+    g.apply(&format!("{svc}---\n{deny}"));
     // The agents program the service and the policy on their own time.
     let clean = |node: &str| doctor(&g, node).0.status.success();
     assert!(

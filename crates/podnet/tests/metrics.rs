@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use labkit::{text, LabGuard};
+use labkit::LabGuard;
 use podnet_kernel::Netns;
 use podnet_testkit::{packets, wait_until};
 
@@ -46,14 +46,6 @@ fn sample(body: &str, series: &str) -> Option<f64> {
 
 fn scrape(g: &LabGuard, node: &str) -> String {
     get(g, node, "/metrics").1
-}
-
-fn apply(g: &LabGuard, yaml: &str) {
-    let dir = podnet_testkit::TempDir::new("metrics");
-    let file = dir.path().join("objects.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = g.run(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
 }
 
 fn service(name: &str) -> String {
@@ -109,7 +101,7 @@ fn metrics_follow_known_changes_and_health_follows_the_store() {
     let changes =
         |m: &str| sample(m, "podnet_proxy_sync_proxy_rules_service_changes_total").unwrap_or(0.0);
     let before = changes(&m);
-    apply(&g, &service("web"));
+    g.apply(&service("web"));
     wait("a service programmed", &|m| {
         sample(m, "podnet_programmed_objects{kind=\"services\"}") == Some(1.0)
             && changes(m) >= before + 1.0
@@ -126,7 +118,7 @@ fn metrics_follow_known_changes_and_health_follows_the_store() {
     // A denial: counted in the kernel under the policy isolating the pod.
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\
                 spec: {podSelector: {matchLabels: {node: node2}}, policyTypes: [Ingress]}\n";
-    apply(&g, deny);
+    g.apply(deny);
     let state = g.state();
     let (from, to) = (&state.pods[0], &state.pods[1]);
     let (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) = (from.ips[0], to.ips[0]) else {

@@ -120,11 +120,7 @@ fn a_working_path_lists_every_hop_and_a_service_hop_its_dnat() {
     let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
                spec: {selector: {pod: podnet-lab-node2-pod1}, ports: [{port: 80, targetPort: 7777}]}\n"
         .replace("podnet-lab", &format!("podnet-{}", g.name));
-    let dir = podnet_testkit::TempDir::new("svc");
-    let file = dir.path().join("svc.yaml");
-    std::fs::write(&file, svc).unwrap();
-    let out = g.run(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    g.apply(&svc);
     let t = trace(&g, &["node1-pod1", "svc/web"]);
     assert_eq!(verdict(&t).0, "delivered", "{t:#}");
     let nat = t["hops"][1]["nat"][0].as_str().unwrap_or_default();
@@ -153,23 +149,14 @@ fn faults_are_named_by_hop_and_cause() {
     // A deny policy: its name is in the verdict.
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\
                 spec: {podSelector: {matchLabels: {node: node2}}, policyTypes: [Ingress]}\n";
-    let dir = podnet_testkit::TempDir::new("deny");
-    let file = dir.path().join("deny.yaml");
-    std::fs::write(&file, deny).unwrap();
-    assert!(g
-        .run(&["apply", "-f", file.to_str().unwrap()])
-        .status
-        .success());
+    g.apply(deny);
     let t = trace(&g, &[pod1, pod2]);
     assert_eq!(verdict(&t), ("network-policy", "node node2"), "{t:#}");
     assert!(t["verdict"]["summary"]
         .as_str()
         .unwrap()
         .contains("default/deny-in"));
-    assert!(g
-        .run(&["delete", "-f", file.to_str().unwrap()])
-        .status
-        .success());
+    g.delete(deny);
 
     // node2 without its agent, and a foreign base chain dropping forwarded traffic.
     l.stop_agent("node2").unwrap();

@@ -45,6 +45,24 @@ impl LabGuard {
             .unwrap()
     }
 
+    /// `podnet lab apply -f` of `yaml` (Kubernetes manifests), which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        self.manifests("apply", yaml);
+    }
+
+    /// `podnet lab delete -f` of `yaml`, which must succeed.
+    pub fn delete(&self, yaml: &str) {
+        self.manifests("delete", yaml);
+    }
+
+    fn manifests(&self, verb: &str, yaml: &str) {
+        let dir = podnet_testkit::TempDir::new(verb);
+        let file = dir.path().join("objects.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = self.run(&[verb, "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{verb}: {}", text(&out));
+    }
+
     /// `podnet lab up ARGS`, which must succeed; returns its output.
     pub fn up(&self, args: &[&str]) -> String {
         let mut all = vec!["up"];
