@@ -96,6 +96,43 @@ pub fn pod_elements(iface: &str, addrs: &[IpAddr]) -> Vec<(&'static str, SetElem
     out
 }
 
+/// Every element the anti-spoofing sets hold now, as `(set, element)`
+/// (none when the table is absent).
+pub fn held(nft: &mut NftHandle, model: Model) -> Result<Vec<(&'static str, SetElement)>> {
+    let fam = family(model);
+    let present = nft.set_names(fam, TABLE)?;
+    let mut out = Vec::new();
+    for set in [IFACES, SOURCES4, SOURCES6] {
+        if present.iter().any(|p| p == set) {
+            for e in nft.set_elements(fam, TABLE, set)? {
+                out.push((set, e));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An element as `nft` would show it: `pod-sources4 { "pnX" . 10.244.0.2 }`.
+pub fn describe(set: &str, e: &SetElement) -> String {
+    let name_end = e.key.len().min(16);
+    let iface = String::from_utf8_lossy(&e.key[..name_end])
+        .trim_end_matches('\0')
+        .to_string();
+    let addr = match e.key.get(16..) {
+        Some(b) if b.len() == 4 => <[u8; 4]>::try_from(b)
+            .ok()
+            .map(|a| IpAddr::from(a).to_string()),
+        Some(b) if b.len() == 16 => <[u8; 16]>::try_from(b)
+            .ok()
+            .map(|a| IpAddr::from(a).to_string()),
+        _ => None,
+    };
+    match addr {
+        Some(a) => format!("element {set} {{ \"{iface}\" . {a} }}"),
+        None => format!("element {set} {{ \"{iface}\" }}"),
+    }
+}
+
 /// Lets `iface` send from `addrs` only: table, sets and chains (when not
 /// current) and the pod's elements, in one batch.
 pub fn add_pod(nft: &mut NftHandle, model: Model, iface: &str, addrs: &[IpAddr]) -> Result<()> {
@@ -369,6 +406,24 @@ fn lookup(set: &str, word: u32) -> Expr {
         set: set.into(),
         sreg: reg(word),
         dreg: None,
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+
+    #[test]
+    fn elements_read_as_nft_shows_them() {
+        let els = pod_elements("pn1", &["10.0.0.2".parse().unwrap()]);
+        assert_eq!(
+            describe(els[0].0, &els[0].1),
+            "element pod-ifaces { \"pn1\" }"
+        );
+        assert_eq!(
+            describe(els[1].0, &els[1].1),
+            "element pod-sources4 { \"pn1\" . 10.0.0.2 }"
+        );
     }
 }
 

@@ -169,6 +169,11 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
     let found = problems(&report);
     let fdb_object = format!("fdb {mac} dst {dst} dev podnet.vxlan");
     let gone_alloc = format!("IPAM allocation {}", gone_ip.trim_end_matches("/32"));
+    let gone_iface = format!("element pod-ifaces {{ \"{gone_dev}\" }}");
+    let gone_source = format!(
+        "element pod-sources4 {{ \"{gone_dev}\" . {} }}",
+        gone_ip.trim_end_matches("/32")
+    );
     for (check, kind, object) in [
         ("datapath", "missing", fdb_object.as_str()),
         (
@@ -186,13 +191,15 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         ("pods", "extra", &gone_alloc),
         ("services", "wrong", "service default/web"),
         ("pods", "wrong", "CNI config mtu 1400"),
+        ("antispoof", "extra", &gone_iface),
+        ("antispoof", "extra", &gone_source),
     ] {
         assert!(
             has(&found, check, kind, object),
             "{check} {kind} {object}: {found:#?}"
         );
     }
-    assert_eq!(found.len(), 8, "{found:#?}");
+    assert_eq!(found.len(), 10, "{found:#?}");
     let (out, report) = doctor(&g, "node2");
     assert!(!out.status.success());
     let found = problems(&report);

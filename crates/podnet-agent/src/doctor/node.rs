@@ -48,6 +48,7 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
     checks.push(pods(view, &underlay, &ports, &orphans, &links));
     checks.push(host_routes(&mut h, view, &ports, &links)?);
     checks.push(masquerade(view, !ports.is_empty())?);
+    checks.push(antispoof(view, &ports)?);
     Ok(DoctorReport {
         node: view.node.name.clone(),
         description: format!(
@@ -431,4 +432,45 @@ fn masquerade(view: &ClusterView, has_pods: bool) -> Result<Check, AgentError> {
         "masquerade off".to_string()
     };
     Ok(Check::new("masquerade", summary, problems))
+}
+
+/// With anti-spoofing on: every pod interface and each of its addresses in
+/// the anti-spoofing sets, and nothing of pods that are gone.
+fn antispoof(view: &ClusterView, ports: &[PodPort<'_>]) -> Result<Check, AgentError> {
+    use podnet_dataplane::antispoof::{describe, held, pod_elements};
+    if !view.conf.anti_spoofing {
+        return Ok(Check::new("antispoof", "anti-spoofing off", Vec::new()));
+    }
+    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
+    let have: BTreeSet<(&str, podnet_kernel::nftables::SetElement)> =
+        held(&mut nft, view.conf.model)?.into_iter().collect();
+    let want: BTreeSet<(&str, podnet_kernel::nftables::SetElement)> = ports
+        .iter()
+        .filter(|p| !p.allocations.is_empty())
+        .flat_map(|p| {
+            let ips: Vec<IpAddr> = p.allocations.iter().map(|a| a.ip).collect();
+            pod_elements(&p.link.name, &ips)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (set, e) in want.difference(&have) {
+        problems.push(problem(
+            ProblemKind::Missing,
+            describe(set, e),
+            "the pod can send from addresses it does not hold",
+        ));
+    }
+    for (set, e) in have.difference(&want) {
+        problems.push(problem(
+            ProblemKind::Extra,
+            describe(set, e),
+            "no such pod address (the agent removes elements of deleted pods)",
+        ));
+    }
+    let table = podnet_dataplane::antispoof::TABLE;
+    Ok(Check::new(
+        "antispoof",
+        format!("{} elements in table {table}", want.len()),
+        problems,
+    ))
 }
