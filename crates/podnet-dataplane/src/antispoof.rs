@@ -45,7 +45,7 @@ const IFACES: &str = "pod-ifaces";
 const SOURCES4: &str = "pod-sources4";
 const SOURCES6: &str = "pod-sources6";
 /// Rule comment: the table's version, so a stale layout is rewritten.
-const COMMENT: &str = "podnet-antispoof v2";
+const COMMENT: &str = "podnet-antispoof v3";
 /// The named counter of every packet dropped as spoofed.
 pub const COUNTER: &str = "spoofed";
 /// The prefix of a spoofed packet's NFLOG message.
@@ -137,8 +137,12 @@ pub fn describe(set: &str, e: &SetElement) -> String {
 /// current) and the pod's elements, in one batch.
 pub fn add_pod(nft: &mut NftHandle, model: Model, iface: &str, addrs: &[IpAddr]) -> Result<()> {
     let fam = family(model);
-    let current = nft.rule_comments(fam, TABLE, "pod-source")?
-        == vec![COMMENT.to_string(); source_rules(model).len()];
+    let want: Vec<String> = chains(model)
+        .into_iter()
+        .filter(|c| c.name == "pod-source")
+        .flat_map(|c| c.rules.into_iter().map(|r| r.comment))
+        .collect();
+    let current = nft.rule_comments(fam, TABLE, "pod-source")? == want;
     let mut tx = Transaction::new(fam, TABLE);
     for s in sets() {
         tx.add_set(&s);
@@ -191,8 +195,8 @@ fn chains(model: Model) -> Vec<ChainDef> {
         exprs
             .into_iter()
             .map(|exprs| Rule {
+                comment: describe_rule(&exprs),
                 exprs,
-                comment: COMMENT.into(),
             })
             .collect()
     };
@@ -325,6 +329,17 @@ fn na_rules() -> Vec<Vec<Expr>> {
         },
         spoofed(),
     ]
+}
+
+/// A rule's comment: the table's version and what the rule does.
+fn describe_rule(exprs: &[Expr]) -> String {
+    let what = match exprs.last() {
+        Some(Expr::Drop) => "a source the pod does not hold: logged, counted, dropped",
+        Some(Expr::Return) => "the pod's own address (or neighbour discovery): allowed",
+        Some(Expr::Jump(_)) => "a packet from a pod: check its source",
+        _ => "anti-spoofing",
+    };
+    format!("{COMMENT}: {what}")
 }
 
 /// A packet from a source its pod does not hold: logged to NFLOG (the

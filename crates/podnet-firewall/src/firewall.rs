@@ -249,7 +249,8 @@ impl Firewall {
                 return Ok(false);
             }
             let have = self.nft.rule_comments(Family::Inet, TABLE, &chain.name)?;
-            if have.len() != chain.rules.len() || have.iter().any(|c| *c != fp) {
+            let ours = |c: &String| c.strip_prefix(&fp).is_some_and(|r| r.starts_with(':'));
+            if have.len() != chain.rules.len() || !have.iter().all(ours) {
                 return Ok(false);
             }
         }

@@ -57,6 +57,14 @@ pub enum Dir {
 }
 
 impl Dir {
+    /// `ingress` or `egress`, as NetworkPolicy says.
+    fn policy_word(self) -> &'static str {
+        match self {
+            Dir::In => "ingress",
+            Dir::Out => "egress",
+        }
+    }
+
     fn word(self) -> &'static str {
         match self {
             Dir::In => "in",
@@ -250,9 +258,10 @@ impl Layout {
         self.chains().into_iter().map(|c| c.name).collect()
     }
 
-    /// The comment every rule carries: a fingerprint of the layout and rule version.
+    /// The prefix of every rule's comment: a fingerprint of the layout and
+    /// rule version (`podnet-policy HASH: what the rule does`).
     pub fn fingerprint(&self) -> String {
-        let text = format!("v2 {:?}", self.sets);
+        let text = format!("v3 {:?}", self.sets);
         let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
         format!("podnet-policy {h:016x}")
     }
@@ -260,27 +269,34 @@ impl Layout {
     /// Every chain with its rules, regular chains first (base chains jump to them).
     pub fn chains(&self) -> Vec<ChainDef> {
         let c = self.fingerprint();
-        let rule = |exprs: Vec<Expr>| Rule {
+        let rule = |exprs: Vec<Expr>, what: &str| Rule {
             exprs,
-            comment: c.clone(),
+            comment: format!("{c}: {what}"),
         };
         let mut out = Vec::new();
-        let mut forward = vec![rule(cat(&[
-            &ct_state_any(CT_STATE_ESTABLISHED | CT_STATE_RELATED),
-            &[Expr::Accept],
-        ]))];
+        let mut forward = vec![rule(
+            cat(&[
+                &ct_state_any(CT_STATE_ESTABLISHED | CT_STATE_RELATED),
+                &[Expr::Accept],
+            ]),
+            "flows already allowed go on",
+        )];
         for v6 in [false, true] {
             for dir in [Dir::Out, Dir::In] {
                 if !self.sets.contains(&SetId::Isolated { dir, v6 }) {
                     continue;
                 }
                 let name = side_chain(dir, v6, "");
-                forward.push(rule(cat(&[
-                    &nfproto_is(v6),
-                    &[load_addr(v6, dir == Dir::Out, 0)],
-                    &[lookup(SetId::Isolated { dir, v6 }, 0, None)],
-                    &[Expr::Jump(name)],
-                ])));
+                let what = format!("a pod isolated for {}: check {name}", dir.policy_word());
+                forward.push(rule(
+                    cat(&[
+                        &nfproto_is(v6),
+                        &[load_addr(v6, dir == Dir::Out, 0)],
+                        &[lookup(SetId::Isolated { dir, v6 }, 0, None)],
+                        &[Expr::Jump(name)],
+                    ]),
+                    &what,
+                ));
                 out.extend(self.side_chains(dir, v6, &rule));
             }
         }
@@ -304,28 +320,41 @@ impl Layout {
     /// across a goto) if the kernel did not refuse rules that read registers
     /// they did not write, and `nft` cannot print a map lookup inside a
     /// concatenation. Only new connections of isolated pods get here.
-    fn side_chains(&self, dir: Dir, v6: bool, rule: &dyn Fn(Vec<Expr>) -> Rule) -> Vec<ChainDef> {
+    fn side_chains(
+        &self,
+        dir: Dir,
+        v6: bool,
+        rule: &dyn Fn(Vec<Expr>, &str) -> Rule,
+    ) -> Vec<ChainDef> {
         let any_chain = side_chain(dir, v6, "-any");
         let class_chain = side_chain(dir, v6, "-class");
         let mut entry_rules = Vec::new();
-        for map in [SetId::PodClass { v6 }, SetId::NetClass { v6 }] {
+        for (map, peer) in [
+            (SetId::PodClass { v6 }, "a pod"),
+            (SetId::NetClass { v6 }, "an ipBlock"),
+        ] {
             if self.sets.contains(&map) {
                 let mut exprs = class_into_ct_mark(map, dir);
                 exprs.push(Expr::Goto(class_chain.clone()));
-                entry_rules.push(rule(exprs));
+                entry_rules.push(rule(exprs, &format!("the peer's class: {peer}")));
             }
         }
-        entry_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        let no_class = "rules for any peer";
+        entry_rules.push(rule(vec![Expr::Goto(any_chain.clone())], no_class));
+        let allowed = |set: SetId| rule(allow_rule(set), &format!("allowed by @{}", set.name()));
         let mut class_rules: Vec<Rule> = self
             .allow_sets(dir, v6, PeerKey::Class)
-            .map(|set| rule(allow_rule(set)))
+            .map(allowed)
             .collect();
-        class_rules.push(rule(vec![Expr::Goto(any_chain.clone())]));
+        class_rules.push(rule(vec![Expr::Goto(any_chain.clone())], no_class));
         let mut any_rules: Vec<Rule> = self
             .allow_sets(dir, v6, PeerKey::Any)
-            .map(|set| rule(allow_rule(set)))
+            .map(allowed)
             .collect();
-        any_rules.push(rule(deny_rule(dir, v6)));
+        any_rules.push(rule(
+            deny_rule(dir, v6),
+            "no policy allows it: default deny, logged and counted per pod",
+        ));
         vec![
             regular(any_chain, any_rules),
             regular(class_chain, class_rules),
