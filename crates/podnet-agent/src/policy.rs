@@ -62,6 +62,9 @@ fn pass(
     let desired = plan(&snap.world, node);
     let elements = desired.len();
     metrics.programmed("policy_elements", elements);
+    metrics.programmed("policies", snap.world.policies.len());
+    let local_pods = snap.world.pods.iter().filter(|p| p.node == node).count();
+    metrics.programmed("pods", local_pods);
     if let Ok(mut facts) = metrics.facts.lock() {
         facts.isolating = isolating(&snap.world, node);
     }

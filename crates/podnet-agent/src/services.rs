@@ -62,7 +62,9 @@ pub(crate) fn run_service_proxy(
             Ok(None) => pass(&store, &mut proxy, &mut seen, full, metrics),
             Err(e) => Err(e),
         };
-        metrics.programmed("services", seen.len());
+        let (services, elements) = proxy.programmed_counts();
+        metrics.programmed("services", services);
+        metrics.programmed("service_elements", elements);
         if outcome.is_err() {
             seen.clear();
         }

@@ -5,6 +5,8 @@
 //!   rules, and how a service becomes map elements (pure);
 //! - [`plan`]: one service plus its endpoints, seen from one node, as the
 //!   elements it owns (pure);
+//! - [`table`]: the whole table as data for the full sync: desired,
+//!   observed and their difference (pure);
 //! - [`inspect`]: whether the kernel holds exactly one service's elements;
 //! - [`proxy`]: [`ServiceProxy`], which keeps the kernel in step: one atomic
 //!   batch per update holding only the changed services' elements, a full
@@ -16,6 +18,7 @@ pub mod inspect;
 pub mod layout;
 pub mod plan;
 pub mod proxy;
+pub mod table;
 
 pub use error::ProxyError;
 pub use layout::{Layout, SetId, TABLE};

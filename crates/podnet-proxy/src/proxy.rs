@@ -27,6 +27,7 @@ use podnet_services::{Endpoints, Protocol, Service, ServiceName};
 use crate::error::ProxyError;
 use crate::layout::{encode, Layout, SetId, TABLE};
 use crate::plan::{fragment, hairpin_element, Flow, Fragment, Frontend};
+use crate::table::{desired_table, diff_table, ObservedTable};
 
 /// A change to one service.
 #[derive(Debug, Clone)]
@@ -139,6 +140,12 @@ impl ServiceProxy {
             hairpin: HashMap::new(),
             synced: false,
         })
+    }
+
+    /// How many services are programmed, and how many map elements (one per
+    /// frontend and endpoint, plus rejects and hairpins) they hold.
+    pub fn programmed_counts(&self) -> (usize, usize) {
+        (self.applied.len(), self.counts.values().sum())
     }
 
     /// The service and endpoints programmed for `name`, if any.
@@ -320,80 +327,30 @@ impl ServiceProxy {
             report.sets_deleted = self.remove_all()?;
             return Ok(report);
         }
-        let mut desired: HashMap<SetId, HashMap<Vec<u8>, Option<Vec<u8>>>> = HashMap::new();
-        let mut hairpin: HashMap<IpAddr, usize> = HashMap::new();
-        for (s, e) in &services {
-            let f = fragment(s, e.as_ref(), &self.node);
-            for (set, el) in f.elements {
-                desired.entry(set).or_default().insert(el.key, el.data);
-            }
-            for ip in f.hairpin {
-                *hairpin.entry(ip).or_default() += 1;
-            }
-        }
-        for ip in hairpin.keys() {
-            let (set, el) = hairpin_element(*ip);
-            desired.entry(set).or_default().insert(el.key, el.data);
-        }
-        let counts: HashMap<SetId, usize> = desired
-            .iter()
-            .filter(|(_, m)| !m.is_empty())
-            .map(|(s, m)| (*s, m.len()))
-            .collect();
-        let layout = Layout::from_sets(counts.keys());
-        let existing: HashSet<String> = self
-            .nft
-            .set_names(Family::Inet, TABLE)?
-            .into_iter()
-            .collect();
+        let mut desired = desired_table(&services, &self.node);
+        let (layout, counts) = (desired.layout(), desired.counts());
+        let hairpin = std::mem::take(&mut desired.hairpin);
+        let observed = self.observe(&layout)?;
+        let diff = diff_table(desired, &observed);
         let mut tx = Transaction::new(Family::Inet, TABLE);
-        let wanted = layout.sets();
-        for set in &wanted {
-            let name = set.name();
-            let want = desired.remove(set).unwrap_or_default();
-            if !existing.contains(&name) {
-                tx.add_set(&set.spec());
-                report.sets_created += 1;
-                let elems: Vec<SetElement> = want
-                    .into_iter()
-                    .map(|(key, data)| SetElement::new(key, data))
-                    .collect();
-                report.added += elems.len();
-                tx.add_elements(&name, &elems);
-                continue;
-            }
-            if set.spec().dynamic {
-                continue; // filled by the packet path
-            }
-            let have = self.nft.set_elements(Family::Inet, TABLE, &name)?;
-            let mut stale = Vec::new();
-            let mut seen = HashSet::new();
-            for e in have {
-                if want.get(&e.key) == Some(&e.data) {
-                    seen.insert(e.key);
-                } else {
-                    stale.push(e);
-                }
-            }
-            let missing: Vec<SetElement> = want
-                .into_iter()
-                .filter(|(k, _)| !seen.contains(k))
-                .map(|(key, data)| SetElement::new(key, data))
-                .collect();
-            report.deleted += stale.len();
-            report.added += missing.len();
-            tx.delete_elements(&name, &stale);
-            tx.add_elements(&name, &missing);
+        for (set, elements) in &diff.create {
+            tx.add_set(&set.spec());
+            tx.add_elements(&set.name(), elements);
+        }
+        for (set, stale, missing) in &diff.change {
+            tx.delete_elements(&set.name(), stale);
+            tx.add_elements(&set.name(), missing);
         }
         if !self.chains_current(&layout)? {
             tx.replace_chains(&layout.chains(), &[]);
             report.chains_written = true;
         }
-        let wanted_names: HashSet<String> = wanted.iter().map(SetId::name).collect();
-        for name in existing.difference(&wanted_names) {
+        for name in &diff.drop_sets {
             tx.delete_set(name);
-            report.sets_deleted += 1;
         }
+        (report.added, report.deleted) = diff.counts();
+        report.sets_created = diff.create.len();
+        report.sets_deleted = diff.drop_sets.len();
         if !tx.is_empty() {
             self.nft.commit(tx, "nft: sync services")?;
         }
@@ -423,6 +380,25 @@ impl ServiceProxy {
         self.nft
             .commit(tx, "nft delete table inet podnet-services")?;
         Ok(sets)
+    }
+
+    /// The table's set names, and the elements of the sets of `layout` that
+    /// a sync compares (present, and not filled by the packet path).
+    fn observe(&mut self, layout: &Layout) -> Result<ObservedTable, ProxyError> {
+        let names: BTreeSet<String> = self
+            .nft
+            .set_names(Family::Inet, TABLE)?
+            .into_iter()
+            .collect();
+        let mut elements = BTreeMap::new();
+        for set in layout.sets() {
+            let name = set.name();
+            if names.contains(&name) && !set.spec().dynamic {
+                let have = self.nft.set_elements(Family::Inet, TABLE, &name)?;
+                elements.insert(name, have);
+            }
+        }
+        Ok(ObservedTable { names, elements })
     }
 
     fn chains_current(&mut self, layout: &Layout) -> Result<bool, ProxyError> {

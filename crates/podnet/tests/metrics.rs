@@ -137,6 +137,19 @@ fn metrics_follow_known_changes_and_health_follows_the_store() {
     wait("the denial logged", &|m| {
         sample(m, "podnet_drops_logged_total{reason=\"policy\"}").unwrap_or(0.0) >= 1.0
     });
+    let m = scrape(&g, "node2");
+    assert_eq!(
+        sample(&m, "podnet_programmed_objects{kind=\"policies\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "podnet_programmed_objects{kind=\"pods\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(sample(&m, "podnet_programmed_objects{kind=\"policy_elements\"}").unwrap() >= 1.0);
+    assert!(sample(&m, "podnet_programmed_objects{kind=\"service_elements\"}").unwrap() >= 1.0);
 
     // The store goes away: the heartbeat says so; it comes back: so does the metric.
     let l = g.lab();
