@@ -40,6 +40,26 @@ pub struct DropsArgs {
     drop_log: PathBuf,
 }
 
+/// Where the policies that drops are attributed to are read.
+enum PolicySource {
+    /// A lab's store (reached from its control namespace).
+    Lab(Lab, podnet_lab::StoreKind),
+    /// A store URL, as given to the agent.
+    Store(String),
+}
+
+impl PolicySource {
+    /// Namespaces, pods and policies, now.
+    fn world(&self) -> Result<World, Box<dyn std::error::Error>> {
+        Ok(match self {
+            PolicySource::Lab(lab, kind) => {
+                lab.with_store(*kind, |s| Ok(s.policy_snapshot()?.world))?
+            }
+            PolicySource::Store(url) => podnet_store::open(url)?.policy_snapshot()?.world,
+        })
+    }
+}
+
 /// One node's drop log and namespace.
 struct Source {
     node: String,
@@ -68,7 +88,7 @@ struct CounterLine {
 /// Prints recent drops and the counters (or follows the logs).
 pub fn run(args: DropsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let lab = Lab::new(&args.lab)?;
-    let (sources, world) = match lab.state() {
+    let (sources, store) = match lab.state() {
         Ok(state) => {
             let mut sources = Vec::new();
             for n in state.nodes.iter() {
@@ -84,12 +104,10 @@ pub fn run(args: DropsArgs) -> Result<(), Box<dyn std::error::Error>> {
             if let (Some(want), true) = (&args.node, sources.is_empty()) {
                 return Err(format!("lab {} has no node {want}", args.lab).into());
             }
-            let world = lab.with_store(state.spec.store, |s| Ok(s.policy_snapshot()?.world))?;
-            (sources, world)
+            (sources, PolicySource::Lab(lab, state.spec.store))
         }
         Err(_) => {
             let node = args.node.clone().unwrap_or_else(|| "this node".into());
-            let world = podnet_store::open(&args.store)?.policy_snapshot()?.world;
             let log = args.drop_log.clone();
             (
                 vec![Source {
@@ -97,12 +115,13 @@ pub fn run(args: DropsArgs) -> Result<(), Box<dyn std::error::Error>> {
                     log,
                     netns: None,
                 }],
-                world,
+                PolicySource::Store(args.store.clone()),
             )
         }
     };
+    let world = store.world()?;
     if args.follow {
-        return follow(&sources, &world);
+        return follow(&sources, &store, world);
     }
     let mut shown = Vec::new();
     for s in &sources {
@@ -265,7 +284,12 @@ impl Tail {
 }
 
 /// Prints drops as they are logged, until the process is interrupted.
-fn follow(sources: &[Source], world: &World) -> Result<(), Box<dyn std::error::Error>> {
+fn follow(
+    sources: &[Source],
+    store: &PolicySource,
+    mut world: World,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut read_at = std::time::Instant::now();
     let mut tails: Vec<Tail> = sources
         .iter()
         .map(|s| Tail {
@@ -287,7 +311,14 @@ fn follow(sources: &[Source], world: &World) -> Result<(), Box<dyn std::error::E
     loop {
         for t in &mut tails {
             for record in t.new_records() {
-                let by = dropped_by(world, &record);
+                // Policies change while we follow: attribution reads them again.
+                if read_at.elapsed() > Duration::from_secs(5) {
+                    if let Ok(w) = store.world() {
+                        world = w;
+                    }
+                    read_at = std::time::Instant::now();
+                }
+                let by = dropped_by(&world, &record);
                 println!(
                     "{}",
                     line(&Shown {
