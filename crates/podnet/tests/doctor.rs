@@ -146,6 +146,17 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         "node2",
         &["nft", "list", "table", "inet", "podnet-policy"],
     );
+    let block_route = sh(&g, "node1", &["ip", "route", "show", "proto", "113"]);
+    let remote_block = block_route
+        .lines()
+        .find(|l| l.starts_with("10.244."))
+        .expect("a route to node2's block")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    sh(&g, "node1", &["ip", "route", "del", &remote_block]);
+    sh(&g, "node1", &["nft", "add table inet lockdown; add chain inet lockdown gate { type filter hook forward priority 0; policy drop; }"]);
     let conf = g.lab().node_dir("node1").join("cni/10-podnet.conflist");
     let text = std::fs::read_to_string(&conf).unwrap();
     std::fs::write(&conf, text.replace("\"mtu\": 1450", "\"mtu\": 1400")).unwrap();
@@ -192,6 +203,12 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
         ("services", "wrong", "service default/web"),
         ("pods", "wrong", "CNI config mtu 1400"),
         ("antispoof", "extra", &gone_iface),
+        ("datapath", "missing", &format!("route {remote_block} via")),
+        (
+            "firewalls",
+            "missing",
+            "accept rules for 10.244.0.0/24 in chain inet lockdown gate",
+        ),
         ("antispoof", "extra", &gone_source),
     ] {
         assert!(
@@ -199,7 +216,7 @@ fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
             "{check} {kind} {object}: {found:#?}"
         );
     }
-    assert_eq!(found.len(), 10, "{found:#?}");
+    assert_eq!(found.len(), 12, "{found:#?}");
     let (out, report) = doctor(&g, "node2");
     assert!(!out.status.success());
     let found = problems(&report);

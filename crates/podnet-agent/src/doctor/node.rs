@@ -49,6 +49,7 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
     checks.push(host_routes(&mut h, view, &ports, &links)?);
     checks.push(masquerade(view, !ports.is_empty())?);
     checks.push(antispoof(view, &ports)?);
+    checks.push(foreign_firewalls(view)?);
     Ok(DoctorReport {
         node: view.node.name.clone(),
         description: format!(
@@ -471,6 +472,36 @@ fn antispoof(view: &ClusterView, ports: &[PodPort<'_>]) -> Result<Check, AgentEr
     Ok(Check::new(
         "antispoof",
         format!("{} elements in table {table}", want.len()),
+        problems,
+    ))
+}
+
+/// Another firewall's forward chain that drops by default must carry the
+/// accept rules for the node's pod blocks (the agent inserts them).
+fn foreign_firewalls(view: &ClusterView) -> Result<Check, AgentError> {
+    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
+    let chains = nft
+        .foreign_drop_chains_without(NETWORK_NAME)
+        .map_err(kernel("list forward chains"))?;
+    let blocks = join(&view.node.pod_cidrs);
+    let problems = chains
+        .iter()
+        .map(|c| {
+            problem(
+                ProblemKind::Missing,
+                format!(
+                    "accept rules for {blocks} in chain {} {} {}",
+                    c.family.nft_name(),
+                    c.table,
+                    c.name
+                ),
+                "its policy drops forwarded pod traffic; the agent inserts them",
+            )
+        })
+        .collect();
+    Ok(Check::new(
+        "firewalls",
+        "other forward chains with a drop policy let pod traffic through",
         problems,
     ))
 }

@@ -131,6 +131,25 @@ impl NftHandle {
         Ok(have.iter().collect::<Vec<_>>() == want)
     }
 
+    /// The foreign forward base chains whose policy is drop and that lack
+    /// `network`'s accept rules: where pod traffic is dropped until
+    /// [`Self::accept_in_foreign_drop_chains`] runs.
+    pub fn foreign_drop_chains_without(&mut self, network: &str) -> Result<Vec<ChainInfo>> {
+        let tag = format!("podnet:{network}");
+        let mut out = Vec::new();
+        for chain in self.chains()? {
+            let forward = chain.hook.is_some_and(|(hook, _)| hook == NF_INET_FORWARD);
+            if chain.table == TABLE || !forward || !chain.drops_by_default() {
+                continue;
+            }
+            let comments = self.chain_comments(chain.family, &chain.table, &chain.name)?;
+            if !comments.iter().any(|c| c == &tag) {
+                out.push(chain);
+            }
+        }
+        Ok(out)
+    }
+
     /// Inserts `accept` rules for `subnets` at the head of every foreign
     /// forward base chain whose policy is drop, once (tagged `podnet:NETWORK`).
     ///
@@ -142,18 +161,7 @@ impl NftHandle {
     ) -> Result<Vec<String>> {
         let tag = format!("podnet:{network}");
         let mut changed = Vec::new();
-        for chain in self.chains()? {
-            let forward = chain.hook.is_some_and(|(hook, _)| hook == NF_INET_FORWARD);
-            if chain.table == TABLE || !forward || !chain.drops_by_default() {
-                continue;
-            }
-            if self
-                .chain_comments(chain.family, &chain.table, &chain.name)?
-                .iter()
-                .any(|c| c == &tag)
-            {
-                continue;
-            }
+        for chain in self.foreign_drop_chains_without(network)? {
             let mut msgs = vec![batch_delimiter(NFNL_MSG_BATCH_BEGIN)];
             for subnet in subnets {
                 let fits = match chain.family {
