@@ -91,6 +91,8 @@ impl Lab {
         let cluster = self.cluster_view(&state)?;
         let (dst, label) = resolve_destination(&state, &cluster, to)?;
         let (from_idx, src) = resolve_source(&state, &places, from, dst.is_ipv6())?;
+        let endpoints = service_endpoints(&state, &cluster, dst);
+        let (places, from_idx) = on_the_way(places, from_idx, &state, dst, endpoints.as_deref());
         let spec = state.spec.cluster();
         let vxlan_port = (spec.backend != Backend::HostGw).then_some(spec.vxlan.port);
         let req = Request {
@@ -106,6 +108,74 @@ impl Lab {
         podnet_trace::run(&places, &cluster, &req, vxlan_port)
             .map_err(|e| LabError::Spec(format!("trace: {e}")))
     }
+}
+
+/// The addresses a probe to `dst` may be translated to: the endpoints of
+/// the services `dst` is an address or node port of (`None`: not a service).
+fn service_endpoints(state: &LabState, cluster: &Cluster, dst: SocketAddr) -> Option<Vec<IpAddr>> {
+    let ip = dst.ip();
+    let on_node = state.nodes.iter().any(|n| n.address == ip);
+    let mut out: Option<Vec<IpAddr>> = None;
+    for (svc, eps) in &cluster.services {
+        let by_address = svc.cluster_ip == Some(ip)
+            || svc.external_ips.contains(&ip)
+            || svc.load_balancer_ips.contains(&ip);
+        let by_node_port = on_node
+            && svc
+                .ports
+                .iter()
+                .any(|p| p.node_port == Some(u32::from(dst.port())));
+        if by_address || by_node_port {
+            let addrs = eps
+                .iter()
+                .flat_map(|e| e.endpoints.iter().map(|x| x.address));
+            out.get_or_insert_with(Vec::new).extend(addrs);
+        }
+    }
+    out
+}
+
+/// The places a probe to `dst` can pass through: every node, host, the
+/// router and the control plane, the source, and the pods it may reach: the
+/// one holding `dst`, or a service's endpoints when `dst` is a service's
+/// (`endpoints`). Each place costs a trace a table, a socket and their
+/// teardown, so pods no packet of the probe visits are left out; an address
+/// the lab does not know keeps every pod.
+fn on_the_way(
+    places: Vec<Place>,
+    from: usize,
+    state: &LabState,
+    dst: SocketAddr,
+    endpoints: Option<&[IpAddr]>,
+) -> (Vec<Place>, usize) {
+    let ip = dst.ip();
+    let infrastructure =
+        state.nodes.iter().any(|n| n.address == ip) || state.hosts.iter().any(|h| h.address == ip);
+    let targets: Option<Vec<IpAddr>> = match endpoints {
+        Some(e) => Some(e.to_vec()),
+        None if infrastructure => Some(Vec::new()),
+        None => state
+            .pods
+            .iter()
+            .any(|p| p.ips.contains(&ip))
+            .then(|| vec![ip]),
+    };
+    let source = places[from].name.clone();
+    let reached = |name: &str| {
+        let Some(targets) = &targets else {
+            return true; // unknown: any pod
+        };
+        state.pods.iter().any(|p| {
+            name == format!("pod {}/{}", p.namespace, p.pod)
+                && p.ips.iter().any(|a| targets.contains(a))
+        })
+    };
+    let kept: Vec<Place> = places
+        .into_iter()
+        .filter(|p| p.kind != PlaceKind::Pod || p.name == source || reached(&p.name))
+        .collect();
+    let from = kept.iter().position(|p| p.name == source).unwrap_or(0);
+    (kept, from)
 }
 
 fn split_pod(name: &str) -> (&str, &str) {
