@@ -115,6 +115,12 @@ pub(crate) fn plug(netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabEr
     let mut h = RouteHandle::in_netns(netns)?;
     let l = h.link_by_name(ifname)?.ok_or(LabError::NotRunning)?;
     h.replace_address(l.index, link.address)?;
+    // No duplicate address detection on the fabric: the link-local address a
+    // node publishes (the next hop of IPv6 host-gw routes) would otherwise
+    // stay tentative for a second or more after the lab comes up, and a
+    // loaded machine's first IPv6 probes would time out on it.
+    let dad = format!("net/ipv6/conf/{ifname}/accept_dad");
+    podnet_kernel::sysctl::write_in(netns, &[(dad, "0".to_string())])?;
     h.set_up(l.index)?;
     if let Some(gw) = link.gateway {
         let default: IpNet = "0.0.0.0/0".parse().expect("static prefix");
