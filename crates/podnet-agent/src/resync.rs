@@ -31,42 +31,47 @@ pub(crate) fn run(
     let mut last_full: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut changed_at: Option<Instant> = None;
+    // A pass runs at start, after a change, after a failure, and when a
+    // full resync is due; a quiet store costs one open watch, nothing more.
+    let mut pending = true;
     while !halt.load(Ordering::Relaxed) {
         let full = last_full.is_none_or(|t| t.elapsed() >= resync);
-        let started = Instant::now();
-        match pass(full, revision) {
-            Ok(r) => {
-                // A quick pass that found the revision it already had changed
-                // nothing: it only tells health that the loop is alive.
-                if full || revision != Some(r) {
+        if pending || full {
+            let started = Instant::now();
+            match pass(full, revision) {
+                Ok(r) => {
                     metrics.pass_ok(what, started.elapsed(), changed_at.take());
-                } else {
-                    metrics.alive(what);
+                    revision = Some(r);
+                    backoff = Duration::from_millis(100);
+                    pending = false;
+                    if full {
+                        last_full = Some(Instant::now());
+                    }
                 }
-                revision = Some(r);
-                backoff = Duration::from_millis(100);
-                if full {
-                    last_full = Some(Instant::now());
+                Err(e) => {
+                    metrics.pass_failed(what);
+                    tracing::warn!(target: "podnet-agent", "{what}: {e}; keeping the current rules, retrying");
+                    revision = None;
+                    last_full = None;
+                    std::thread::park_timeout(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
                 }
-            }
-            Err(e) => {
-                metrics.pass_failed(what);
-                tracing::warn!(target: "podnet-agent", "{what}: {e}; keeping the current rules, retrying");
-                revision = None;
-                last_full = None;
-                std::thread::park_timeout(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
             }
         }
         let until_resync = last_full
             .map(|t| resync.saturating_sub(t.elapsed()))
             .unwrap_or_default();
         match wait(revision.unwrap_or(0), until_resync.min(SLICE)) {
-            Ok(Some(_)) => changed_at = Some(Instant::now()),
-            Ok(None) => {}
+            Ok(Some(_)) => {
+                changed_at.get_or_insert_with(Instant::now);
+                pending = true;
+            }
+            // The store answered and nothing changed: the loop is alive.
+            Ok(None) => metrics.alive(what),
             Err(e) => {
                 tracing::warn!(target: "podnet-agent", "{what}: watch: {e}");
+                pending = true;
                 std::thread::park_timeout(backoff);
             }
         }

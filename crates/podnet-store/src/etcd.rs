@@ -17,10 +17,15 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, Listing, Txn};
+use crate::kv::{Changes, KvBackend, Listing, Txn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys per range request: a page of services (about 400 bytes each) is
+/// about a megabyte of JSON, far from any limit, and few round trips.
+const PAGE: u64 = 2000;
+/// How long a watch may take to deliver history that exists.
+const HISTORY_WAIT: Duration = Duration::from_secs(2);
 
 /// A client of an etcd cluster, given as one or more member endpoints
 /// (`http://HOST:PORT`, comma-separated). Calls go to one member; when it
@@ -79,12 +84,11 @@ impl EtcdKv {
                 .post(&format!("{}{path}", self.base()))
                 .send_string(&text)
             {
+                // Read as a stream: no reply is too big for a buffer (a
+                // failure here is a bad reply, not an unreachable store).
                 Ok(response) => {
-                    let reply = response
-                        .into_string()
-                        .map_err(|e| self.unreachable(e.to_string()))?;
-                    return serde_json::from_str(&reply)
-                        .map_err(|e| self.protocol(op, e.to_string()));
+                    return serde_json::from_reader(BufReader::new(response.into_reader()))
+                        .map_err(|e| self.protocol(op, format!("reading the reply: {e}")));
                 }
                 Err(e @ ureq::Error::Status(..)) => return Err(self.transport(op, e)),
                 Err(e) => {
@@ -144,23 +148,53 @@ impl EtcdKv {
     }
 }
 
-impl KvBackend for EtcdKv {
-    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let reply = self.call(
-            "/v3/kv/range",
-            "range",
-            json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)) }),
-        )?;
-        let mut entries = Vec::new();
-        for kv in reply["kvs"].as_array().into_iter().flatten() {
-            let key = unb64(&kv["key"]).ok_or_else(|| self.protocol("range", kv.to_string()))?;
-            let value = unb64(&kv["value"]).unwrap_or_default();
-            entries.push((key, value));
+impl EtcdKv {
+    fn list_pages(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let end = b64(&prefix_end(prefix));
+        let mut from = prefix.to_string();
+        let mut listing = Listing::default();
+        loop {
+            let mut body =
+                json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
+            if listing.revision > 0 {
+                body["revision"] = json!(listing.revision.to_string());
+            }
+            let reply = self.call("/v3/kv/range", "range", body)?;
+            if listing.revision == 0 {
+                listing.revision = number(&reply["header"]["revision"]);
+            }
+            for kv in reply["kvs"].as_array().into_iter().flatten() {
+                let key =
+                    unb64(&kv["key"]).ok_or_else(|| self.protocol("range", kv.to_string()))?;
+                let value = unb64(&kv["value"]).unwrap_or_default();
+                listing.entries.push((key, value));
+            }
+            // The gateway omits false booleans.
+            let more = reply["more"].as_bool().unwrap_or(false);
+            match listing.entries.last() {
+                Some((last, _)) if more => from = format!("{last}\0"),
+                _ => return Ok(listing),
+            }
         }
-        Ok(Listing {
-            revision: number(&reply["header"]["revision"]),
-            entries,
-        })
+    }
+}
+
+impl KvBackend for EtcdKv {
+    /// Pages of [`PAGE`] keys, all read at the revision of the first page,
+    /// so the listing is one consistent snapshot however large it is. A
+    /// compaction between pages starts the listing over.
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match self.list_pages(prefix) {
+                Err(StoreError::Protocol { detail, .. })
+                    if detail.contains("compacted") && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn transact(&self, txn: &Txn) -> Result<bool, StoreError> {
@@ -227,6 +261,89 @@ impl KvBackend for EtcdKv {
     fn endpoint(&self) -> String {
         self.endpoints.join(",")
     }
+
+    /// The changes as a watch from `after` delivers them, with their values:
+    /// no listing. etcd sends a late watcher its history in order, in
+    /// messages whose header revision says how far they bring it; reading
+    /// stops at the store's revision as of the start. `None` when the
+    /// history is compacted away or does not come in time: the caller lists.
+    fn changes_since(&self, prefix: &str, after: u64) -> Result<Option<Changes>, StoreError> {
+        let now = self.current_revision(prefix)?;
+        if now <= after {
+            return Ok(Some(Changes {
+                revision: after,
+                entries: Vec::new(),
+            }));
+        }
+        let body = json!({ "create_request": {
+            "key": b64(prefix),
+            "range_end": b64(&prefix_end(prefix)),
+            "start_revision": (after + 1).to_string(),
+        }});
+        let response = agent(HISTORY_WAIT)
+            .post(&format!("{}/v3/watch", self.base()))
+            .send_string(&body.to_string())
+            .map_err(|e| self.transport("watch", e))?;
+        read_history(BufReader::new(response.into_reader()), self, now)
+    }
+}
+
+impl EtcdKv {
+    /// The store's revision now (a count-only range: no keys travel).
+    fn current_revision(&self, prefix: &str) -> Result<u64, StoreError> {
+        let reply = self.call(
+            "/v3/kv/range",
+            "range",
+            json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "count_only": true }),
+        )?;
+        Ok(number(&reply["header"]["revision"]))
+    }
+}
+
+/// Collects a watch's history up to revision `until`; `None` when it is
+/// compacted away or stops coming (the caller then lists everything).
+fn read_history(
+    reader: impl Read,
+    etcd: &EtcdKv,
+    until: u64,
+) -> Result<Option<Changes>, StoreError> {
+    let mut changes = Changes::default();
+    let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+    for message in stream {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) if e.is_io() => return Ok(None),
+            Err(e) => return Err(etcd.protocol("watch", e.to_string())),
+        };
+        if message.get("error").is_some() {
+            return Err(etcd.protocol("watch", message.to_string()));
+        }
+        let result = &message["result"];
+        if number(&result["compact_revision"]) > 0 {
+            return Ok(None);
+        }
+        // The first message confirms the watch; its revision is the store's,
+        // not how far the history has come.
+        if result["created"].as_bool() == Some(true) && result.get("events").is_none() {
+            continue;
+        }
+        for ev in result["events"].as_array().into_iter().flatten() {
+            let kv = &ev["kv"];
+            let key = unb64(&kv["key"]).ok_or_else(|| etcd.protocol("watch", kv.to_string()))?;
+            // The gateway omits the PUT type (0): only deletes say so.
+            let value = match ev["type"].as_str() {
+                Some("DELETE") => None,
+                _ => Some(unb64(&kv["value"]).unwrap_or_default()),
+            };
+            changes.entries.push((key, value));
+        }
+        let synced_to = number(&result["header"]["revision"]);
+        if synced_to >= until {
+            changes.revision = synced_to;
+            return Ok(Some(changes));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads watch messages until one carries events (or the stream ends or times out).

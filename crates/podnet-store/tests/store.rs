@@ -270,3 +270,93 @@ fn etcd_restart_and_outage() {
         })
         .unwrap();
 }
+
+/// etcd: a listing larger than a page comes whole and in order; changes
+/// come from a watch with their values (puts and deletes, in order); a
+/// history compacted away says so (`None`: list instead).
+#[test]
+fn etcd_pages_listings_and_reads_changes_from_a_watch() {
+    use podnet_store::{KvBackend, Txn};
+    require_root();
+    let ns = NetnsGuard::new("etcdpg");
+    let etcd = EtcdServer::start(&ns, "127.0.0.1");
+    let url = etcd.url();
+    ns.netns()
+        .run(|| {
+            let kv = EtcdKv::new(&url).unwrap();
+            // More keys than a page (etcd takes at most 128 operations per transaction).
+            let keys: Vec<String> = (0..4500).map(|i| format!("/p/k{i:05}")).collect();
+            for chunk in keys.chunks(120) {
+                let puts = chunk
+                    .iter()
+                    .map(|k| (k.clone(), format!("v-{k}")))
+                    .collect();
+                assert!(kv
+                    .transact(&Txn {
+                        puts,
+                        ..Txn::default()
+                    })
+                    .unwrap());
+            }
+            let l = kv.list("/p/").unwrap();
+            assert_eq!(l.entries.len(), keys.len());
+            assert!(l.entries.iter().map(|(k, _)| k).eq(keys.iter()));
+            assert_eq!(l.entries[4499].1, "v-/p/k04499");
+
+            let after = l.revision;
+            assert!(kv
+                .changes_since("/p/", after)
+                .unwrap()
+                .unwrap()
+                .entries
+                .is_empty());
+            let put = |k: &str, v: &str| {
+                let puts = vec![(k.to_string(), v.to_string())];
+                assert!(kv
+                    .transact(&Txn {
+                        puts,
+                        ..Txn::default()
+                    })
+                    .unwrap());
+            };
+            put("/p/k00001", "changed");
+            put("/q/other", "elsewhere");
+            let deletes = vec!["/p/k00002".to_string()];
+            assert!(kv
+                .transact(&Txn {
+                    deletes,
+                    ..Txn::default()
+                })
+                .unwrap());
+            let c = kv
+                .changes_since("/p/", after)
+                .unwrap()
+                .expect("history is there");
+            assert_eq!(
+                c.entries,
+                vec![
+                    ("/p/k00001".to_string(), Some("changed".to_string())),
+                    ("/p/k00002".to_string(), None)
+                ]
+            );
+            assert!(c.revision >= after + 3, "{} after {after}", c.revision);
+
+            // Compact past `after`: the history is gone, the caller must list.
+            let compact = format!("{{\"revision\":\"{}\",\"physical\":true}}", c.revision);
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-X",
+                    "POST",
+                    &format!("{url}/v3/kv/compaction"),
+                    "-d",
+                    &compact,
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert!(kv.changes_since("/p/", after).unwrap().is_none());
+            assert_eq!(kv.list("/p/").unwrap().entries.len(), keys.len() - 1);
+        })
+        .unwrap();
+}
