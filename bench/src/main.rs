@@ -12,6 +12,7 @@
 //! Each writes its own section of `bench/RESULTS.md` and prints it.
 //! Run: `bench/run.sh [cni|cluster]` (builds release binaries, runs this as root).
 
+mod agent;
 mod cluster;
 mod cni;
 mod kubeproxy;
@@ -32,11 +33,12 @@ fn main() {
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let sections: [Section; 4] = [
+    let sections: [Section; 5] = [
         ("cni", cni::run),
         ("cluster", cluster::run),
         ("services", services::run),
         ("policy", policy::run),
+        ("agent", agent::run),
     ];
     let mut ran = false;
     for (name, run) in sections {
@@ -49,7 +51,7 @@ fn main() {
     }
     assert!(
         ran,
-        "unknown benchmark {which:?}: use cni, cluster, services, policy or all"
+        "unknown benchmark {which:?}: use cni, cluster, services, policy, agent or all"
     );
 }
 

@@ -32,7 +32,6 @@ use podnet_proxy::{Change, ServiceProxy};
 use podnet_services::{Endpoint, Endpoints, Service};
 
 use crate::kubeproxy::{self, GenService};
-use crate::plugins::podnet_binary;
 use crate::report::{machine, quantile, today};
 use crate::sh;
 
@@ -256,7 +255,8 @@ fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn to_service(g: &GenService, third: Ipv4Addr) -> (Service, Endpoints) {
+/// A generated service as podnet's model, its third endpoint at `third`.
+pub(crate) fn to_service(g: &GenService, third: Ipv4Addr) -> (Service, Endpoints) {
     let svc: Service = serde_json::from_value(serde_json::json!({
         "name": format!("svc{}", g.index), "namespace": "bench",
         "clusterIP": g.vip.to_string(),
@@ -284,7 +284,8 @@ fn to_service(g: &GenService, third: Ipv4Addr) -> (Service, Endpoints) {
 }
 
 /// The moved endpoint of the one-change measurement.
-fn moved(_: &GenService) -> Ipv4Addr {
+/// Where a change moves a service's third endpoint.
+pub(crate) fn moved(_: &GenService) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 255, 7)
 }
 
@@ -433,135 +434,6 @@ fn nft_mode(row: &mut Row, gens: &[GenService], dir: &Path) {
     row.nft_lat = Some(path.latency(gens[0].vip, gens[gens.len() - 1].vip));
 }
 
-/// The agent's resident memory after syncing `size` services from its store: (VmRSS, VmHWM) in MiB,
-/// and the full sync time it logged.
-/// What the real agent showed at the largest size.
-struct AgentFigures {
-    /// VmRSS after the first full sync, MiB.
-    rss: f64,
-    /// VmHWM (peak), MiB.
-    hwm: f64,
-    /// The first full sync as the agent logged it.
-    sync: String,
-    /// Writing one changed endpoint list to the store.
-    write: Duration,
-    /// From that write to the agent's log line saying it applied it.
-    end_to_end: Duration,
-    /// The agent's pass for that change, as it logged it (store read, parse, apply).
-    pass: String,
-}
-
-fn agent_figures(size: usize, dir: &Path) -> Result<AgentFigures, String> {
-    let store_dir = dir.join("store");
-    let _ = std::fs::remove_dir_all(&store_dir);
-    let url = format!("file:{}", store_dir.display());
-    let store = podnet_store::open(&url).map_err(|e| format!("open store: {e}"))?;
-    let mut spec = podnet_cluster::ClusterSpec::new(
-        vec!["10.244.0.0/16".parse().expect("static prefix")],
-        podnet_cluster::Backend::HostGw,
-    );
-    spec.masquerade = false;
-    store
-        .init_cluster(&spec)
-        .map_err(|e| format!("init cluster: {e}"))?;
-    let (services, endpoints): (Vec<Service>, Vec<Endpoints>) = (0..size)
-        .map(|i| {
-            let g = kubeproxy::service(i);
-            to_service(&g, g.endpoints[2])
-        })
-        .unzip();
-    store
-        .put_services_bulk(services, endpoints, usize::MAX)
-        .map_err(|e| format!("load services: {e}"))?;
-    let path = Path3::new("agent");
-    let log = dir.join("agent.log");
-    let _ = std::fs::remove_file(&log);
-    let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(podnet_binary());
-    cmd.args([
-        "agent",
-        "--node",
-        "bench-node",
-        "--address",
-        "10.1.0.2",
-        "--store",
-        &url,
-        "--cni-conf-dir",
-        &dir.join("cni").display().to_string(),
-        "--ipam-dir",
-        &dir.join("ipam").display().to_string(),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::from(logf));
-    let node = path.node_ns();
-    podnet_kernel::netns::enter_before_exec(&mut cmd, &node);
-    let mut child = cmd.spawn().map_err(|e| format!("start the agent: {e}"))?;
-    let wanted = format!("full sync of {size} services");
-    let t = Instant::now();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(&wanted)) {
-            break l.to_string();
-        }
-        if t.elapsed() > ANCHOR_LIMIT {
-            let _ = child.kill();
-            return Err(format!(
-                "the agent did not sync within {} s",
-                ANCHOR_LIMIT.as_secs()
-            ));
-        }
-        std::thread::park_timeout(Duration::from_millis(100));
-    };
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    let (rss, hwm) = (kib("VmRSS:"), kib("VmHWM:"));
-    // One change through the store, end to end.
-    let g = kubeproxy::service(size / 2);
-    let (_, eps) = to_service(&g, moved(&g));
-    let wanted = format!("1 changed (bench/svc{})", g.index);
-    let t = Instant::now();
-    let written = store.put_endpoints(&eps);
-    let write = t.elapsed();
-    let applied = written.map_err(|e| e.to_string()).and_then(|()| loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(&wanted)) {
-            break Ok(l.to_string());
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            break Err("the agent did not apply one change within 60 s".to_string());
-        }
-        std::thread::park_timeout(Duration::from_millis(2));
-    });
-    let end_to_end = t.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
-    let logged = |l: &str| {
-        l.split(" in ")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-            .unwrap_or("?")
-            .to_string()
-    };
-    let pass = logged(&applied?);
-    Ok(AgentFigures {
-        rss,
-        hwm,
-        sync: logged(&line),
-        write,
-        end_to_end,
-        pass,
-    })
-}
-
 fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
     if v >= 100.0 {
@@ -634,7 +506,7 @@ pub fn run() -> String {
         rows.push(row);
     }
     let largest = sizes().into_iter().max().unwrap_or(0);
-    let memory = agent_figures(largest, &dir);
+    let memory = crate::agent::figures(largest, &dir, crate::agent::Store::File);
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut t = String::new();
@@ -721,8 +593,8 @@ pub fn run() -> String {
         Ok(a) => {
             let _ = writeln!(t, "The real agent with {largest} services and {} endpoints in its (embedded) store: after its first full sync", largest * 3);
             let _ = writeln!(t, "({}, as the agent logged it, store read and parse included), VmRSS {:.0} MiB, peak (VmHWM) {:.0} MiB.", a.sync, a.rss, a.hwm);
-            let _ = writeln!(t, "One endpoint change end to end: the store write took {} ms; {} ms after it began, the agent logged the change applied", ms(a.write), ms(a.end_to_end));
-            let _ = writeln!(t, "(the agent's pass, as it logged it: {}; the kernel part is the one-change figure above).", a.pass);
+            let _ = writeln!(t, "One endpoint change end to end (median): the store write took {} ms; {} ms after it began, the agent logged the change applied", ms(a.write), ms(a.end_to_end.0));
+            let _ = writeln!(t, "(the agent's pass, as it logged it: {}; the kernel part is the one-change figure above). Both stores: `bench/run.sh agent`.", a.pass);
         }
         Err(e) => {
             let _ = writeln!(t, "Agent memory at {largest} services: not measured ({e}).");

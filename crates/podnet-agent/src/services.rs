@@ -9,6 +9,7 @@
 //! [`ServiceProxy::sync`] instead: it adopts what an earlier agent left and
 //! repairs whatever was changed behind the agent's back.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicBool;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use podnet_proxy::{Change, ServiceProxy};
 use podnet_services::{Endpoints, Service, ServiceName};
-use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceSnapshot};
+use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceChanges, ServiceSnapshot};
 
 use crate::metrics::AgentMetrics;
 
@@ -50,11 +51,21 @@ pub(crate) fn run_service_proxy(
         Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
     };
     let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
+    // The changes the last wait delivered with its notice (etcd's watch
+    // carries the values), relative to the revision the last pass left.
+    let delivered: RefCell<Option<ServiceChanges>> = RefCell::new(None);
     let mut one = |full: bool, last: Option<u64>| {
-        // Between full syncs, learn what changed from the store's change log
-        // when it has one (no full read); otherwise compare every service.
-        let quick = match last {
-            Some(after) if !full => changed_since(&store, &mut proxy, &mut seen, after, metrics),
+        // Between full syncs, apply what the watch delivered, or learn what
+        // changed from the store's change log when it has one (no full
+        // read); otherwise compare every service.
+        let at_hand = delivered.borrow_mut().take();
+        let quick = match (last, at_hand) {
+            (Some(_), Some(ch)) if !full => {
+                apply_delta(&mut proxy, &mut seen, ch, "watch", Instant::now(), metrics)
+            }
+            (Some(after), _) if !full => {
+                changed_since(&store, &mut proxy, &mut seen, after, metrics)
+            }
             _ => Ok(None),
         };
         let outcome = match quick {
@@ -76,7 +87,13 @@ pub(crate) fn run_service_proxy(
         halt,
         metrics,
         &mut one,
-        |after, timeout| store.wait_for_service_change(after, timeout),
+        |after, timeout| {
+            let waited = store.wait_for_service_changes(after, timeout)?;
+            Ok(waited.map(|(revision, changes)| {
+                *delivered.borrow_mut() = changes;
+                revision
+            }))
+        },
     );
 }
 
@@ -98,6 +115,21 @@ fn changed_since(
     else {
         return Ok(None);
     };
+    apply_delta(proxy, seen, ch, "store change log", started, metrics)
+}
+
+/// Applies `ch`, the changes after the revision the last pass left; returns
+/// the revision it brings the node up to, or `None` when it cannot tell (a
+/// new service whose endpoints are not among the changes): then [`pass`]
+/// compares everything.
+fn apply_delta(
+    proxy: &mut ServiceProxy,
+    seen: &mut HashMap<Box<str>, Seen>,
+    ch: ServiceChanges,
+    how: &str,
+    started: Instant,
+    metrics: &AgentMetrics,
+) -> Result<Option<u64>, String> {
     // The last text written for each name wins.
     let mut services: HashMap<ServiceName, Option<String>> = ch.services.into_iter().collect();
     let mut endpoints: HashMap<ServiceName, Option<String>> = ch.endpoints.into_iter().collect();
@@ -152,7 +184,7 @@ fn changed_since(
             }),
         ));
     }
-    apply_changes(proxy, changes, "store change log", started, metrics)?;
+    apply_changes(proxy, changes, how, started, metrics)?;
     for (key, s) in new_seen {
         match s {
             Some(s) => seen.insert(key, s),

@@ -17,7 +17,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::error::StoreError;
-use crate::kv::{Changes, KvBackend, Listing, Txn};
+use crate::kv::{Changes, KvBackend, Listing, Txn, Waited};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -224,6 +224,22 @@ impl KvBackend for EtcdKv {
     }
 
     fn wait(&self, prefix: &str, after: u64, timeout: Duration) -> Result<Option<u64>, StoreError> {
+        Ok(match self.wait_changes(prefix, after, timeout)? {
+            Waited::Changed(revision, _) => Some(revision),
+            Waited::Quiet => None,
+        })
+    }
+
+    /// A watch from `after`: its first message with events carries every
+    /// change up to its header revision (a watcher that starts behind gets
+    /// its history in that message; one that is current gets each
+    /// revision's events as they are written), so the notice is the change.
+    fn wait_changes(
+        &self,
+        prefix: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Waited, StoreError> {
         let body = json!({ "create_request": {
             "key": b64(prefix),
             "range_end": b64(&prefix_end(prefix)),
@@ -327,16 +343,7 @@ fn read_history(
         if result["created"].as_bool() == Some(true) && result.get("events").is_none() {
             continue;
         }
-        for ev in result["events"].as_array().into_iter().flatten() {
-            let kv = &ev["kv"];
-            let key = unb64(&kv["key"]).ok_or_else(|| etcd.protocol("watch", kv.to_string()))?;
-            // The gateway omits the PUT type (0): only deletes say so.
-            let value = match ev["type"].as_str() {
-                Some("DELETE") => None,
-                _ => Some(unb64(&kv["value"]).unwrap_or_default()),
-            };
-            changes.entries.push((key, value));
-        }
+        changes.entries.extend(events(result, etcd)?);
         let synced_to = number(&result["header"]["revision"]);
         if synced_to >= until {
             changes.revision = synced_to;
@@ -346,29 +353,51 @@ fn read_history(
     Ok(None)
 }
 
-/// Reads watch messages until one carries events (or the stream ends or times out).
-fn wait_for_event(reader: impl Read, etcd: &EtcdKv, after: u64) -> Result<Option<u64>, StoreError> {
+/// Reads watch messages until one carries events (or the stream ends or
+/// times out); a compacted history is a change without values.
+fn wait_for_event(reader: impl Read, etcd: &EtcdKv, after: u64) -> Result<Waited, StoreError> {
     let stream = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
     for message in stream {
         let message = match message {
             Ok(m) => m,
-            Err(e) if e.is_io() => return Ok(None),
+            Err(e) if e.is_io() => return Ok(Waited::Quiet),
             Err(e) => return Err(etcd.protocol("watch", e.to_string())),
         };
+        if message.get("error").is_some() {
+            return Err(etcd.protocol("watch", message.to_string()));
+        }
         let result = &message["result"];
         let compacted = number(&result["compact_revision"]);
         if compacted > 0 {
             // What we wanted is compacted away: the caller must re-read everything.
-            return Ok(Some(compacted.max(after + 1)));
+            return Ok(Waited::Changed(compacted.max(after + 1), None));
         }
         if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
-            return Ok(Some(number(&result["header"]["revision"]).max(after + 1)));
-        }
-        if message.get("error").is_some() {
-            return Err(etcd.protocol("watch", message.to_string()));
+            let revision = number(&result["header"]["revision"]).max(after + 1);
+            let entries = events(result, etcd)?;
+            return Ok(Waited::Changed(
+                revision,
+                Some(Changes { revision, entries }),
+            ));
         }
     }
-    Ok(None)
+    Ok(Waited::Quiet)
+}
+
+/// The `(key, value or None for a delete)` pairs of one watch message.
+fn events(result: &Value, etcd: &EtcdKv) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let mut out = Vec::new();
+    for ev in result["events"].as_array().into_iter().flatten() {
+        let kv = &ev["kv"];
+        let key = unb64(&kv["key"]).ok_or_else(|| etcd.protocol("watch", kv.to_string()))?;
+        // The gateway omits the PUT type (0): only deletes say so.
+        let value = match ev["type"].as_str() {
+            Some("DELETE") => None,
+            _ => Some(unb64(&kv["value"]).unwrap_or_default()),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
 }
 
 fn agent(read_timeout: Duration) -> ureq::Agent {

@@ -36,6 +36,17 @@ pub struct Changes {
     pub entries: Vec<(String, Option<String>)>,
 }
 
+/// What a wait for changes saw.
+#[derive(Debug, Clone)]
+pub enum Waited {
+    /// Nothing changed before the timeout.
+    Quiet,
+    /// Something changed: the revision it brings a reader to, and the
+    /// changes themselves (every change after the wait's revision up to
+    /// that one) when the backend delivers them with the notice.
+    Changed(u64, Option<Changes>),
+}
+
 /// A key-value store with revisions, conditional transactions, change waits and leases.
 pub trait KvBackend: Send + Sync {
     /// Every key under `prefix`, at one revision.
@@ -54,5 +65,18 @@ pub trait KvBackend: Send + Sync {
     /// far back, or not kept at all): the caller then lists the prefix.
     fn changes_since(&self, _prefix: &str, _after: u64) -> Result<Option<Changes>, StoreError> {
         Ok(None)
+    }
+    /// Like [`Self::wait`], and with the changes themselves when the backend
+    /// has them at hand (etcd's watch carries the values).
+    fn wait_changes(
+        &self,
+        prefix: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Waited, StoreError> {
+        Ok(match self.wait(prefix, after, timeout)? {
+            Some(revision) => Waited::Changed(revision, None),
+            None => Waited::Quiet,
+        })
     }
 }

@@ -28,7 +28,7 @@ pub use endpoints::endpoints_for;
 pub use error::StoreError;
 pub use etcd::EtcdKv;
 pub use file::FileKv;
-pub use kv::{Changes, KvBackend, Listing, Txn};
+pub use kv::{Changes, KvBackend, Listing, Txn, Waited};
 pub use policy::{PolicySnapshot, BUILTIN_NAMESPACES, POLICY_ROOT};
 pub use services::{
     parse_endpoints, parse_service, service_settings, ServiceChanges, ServiceSnapshot,

@@ -159,6 +159,34 @@ impl ClusterStore {
         }))
     }
 
+    /// Waits up to `timeout` for a change to services or endpoints after
+    /// `revision`: `None` when none came; the revision it brings a reader
+    /// to, and the changes themselves when the store delivers them with the
+    /// notice (etcd), otherwise `None` ([`Self::service_changes_since`] or a
+    /// listing then tells).
+    pub fn wait_for_service_changes(
+        &self,
+        revision: u64,
+        timeout: Duration,
+    ) -> Result<Option<(u64, Option<ServiceChanges>)>, StoreError> {
+        Ok(
+            match self.kv().wait_changes(SERVICES_ROOT, revision, timeout)? {
+                crate::kv::Waited::Quiet => None,
+                crate::kv::Waited::Changed(rev, changes) => Some((
+                    rev,
+                    changes.map(|c| {
+                        let (services, endpoints) = by_kind(c.entries);
+                        ServiceChanges {
+                            revision: c.revision,
+                            services,
+                            endpoints,
+                        }
+                    }),
+                )),
+            },
+        )
+    }
+
     /// Waits up to `timeout` for a change to services or endpoints after `revision`.
     pub fn wait_for_service_change(
         &self,

@@ -1,0 +1,377 @@
+//! The real agent at scale, on both stores: how long loading N services
+//! takes, the agent's first full sync and its memory, and one service
+//! change from the start of the store write to the agent's kernel
+//! transaction done (as the agent logs it), `CHANGES` times, medians.
+//!
+//! The agent runs in a namespace of its own (loopback and a veth pair as its
+//! underlay); etcd, for the etcd run, listens on that namespace's loopback.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use podnet_kernel::Netns;
+use podnet_services::{Endpoints, Service};
+use podnet_store::ClusterStore;
+
+use crate::kubeproxy;
+use crate::plugins::podnet_binary;
+use crate::report::{machine, quantile, today};
+use crate::services::{moved, to_service};
+use crate::sh;
+
+/// Endpoint changes measured per store.
+const CHANGES: usize = 7;
+/// Longest wait for the agent's first full sync or one change.
+const LIMIT: Duration = Duration::from_secs(300);
+/// Operations per etcd transaction (etcd refuses more than 128).
+const ETCD_TXN_OPS: usize = 120;
+
+/// Which store the agent reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded file store.
+    File,
+    /// A real etcd server.
+    Etcd,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::File => "embedded",
+            Store::Etcd => "etcd",
+        }
+    }
+}
+
+/// What the real agent showed.
+pub struct Figures {
+    /// Loading the services and endpoints into the store.
+    pub load: Duration,
+    /// The first full sync as the agent logged it.
+    pub sync: String,
+    /// VmRSS after the first full sync, MiB.
+    pub rss: f64,
+    /// VmHWM (peak), MiB.
+    pub hwm: f64,
+    /// Store writes of one endpoint change (median).
+    pub write: Duration,
+    /// From the start of the write to the agent's log line saying it applied it: median, p95.
+    pub end_to_end: (Duration, Duration),
+    /// The agent's pass for the last change, as it logged it.
+    pub pass: String,
+}
+
+/// A namespace for the agent (and etcd), removed on drop.
+struct Node {
+    name: String,
+    etcd: Option<Child>,
+}
+
+impl Node {
+    fn new(tag: &str) -> Node {
+        let name = format!("pnb{}-agent-{tag}", std::process::id());
+        let _ = Netns::remove_named(&name);
+        Netns::create_named(&name).expect("create namespace");
+        for cmd in [
+            format!("ip -n {name} link set lo up"),
+            format!("ip -n {name} link add eth0 type veth peer name eth0p"),
+            format!("ip -n {name} link set eth0p up"),
+            format!("ip -n {name} addr add 10.1.0.2/24 dev eth0"),
+            format!("ip -n {name} link set eth0 up"),
+        ] {
+            sh(&cmd);
+        }
+        Node { name, etcd: None }
+    }
+
+    fn netns(&self) -> Netns {
+        Netns::open_named(&self.name).expect("agent namespace")
+    }
+
+    /// Starts etcd on this namespace's loopback; returns its store URL.
+    fn start_etcd(&mut self, data: &Path) -> Result<String, String> {
+        let client = "http://127.0.0.1:2379";
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", "bench", "--data-dir"])
+            .arg(data)
+            .args([
+                "--listen-client-urls",
+                client,
+                "--advertise-client-urls",
+                client,
+            ])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--quota-backend-bytes", "8589934592"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // The namespace handle must live until the child has entered it.
+        let netns = self.netns();
+        podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
+        self.etcd = Some(cmd.spawn().map_err(|e| format!("start etcd: {e}"))?);
+        let url = format!("etcd:{client}");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            let up = self
+                .netns()
+                .run(|| podnet_store::open(&url).and_then(|s| s.snapshot()).is_ok())
+                .unwrap_or(false);
+            if up {
+                return Ok(url);
+            }
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+        Err("etcd did not answer within 20 s".into())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Ok(ns) = Netns::open_named(&self.name) {
+            podnet_kernel::netns::kill_processes_in(&ns);
+        }
+        let _ = Netns::remove_named(&self.name);
+    }
+}
+
+/// Runs `f` with a client of `url` from inside the agent's namespace.
+fn with_store<T: Send>(
+    node: &Node,
+    url: &str,
+    f: impl FnOnce(&ClusterStore) -> Result<T, String> + Send,
+) -> Result<T, String> {
+    node.netns()
+        .run(|| f(&podnet_store::open(url).map_err(|e| e.to_string())?))
+        .map_err(|e| e.to_string())?
+}
+
+fn load(node: &Node, url: &str, size: usize, chunk: usize) -> Result<Duration, String> {
+    let (services, endpoints): (Vec<Service>, Vec<Endpoints>) = (0..size)
+        .map(|i| {
+            let g = kubeproxy::service(i);
+            to_service(&g, g.endpoints[2])
+        })
+        .unzip();
+    with_store(node, url, move |store| {
+        let mut spec = podnet_cluster::ClusterSpec::new(
+            vec!["10.244.0.0/16".parse().expect("static prefix")],
+            podnet_cluster::Backend::HostGw,
+        );
+        spec.masquerade = false;
+        store
+            .init_cluster(&spec)
+            .map_err(|e| format!("init cluster: {e}"))?;
+        let t = Instant::now();
+        store
+            .put_services_bulk(services, endpoints, chunk)
+            .map_err(|e| format!("load services: {e}"))?;
+        Ok(t.elapsed())
+    })
+}
+
+/// Waits until the log has a line containing `needle`; returns it.
+fn wait_for_line(log: &Path, needle: &str, limit: Duration) -> Result<String, String> {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return Ok(l.to_string());
+        }
+        if t.elapsed() > limit {
+            return Err(format!("no `{needle}` within {} s", limit.as_secs()));
+        }
+        std::thread::park_timeout(Duration::from_millis(1));
+    }
+}
+
+fn start_agent(node: &Node, url: &str, dir: &Path) -> Result<(Child, PathBuf), String> {
+    let log = dir.join("agent.log");
+    let _ = std::fs::remove_file(&log);
+    let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(podnet_binary());
+    cmd.args([
+        "agent",
+        "--node",
+        "bench-node",
+        "--address",
+        "10.1.0.2",
+        "--store",
+        url,
+    ])
+    .arg("--cni-conf-dir")
+    .arg(dir.join("cni"))
+    .arg("--ipam-dir")
+    .arg(dir.join("ipam"))
+    .args(["--no-drop-log", "--no-policies"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(logf));
+    let netns = node.netns();
+    podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
+    let child = cmd.spawn().map_err(|e| format!("start the agent: {e}"))?;
+    Ok((child, log))
+}
+
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// The text after " in " up to the next colon: the duration the agent logged.
+fn logged(line: &str) -> String {
+    line.split(" in ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// `CHANGES` endpoint changes of one service, each timed from the start of
+/// its store write to the agent's log line; (writes, end to end, last pass).
+fn changes(
+    node: &Node,
+    url: &str,
+    log: &Path,
+    size: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>, String), String> {
+    let g = kubeproxy::service(size / 2);
+    let wanted = format!("1 changed (bench/svc{})", g.index);
+    let (mut writes, mut ends, mut pass) = (Vec::new(), Vec::new(), String::new());
+    for k in 0..CHANGES {
+        let seen = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(&wanted)
+            .count();
+        let third = if k % 2 == 0 {
+            moved(&g)
+        } else {
+            g.endpoints[2]
+        };
+        let (_, eps) = to_service(&g, third);
+        let t = Instant::now();
+        let write = with_store(node, url, |s| {
+            s.put_endpoints(&eps).map_err(|e| e.to_string())
+        })
+        .map(|()| t.elapsed())?;
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.matches(&wanted).count() > seen {
+                pass = text
+                    .lines()
+                    .rfind(|l| l.contains(&wanted))
+                    .map(logged)
+                    .unwrap_or_default();
+                break;
+            }
+            if t.elapsed() > LIMIT {
+                return Err("the agent did not apply a change in time".into());
+            }
+            std::thread::park_timeout(Duration::from_micros(500));
+        }
+        ends.push(t.elapsed());
+        writes.push(write);
+    }
+    Ok((writes, ends, pass))
+}
+
+/// The real agent with `size` services (3 endpoints each) in `store`.
+pub fn figures(size: usize, dir: &Path, store: Store) -> Result<Figures, String> {
+    let dir = dir.join(store.name());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut node = Node::new(store.name());
+    let (url, chunk) = match store {
+        Store::File => (format!("file:{}", dir.join("store").display()), usize::MAX),
+        Store::Etcd => (node.start_etcd(&dir.join("etcd"))?, ETCD_TXN_OPS),
+    };
+    let load = load(&node, &url, size, chunk)?;
+    let (mut agent, log) = start_agent(&node, &url, &dir)?;
+    let result = (|| {
+        let line = wait_for_line(&log, &format!("full sync of {size} services"), LIMIT)?;
+        let (rss, hwm) = memory(agent.id());
+        let (writes, ends, pass) = changes(&node, &url, &log, size)?;
+        Ok(Figures {
+            load,
+            sync: logged(&line),
+            rss,
+            hwm,
+            write: quantile(&writes, 0.5),
+            end_to_end: (quantile(&ends, 0.5), quantile(&ends, 0.95)),
+            pass,
+        })
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    result
+}
+
+fn sizes() -> Vec<usize> {
+    std::env::var("PODNET_BENCH_AGENT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100_000])
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Runs the agent benchmark on both stores and returns its report.
+pub fn run() -> String {
+    let dir = std::env::temp_dir().join(format!("podnet-bench-agent-{}", std::process::id()));
+    let mut t = String::new();
+    let _ = writeln!(t, "## The agent at scale, on both stores\n");
+    let _ = writeln!(t, "Measured {} on {} (`bench/run.sh agent`; `PODNET_BENCH_AGENT=10000,100000` picks the sizes).", today(), machine());
+    let _ = writeln!(t, "ClusterIP services with 3 endpoints each, loaded in batches (one transaction per {ETCD_TXN_OPS} keys on etcd, one for all on the");
+    let _ = writeln!(t, "embedded store); then the real agent (services only) syncs them all, and {CHANGES} endpoint changes of one service are timed from");
+    let _ = writeln!(t, "the start of the store write to the agent's log line saying the change is in the kernel (median, p95 in brackets).\n");
+    let _ = writeln!(t, "| services | store | load | first full sync (agent's log) | VmRSS MiB | VmHWM MiB | one change: write | end to end | agent's pass |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
+    for size in sizes() {
+        for store in [Store::File, Store::Etcd] {
+            eprintln!("agent: {size} services, {} store", store.name());
+            match figures(size, &dir, store) {
+                Ok(f) => {
+                    let _ = writeln!(
+                        t,
+                        "| {size} | {} | {:.1} s | {} | {:.0} | {:.0} | {} | {} ({}) | {} |",
+                        store.name(),
+                        f.load.as_secs_f64(),
+                        f.sync,
+                        f.rss,
+                        f.hwm,
+                        ms(f.write),
+                        ms(f.end_to_end.0),
+                        ms(f.end_to_end.1),
+                        f.pass
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(t, "| {size} | {} | failed: {e} | | | | | | |", store.name());
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    t
+}
