@@ -160,33 +160,7 @@ impl Path3 {
 }
 
 /// Pins the calling thread to one CPU until dropped.
-pub(crate) struct PinnedToCpu {
-    before: libc::cpu_set_t,
-}
-
-impl PinnedToCpu {
-    /// Pins the calling thread to `cpu`.
-    pub(crate) fn new(cpu: usize) -> PinnedToCpu {
-        // SAFETY: cpu_set_t is plain data; the calls get and set this thread's mask.
-        unsafe {
-            let mut before: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before);
-            let mut only: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut only);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only);
-            PinnedToCpu { before }
-        }
-    }
-}
-
-impl Drop for PinnedToCpu {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask read in `new`.
-        unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
-        }
-    }
-}
+pub(crate) use podnet_kernel::process::CpuPin as PinnedToCpu;
 
 impl Drop for Path3 {
     fn drop(&mut self) {
@@ -214,7 +188,7 @@ fn timed_in(ns: &Netns, program: &str, args: &[&str], input: &Path) -> Result<Du
     let t = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
     // Blocking wait (exact timing); a watchdog kills the load past the limit.
-    let pid = child.id() as libc::pid_t;
+    let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicBool::new(false));
     let watchdog = {
@@ -225,8 +199,8 @@ fn timed_in(ns: &Netns, program: &str, args: &[&str], input: &Path) -> Result<Du
             }
             if !done.load(Ordering::SeqCst) {
                 killed.store(true, Ordering::SeqCst);
-                // SAFETY: signalling the child we started, which has not been reaped yet.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // The child we started, not reaped yet.
+                podnet_kernel::process::kill_hard(pid);
             }
         })
     };

@@ -21,7 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -115,19 +115,12 @@ impl LockedStore {
                 path: lock_path.clone(),
                 source,
             })?;
-        loop {
-            // SAFETY: flock on a valid fd; released on close or process death.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
+        podnet_kernel::process::lock_exclusive(lock.as_fd()).map_err(|source| {
+            IpamError::Store {
+                path: lock_path,
+                source,
             }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(IpamError::Store {
-                    path: lock_path,
-                    source: err,
-                });
-            }
-        }
+        })?;
         Ok(LockedStore {
             dir: dir.to_path_buf(),
             _lock: lock,

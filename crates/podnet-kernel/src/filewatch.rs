@@ -16,8 +16,18 @@ pub struct DirWatch {
 }
 
 impl DirWatch {
-    /// Watches `dir` (which must exist).
+    /// Watches `dir` (which must exist) for files written, created or renamed into it.
     pub fn new(dir: &Path) -> Result<Self> {
+        Self::with_mask(dir, libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO)
+    }
+
+    /// Watches `dir` for files renamed into it only (writers that replace
+    /// files by atomic rename).
+    pub fn renames_into(dir: &Path) -> Result<Self> {
+        Self::with_mask(dir, libc::IN_MOVED_TO)
+    }
+
+    fn with_mask(dir: &Path, mask: u32) -> Result<Self> {
         let what = || format!("watch {}", dir.display());
         // SAFETY: inotify_init1 takes flags only; a negative result is an error.
         let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
@@ -28,7 +38,6 @@ impl DirWatch {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let path = CString::new(dir.as_os_str().as_bytes())
             .map_err(|e| KernelError::io(what(), std::io::Error::other(e)))?;
-        let mask = libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO;
         // SAFETY: a valid inotify descriptor and a NUL-terminated path.
         if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
             return Err(KernelError::io(what(), std::io::Error::last_os_error()));

@@ -8,9 +8,16 @@
 //! - [`probe`]: one probe packet and the answer or ICMP error it drew;
 //! - [`counters`]: a namespace's protocol counters (`nstat`);
 //! - [`sysctl`]: per-namespace `/proc/sys` settings;
-//! - [`tracefs`]: the kernel's drop reasons, from a private tracing instance.
+//! - [`tracefs`]: the kernel's drop reasons, from a private tracing instance;
+//! - [`nflog`]: packets logged by nf_tables rules;
+//! - [`filewatch`]: waiting for a directory's files to change (inotify);
+//! - [`process`]: the process itself: locks, signals, CPU pinning, detaching daemons.
 //!
 //! Everything is blocking: a one-shot CNI invocation does not need an async runtime.
+//!
+//! This is the one crate allowed `unsafe` (the workspace denies it
+//! elsewhere): every block says why it is sound in a `SAFETY` comment.
+#![allow(unsafe_code)]
 
 pub mod conntrack;
 pub mod counters;

@@ -79,3 +79,70 @@ pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Durati
     // SAFETY: poll on one valid pollfd, borrowed for the duration of the call.
     unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
+
+/// Takes an exclusive `flock` on `fd`, waiting for it (an interrupted wait
+/// is resumed); the lock is released when the file closes or the process dies.
+pub fn lock_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor borrowed for the duration of the call.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Makes the child of `cmd` start a session of its own (`setsid`), so that
+/// it outlives the terminal of whoever started it (a daemon).
+pub fn detach_before_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
+/// Sends SIGKILL to process `pid` (a child we started and have not reaped,
+/// so the pid cannot have been reused).
+pub fn kill_hard(pid: u32) {
+    // SAFETY: kill(2) has no memory effects; a wrong pid only fails.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// The calling thread pinned to one CPU; the previous mask comes back on drop.
+pub struct CpuPin {
+    before: libc::cpu_set_t,
+}
+
+impl CpuPin {
+    /// Pins the calling thread to `cpu`.
+    pub fn new(cpu: usize) -> Self {
+        // SAFETY: cpu_set_t is plain data; the calls read and set this thread's mask.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before);
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &only);
+            CpuPin { before }
+        }
+    }
+}
+
+impl Drop for CpuPin {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask read in `new`, on the same thread.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! The lab's container runtime: runs the CNI plugin and pod processes the way a real runtime does.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -102,13 +101,7 @@ pub fn spawn_daemon(
         .stdout(stdout)
         .stderr(stderr);
     podnet_kernel::netns::enter_before_exec(&mut cmd, netns);
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    podnet_kernel::process::detach_before_exec(&mut cmd);
     let child = cmd
         .spawn()
         .map_err(|e| LabError::io(format!("start {}", program.display()), e))?;

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
+
+use podnet_kernel::filewatch::DirWatch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -106,10 +108,7 @@ impl FileKv {
             .write(true)
             .open(&path)
             .map_err(|e| io_err(&path, "open lock", e))?;
-        // SAFETY: flock on a descriptor we own; released when `f` closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(&path, "flock", std::io::Error::last_os_error()));
-        }
+        podnet_kernel::process::lock_exclusive(f.as_fd()).map_err(|e| io_err(&path, "flock", e))?;
         Ok(f)
     }
 
@@ -241,7 +240,8 @@ impl KvBackend for FileKv {
 
     fn wait(&self, prefix: &str, after: u64, timeout: Duration) -> Result<Option<u64>, StoreError> {
         let deadline = Instant::now() + timeout;
-        let watch = DirWatch::new(&self.dir)?;
+        let watch = DirWatch::renames_into(&self.dir)
+            .map_err(|e| io_err(&self.dir, "watch", std::io::Error::other(e.to_string())))?;
         loop {
             let revision = self.root_revision(prefix)?;
             if revision > after {
@@ -251,7 +251,9 @@ impl KvBackend for FileKv {
             if left.is_zero() {
                 return Ok(None);
             }
-            watch.wait(left);
+            watch
+                .wait(left.max(Duration::from_millis(1)))
+                .map_err(|e| io_err(&self.dir, "watch", std::io::Error::other(e.to_string())))?;
         }
     }
 
@@ -350,55 +352,6 @@ impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
             }
         }
         Ok(out)
-    }
-}
-
-/// An inotify watch for files renamed into a directory.
-struct DirWatch {
-    fd: OwnedFd,
-}
-
-impl DirWatch {
-    fn new(dir: &Path) -> Result<Self, StoreError> {
-        // SAFETY: plain syscalls; the descriptor is owned right after creation.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return Err(io_err(
-                dir,
-                "inotify_init1",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-            .map_err(|e| io_err(dir, "path", std::io::Error::other(e)))?;
-        // SAFETY: valid descriptor and NUL-terminated path.
-        let wd =
-            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MOVED_TO) };
-        if wd < 0 {
-            return Err(io_err(
-                dir,
-                "inotify_add_watch",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(DirWatch { fd })
-    }
-
-    /// Blocks until an event arrives or `timeout` passes, then drains events.
-    fn wait(&self, timeout: Duration) {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-        let mut buf = [0u8; 4096];
-        // SAFETY: reading into a local buffer from our non-blocking descriptor.
-        while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
 
