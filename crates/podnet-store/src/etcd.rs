@@ -2,9 +2,13 @@
 //! `/v3/watch`, `/v3/lease/*`), over plain blocking HTTP.
 //!
 //! Why the gateway and not gRPC: the agent's calls are few and small, a
-//! blocking client needs no async runtime, and the binary stays small. Keys
-//! and values travel base64-encoded and 64-bit numbers as strings, as the
-//! gateway's JSON mapping prescribes.
+//! blocking client needs no async runtime, and the binary stays small.
+//! Measured (`bench/run.sh agent`, 100k services, 2 cores): one change
+//! reaches the kernel about 2 ms after its write began, the watch carrying
+//! the value; what the gateway costs is the first full sync (JSON and
+//! base64 for 200k keys), the one figure gRPC could lower. Keys and values
+//! travel base64-encoded and 64-bit numbers as strings, as the gateway's
+//! JSON mapping prescribes.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
