@@ -308,7 +308,7 @@ fn podnet(row: &mut Row, gens: &[GenService]) {
         let (s, e) = to_service(g, third);
         let t = Instant::now();
         let r = proxy
-            .update(vec![Change::Upsert(s, Some(e))])
+            .update(vec![Change::Upsert(Box::new(s), Some(e))])
             .expect("update");
         changes.push(t.elapsed());
         assert_eq!((r.added, r.deleted), (1, 1), "{r:?}");

@@ -175,7 +175,7 @@ fn apply_delta(
                 None => return Ok(None),
             },
         };
-        changes.push(Change::Upsert(svc, eps));
+        changes.push(Change::Upsert(Box::new(svc), eps));
         new_seen.push((
             key,
             Some(Seen {
@@ -275,7 +275,7 @@ fn pass(
             let key = short(&name);
             if seen.get(&key) != current.get(&key) {
                 if let Some((s, e)) = parse(&name, raw) {
-                    changes.push(Change::Upsert(s, e));
+                    changes.push(Change::Upsert(Box::new(s), e));
                 }
             }
         }

@@ -381,11 +381,13 @@ fn service_row(s: &Service, eps: Option<&Endpoints>) -> Vec<String> {
             None => format!("{}/{}", p.port, p.protocol.as_str()),
         })
         .collect();
+    // As kubectl shows them: an ExternalName's DNS name as its external address.
     let external: Vec<String> = s
         .external_ips
         .iter()
         .chain(&s.load_balancer_ips)
         .map(ToString::to_string)
+        .chain(s.external_name.clone())
         .collect();
     let ready = eps
         .map(|e| e.endpoints.iter().filter(|x| x.ready).count())
@@ -395,7 +397,11 @@ fn service_row(s: &Service, eps: Option<&Endpoints>) -> Vec<String> {
         s.namespace.clone(),
         s.name.clone(),
         format!("{:?}", s.service_type),
-        s.cluster_ip.map(|i| i.to_string()).unwrap_or_else(none),
+        match s.cluster_ip {
+            Some(ip) => ip.to_string(),
+            None if s.headless => "None".into(),
+            None => none(),
+        },
         if external.is_empty() {
             none()
         } else {

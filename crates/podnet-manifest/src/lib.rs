@@ -219,14 +219,11 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
             absorb(check_pod(&m.pod), f);
             Object::Pod(m)
         }
-        ("v1", "Service") => Object::Service(service::spec(
-            "spec",
-            spec,
-            status,
-            &meta.name,
-            &meta.namespace,
-            f,
-        )),
+        ("v1", "Service") => {
+            let mut svc = service::spec("spec", spec, status, &meta.name, &meta.namespace, f);
+            svc.labels = meta.labels;
+            Object::Service(svc)
+        }
         ("networking.k8s.io/v1", "NetworkPolicy") => {
             let p = NetworkPolicy {
                 namespace: meta.namespace,

@@ -24,9 +24,11 @@ pub fn spec(
         ("ClusterIP", ServiceType::ClusterIP),
         ("NodePort", ServiceType::NodePort),
         ("LoadBalancer", ServiceType::LoadBalancer),
+        ("ExternalName", ServiceType::ExternalName),
     ];
     let service_type = o.choice("type", &types, ServiceType::ClusterIP, f);
-    let cluster_ip = cluster_ip(&mut o, f);
+    let (cluster_ip, headless) = cluster_ip(&mut o, f);
+    let external_name = o.string("externalName", f).filter(|n| !n.is_empty());
     let ports = o
         .list("ports", f)
         .into_iter()
@@ -75,22 +77,20 @@ pub fn spec(
         session_affinity_timeout_seconds: timeout,
         external_traffic_policy,
         internal_traffic_policy,
+        headless,
+        external_name,
+        labels: Default::default(),
     }
 }
 
-/// `spec.clusterIP`: an address, or empty; `None` (headless) is refused.
-fn cluster_ip(o: &mut Obj<'_>, f: &mut Findings) -> Option<IpAddr> {
+/// `spec.clusterIP`: an address, empty (allocate one), or `None`
+/// (headless); the address and whether the service is headless.
+fn cluster_ip(o: &mut Obj<'_>, f: &mut Findings) -> (Option<IpAddr>, bool) {
     let at = o.at("clusterIP");
-    match o.string("clusterIP", f)?.as_str() {
-        "" => None,
-        "None" => {
-            f.error(
-                &at,
-                "headless services (clusterIP: None) are not supported by podnet",
-            );
-            None
-        }
-        text => addr(&at, text, f),
+    match o.string("clusterIP", f).as_deref() {
+        None | Some("") => (None, false),
+        Some("None") => (None, true),
+        Some(text) => (addr(&at, text, f), false),
     }
 }
 
@@ -182,11 +182,19 @@ pub fn render(s: &Service) -> Value {
     if let Some(m) = spec.as_object_mut() {
         m.remove("name");
         m.remove("namespace");
+        m.remove("labels");
+        if m.remove("headless").is_some() {
+            m.insert("clusterIP".into(), "None".into());
+        }
+    }
+    let mut metadata = serde_json::json!({"name": s.name, "namespace": s.namespace});
+    if !s.labels.is_empty() {
+        metadata["labels"] = serde_json::json!(s.labels);
     }
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": s.name, "namespace": s.namespace},
+        "metadata": metadata,
         "spec": spec,
     })
 }

@@ -157,3 +157,42 @@ fn the_error_message_names_document_object_and_field() {
     let e = parse(&text).unwrap_err().to_string();
     assert_eq!(e, "document 2: NetworkPolicy x/p is invalid: spec.egress[0].ports[0].port: 0 is out of range (1-65535)");
 }
+
+#[test]
+fn headless_and_external_name_services_read_as_kubernetes_writes_them() {
+    let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, labels: {app: db}}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: search}
+spec: {type: ExternalName, externalName: search.example.com}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, labels: {service.kubernetes.io/service-proxy-name: someone-else}}
+spec: {ports: [{port: 80}]}
+"#;
+    let docs = parse(text).unwrap();
+    let svc = |i: usize| match &docs[i].object {
+        Object::Service(s) => s.clone(),
+        o => panic!("{o:?}"),
+    };
+    let (db, search, other) = (svc(0), svc(1), svc(2));
+    assert!(db.headless && db.cluster_ip.is_none() && !db.proxied());
+    assert_eq!(db.labels["app"], "db");
+    assert_eq!(
+        search.service_type,
+        podnet_services::ServiceType::ExternalName
+    );
+    assert_eq!(search.external_name.as_deref(), Some("search.example.com"));
+    assert!(!search.proxied());
+    assert!(!other.proxied() && other.has_cluster_ip());
+    // Rendered back as Kubernetes shows a headless service.
+    let back = service::render(&db);
+    assert_eq!(back["spec"]["clusterIP"], "None");
+    assert_eq!(back["metadata"]["labels"]["app"], "db");
+}

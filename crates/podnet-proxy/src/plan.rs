@@ -50,7 +50,8 @@ pub struct Fragment {
 /// The elements of `svc` with `eps` on node `node`.
 pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment {
     let mut f = Fragment::default();
-    let Some(cluster_ip) = svc.cluster_ip else {
+    // Headless, ExternalName and another proxy's services are not ours.
+    let Some(cluster_ip) = svc.cluster_ip.filter(|_| svc.proxied()) else {
         return f;
     };
     let v6 = cluster_ip.is_ipv6();
@@ -200,6 +201,27 @@ mod tests {
 
     fn eps(v: serde_json::Value) -> Endpoints {
         serde_json::from_value(serde_json::json!({"name": "web", "endpoints": v})).unwrap()
+    }
+
+    #[test]
+    fn headless_external_name_and_other_proxies_services_get_no_elements() {
+        let e = eps(serde_json::json!([{"address": "10.244.1.2", "node": "a"}]));
+        for s in [
+            svc(serde_json::json!({"name": "web", "headless": true, "ports": [{"port": 80}]})),
+            svc(
+                serde_json::json!({"name": "web", "type": "ExternalName", "externalName": "x.example", "ports": []}),
+            ),
+            svc(serde_json::json!({
+                "name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+                "labels": {"service.kubernetes.io/service-proxy-name": "other"}
+            })),
+        ] {
+            assert_eq!(fragment(&s, Some(&e), "a"), Fragment::default(), "{s:?}");
+        }
+        let ours = svc(
+            serde_json::json!({"name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+        );
+        assert!(!fragment(&ours, Some(&e), "a").elements.is_empty());
     }
 
     #[test]

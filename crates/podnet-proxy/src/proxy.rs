@@ -32,8 +32,9 @@ use crate::table::{desired_table, diff_table, ObservedTable};
 /// A change to one service.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// The service was created or changed, or its endpoints changed.
-    Upsert(Service, Option<Endpoints>),
+    /// The service was created or changed, or its endpoints changed (boxed:
+    /// a service is large next to a name, and batches hold many changes).
+    Upsert(Box<Service>, Option<Endpoints>),
     /// The service is gone.
     Delete(ServiceName),
 }
@@ -179,7 +180,7 @@ impl ServiceProxy {
             let upserts = last
                 .into_values()
                 .filter_map(|c| match c {
-                    Change::Upsert(s, e) => Some((s, e)),
+                    Change::Upsert(s, e) => Some((*s, e)),
                     Change::Delete(_) => None,
                 })
                 .collect();

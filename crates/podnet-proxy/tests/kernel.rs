@@ -114,7 +114,7 @@ fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
     // One endpoint removed: new connections never reach it.
     let r = proxy
         .update(vec![Change::Upsert(
-            web.clone(),
+            Box::new(web.clone()),
             Some(eps("web", &backends[..2])),
         )])
         .unwrap();
@@ -193,7 +193,7 @@ fn one_change_among_10000_services_touches_only_that_service() {
     let mut changed = endpoints(4242, 3);
     changed.endpoints[2].address = "10.244.9.9".parse().unwrap();
     let r = proxy
-        .update(vec![Change::Upsert(service(4242), Some(changed))])
+        .update(vec![Change::Upsert(Box::new(service(4242)), Some(changed))])
         .unwrap();
     assert_eq!(
         (r.added, r.deleted, r.chains_written),
@@ -329,7 +329,7 @@ fn no_services_means_no_table_and_the_last_service_takes_it_away() {
     }));
     proxy
         .update(vec![Change::Upsert(
-            web.clone(),
+            Box::new(web.clone()),
             Some(eps("web", &["10.244.0.2"])),
         )])
         .unwrap();

@@ -8,6 +8,14 @@ pub enum ServiceError {
     /// A name that cannot be a store key.
     #[error("service {0:?}: names are lowercase letters, digits and '-', at most 63 characters")]
     BadName(String),
+    /// A headless or ExternalName service with what it cannot have.
+    #[error("service {service}: {detail}")]
+    Kind {
+        /// `namespace/name`.
+        service: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// No ports at all.
     #[error("service {0}: it has no ports")]
     NoPorts(String),

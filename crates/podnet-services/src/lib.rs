@@ -17,5 +17,6 @@ pub use error::ServiceError;
 pub use model::{
     Endpoint, EndpointPort, Endpoints, Protocol, Service, ServiceName, ServicePort,
     ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    SERVICE_PROXY_NAME_LABEL,
 };
 pub use select::{Backend, PortView};

@@ -94,6 +94,8 @@ pub enum ServiceType {
     NodePort,
     /// NodePort plus given load-balancer IPs.
     LoadBalancer,
+    /// A DNS alias (`externalName`): stored, never proxied.
+    ExternalName,
 }
 
 /// External or internal traffic policy.
@@ -192,7 +194,21 @@ pub struct Service {
     /// Policy for cluster IP traffic (default Cluster).
     #[serde(default, skip_serializing_if = "is_default")]
     pub internal_traffic_policy: TrafficPolicy,
+    /// Headless (`clusterIP: None`): no cluster IP, never proxied (DNS
+    /// answers with the endpoints themselves).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub headless: bool,
+    /// For type ExternalName: the DNS name the service aliases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    /// Labels (`metadata.labels`); `service.kubernetes.io/service-proxy-name`
+    /// leaves the service to another proxy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// The label that hands a service to another proxy (kube-proxy's contract).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 fn default_namespace() -> String {
     "default".to_string()
@@ -219,6 +235,20 @@ impl Service {
                     .unwrap_or(DEFAULT_AFFINITY_TIMEOUT),
             ),
         }
+    }
+
+    /// Whether a service proxy programs it: not headless, not ExternalName,
+    /// and not left to another proxy by the service-proxy-name label (as
+    /// kube-proxy decides).
+    pub fn proxied(&self) -> bool {
+        !self.headless
+            && self.service_type != ServiceType::ExternalName
+            && !self.labels.contains_key(SERVICE_PROXY_NAME_LABEL)
+    }
+
+    /// Whether it holds a cluster IP: everything but headless and ExternalName.
+    pub fn has_cluster_ip(&self) -> bool {
+        !self.headless && self.service_type != ServiceType::ExternalName
     }
 
     /// Whether the service has node ports (NodePort and LoadBalancer).

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::error::ServiceError;
-use crate::model::{Endpoints, Protocol, Service, ServiceName, ServiceSettings, TargetPort};
+use crate::model::{
+    Endpoints, Protocol, Service, ServiceName, ServiceSettings, ServiceType, TargetPort,
+};
 
 /// Checks the service settings: CIDRs (at most one per family) and the node port range.
 pub fn check_settings(settings: &ServiceSettings) -> Result<(), ServiceError> {
@@ -56,13 +58,63 @@ fn port_in_range(service: &str, field: &'static str, value: u32) -> Result<u16, 
     }
 }
 
+/// What headless and ExternalName services may not have: an ExternalName
+/// needs a DNS name and nothing else of a proxied service; a headless
+/// service is of type ClusterIP and has no external addresses.
+fn check_kind(svc: &Service, id: &str) -> Result<(), ServiceError> {
+    let wrong = |what: &str| ServiceError::Kind {
+        service: id.to_string(),
+        detail: what.to_string(),
+    };
+    let external = svc.service_type == ServiceType::ExternalName;
+    match (&svc.external_name, external) {
+        (None, true) => return Err(wrong("type ExternalName needs externalName")),
+        (Some(_), false) => return Err(wrong("externalName is only for type ExternalName")),
+        (Some(name), true) if !dns_name(name) => {
+            return Err(wrong(&format!("externalName {name:?} is not a DNS name")))
+        }
+        _ => {}
+    }
+    if (external || svc.headless) && svc.cluster_ip.is_some() {
+        return Err(wrong(
+            "a headless or ExternalName service has no cluster IP",
+        ));
+    }
+    if svc.headless && svc.service_type != ServiceType::ClusterIP {
+        return Err(wrong(
+            "a headless service (clusterIP: None) must be of type ClusterIP",
+        ));
+    }
+    let external_addresses = !svc.external_ips.is_empty() || !svc.load_balancer_ips.is_empty();
+    if !svc.has_cluster_ip() && external_addresses {
+        return Err(wrong(
+            "a headless or ExternalName service takes no external or load-balancer IPs",
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS name: dot-separated labels of letters, digits and '-', at most 253 characters.
+fn dns_name(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.trim_end_matches('.').split('.').all(label)
+}
+
 /// Checks one service on its own: names, ports, node ports, addresses, affinity.
 pub fn check_service(svc: &Service, settings: &ServiceSettings) -> Result<(), ServiceError> {
     let id = format!("{}/{}", svc.namespace, svc.name);
     if !check_name(&svc.name) || !check_name(&svc.namespace) {
         return Err(ServiceError::BadName(id));
     }
-    if svc.ports.is_empty() {
+    check_kind(svc, &id)?;
+    // Headless and ExternalName services may have no ports (DNS only).
+    if svc.ports.is_empty() && svc.has_cluster_ip() {
         return Err(ServiceError::NoPorts(id));
     }
     let mut seen = HashSet::new();
@@ -253,7 +305,9 @@ impl Allocations {
                     });
                 }
             }
-            None => svc.cluster_ip = Some(self.free_ip(&id, settings)?),
+            None if svc.has_cluster_ip() => svc.cluster_ip = Some(self.free_ip(&id, settings)?),
+            // Headless and ExternalName services hold no address.
+            None => {}
         }
         let mut taken_here = HashSet::new();
         for i in 0..svc.ports.len() {
@@ -318,6 +372,38 @@ mod tests {
             "name": name, "type": ty, "ports": [{"port": port, "nodePort": node_port}]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn headless_and_external_name_services_hold_no_address_and_say_what_is_wrong() {
+        let settings = ServiceSettings::default();
+        let parse = |v: serde_json::Value| -> Service { serde_json::from_value(v).unwrap() };
+        let mut alloc = Allocations::default();
+        let headless = parse(serde_json::json!({"name": "db", "headless": true, "ports": []}));
+        let admitted = alloc.admit(headless, None, &settings).unwrap();
+        assert_eq!(admitted.cluster_ip, None, "no address allocated");
+        let alias = parse(serde_json::json!({
+            "name": "search", "type": "ExternalName", "externalName": "search.example.com", "ports": []
+        }));
+        assert_eq!(
+            alloc.admit(alias, None, &settings).unwrap().cluster_ip,
+            None
+        );
+        for (v, want) in [
+            (serde_json::json!({"name": "a", "type": "ExternalName", "ports": []}),
+             "service default/a: type ExternalName needs externalName"),
+            (serde_json::json!({"name": "a", "type": "ExternalName", "externalName": "bad_name!", "ports": []}),
+             "service default/a: externalName \"bad_name!\" is not a DNS name"),
+            (serde_json::json!({"name": "a", "externalName": "x.example", "ports": [{"port": 80}]}),
+             "service default/a: externalName is only for type ExternalName"),
+            (serde_json::json!({"name": "a", "headless": true, "type": "NodePort", "ports": [{"port": 80}]}),
+             "service default/a: a headless service (clusterIP: None) must be of type ClusterIP"),
+            (serde_json::json!({"name": "a", "headless": true, "externalIPs": ["192.0.2.1"], "ports": [{"port": 80}]}),
+             "service default/a: a headless or ExternalName service takes no external or load-balancer IPs"),
+        ] {
+            let e = check_service(&parse(v), &settings).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
     }
 
     #[test]

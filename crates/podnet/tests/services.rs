@@ -446,3 +446,61 @@ fn services_work_on_the_etcd_store_too() {
         .to_string();
     assert!(err.contains("already used by service default/web"), "{err}");
 }
+
+/// Headless and ExternalName services, and one labelled for another proxy,
+/// are stored (and listed as kubectl shows them) but never proxied: no
+/// element of theirs is in any node's table, and doctor agrees; a plain
+/// service beside them works.
+#[test]
+fn headless_external_name_and_other_proxies_services_are_stored_not_proxied() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "2", "--pods-per-node", "1"]);
+    g.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\n\
+         spec: {clusterIP: None, selector: {node: node2}, ports: [{port: 7777}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: search}\n\
+         spec: {type: ExternalName, externalName: search.example.com}\n---\n\
+         apiVersion: v1\nkind: Service\n\
+         metadata: {name: theirs, labels: {service.kubernetes.io/service-proxy-name: other-proxy}}\n\
+         spec: {clusterIP: 10.96.0.77, selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: ours}\n\
+         spec: {clusterIP: 10.96.0.78, selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n",
+    );
+    let out = g.run(&["get", "services"]);
+    let listing = text(&out);
+    let row = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("{name} listed:\n{listing}"))
+            .to_string()
+    };
+    assert!(row("db").contains(" None "), "{listing}");
+    assert!(row("search").contains("search.example.com"), "{listing}");
+    assert!(row("theirs").contains("10.96.0.77"), "{listing}");
+
+    // The agents program `ours` and nothing of the others.
+    let lab = g.lab();
+    let pod = first_pod(&lab, "node1");
+    let ok = wait_until(Duration::from_secs(20), || {
+        !answers(&lab, &pod, port80("10.96.0.78".parse().unwrap()), 1).is_empty()
+    });
+    assert!(ok, "the plain service answers");
+    for node in ["node1", "node2"] {
+        let table = g.exec(
+            &format!("podnet-{}-{node}", g.name),
+            &["nft", "list", "table", "inet", "podnet-services"],
+        );
+        let t = text(&table);
+        assert!(t.contains("10.96.0.78"), "{node}: {t}");
+        assert!(
+            !t.contains("10.96.0.77"),
+            "{node} proxies another proxy's service: {t}"
+        );
+    }
+    let doctor = std::process::Command::new(labkit::podnet())
+        .args(["doctor", "--lab", &g.name])
+        .output()
+        .unwrap();
+    assert!(doctor.status.success(), "{}", text(&doctor));
+}
