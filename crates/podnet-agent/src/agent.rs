@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub drop_log: Option<PathBuf>,
     /// Serve `/metrics`, `/healthz` and `/livez` here; none: no endpoint.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve kube-proxy's health contract (`/healthz`, `/livez`) here; none: no endpoint.
+    pub healthz_addr: Option<std::net::SocketAddr>,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -79,6 +81,8 @@ pub struct Agent {
     metrics: Arc<AgentMetrics>,
     /// The metrics endpoint's socket, bound at start.
     metrics_listener: Option<std::net::TcpListener>,
+    /// The health endpoint's socket, bound at start.
+    healthz_listener: Option<std::net::TcpListener>,
 }
 
 impl Agent {
@@ -91,13 +95,14 @@ impl Agent {
         let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
         let nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
         let underlay = Underlay::discover(&mut h, config.address)?;
-        let metrics_listener = match config.metrics_addr {
-            Some(addr) => Some(
-                crate::http::bind(addr)
-                    .map_err(|e| AgentError::inspect(format!("serve metrics on {addr}"), e))?,
-            ),
-            None => None,
+        let listen = |addr: Option<std::net::SocketAddr>, what: &str| match addr {
+            Some(addr) => crate::http::bind(addr)
+                .map(Some)
+                .map_err(|e| AgentError::inspect(format!("serve {what} on {addr}"), e)),
+            None => Ok(None),
         };
+        let metrics_listener = listen(config.metrics_addr, "metrics")?;
+        let healthz_listener = listen(config.healthz_addr, "health checks")?;
         if let Some(spec) = &config.cluster {
             spec.validate().map_err(StoreError::from)?;
             allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
@@ -136,6 +141,7 @@ impl Agent {
             failing: false,
             metrics,
             metrics_listener,
+            healthz_listener,
         })
     }
 
@@ -230,13 +236,14 @@ impl Agent {
             let stats = self.metrics.drops.clone();
             s.spawn(move || run_drop_log(&path, &stats, halt));
         }
-        if let Some(listener) = self
-            .metrics_listener
-            .as_ref()
-            .and_then(|l| l.try_clone().ok())
-        {
-            let (m, expected) = (self.metrics.clone(), self.health_limits());
-            s.spawn(move || crate::http::serve(&listener, &m, &expected, halt));
+        for (listener, endpoint) in [
+            (&self.metrics_listener, crate::http::Endpoint::Metrics),
+            (&self.healthz_listener, crate::http::Endpoint::Health),
+        ] {
+            if let Some(listener) = listener.as_ref().and_then(|l| l.try_clone().ok()) {
+                let (m, expected) = (self.metrics.clone(), self.health_limits());
+                s.spawn(move || crate::http::serve(&listener, endpoint, &m, &expected, halt));
+            }
         }
     }
 

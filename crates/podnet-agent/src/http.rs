@@ -1,6 +1,10 @@
-//! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz`
-//! (200 while every loop has synced recently, 503 with the reasons
-//! otherwise) and `/livez` (200 while the process runs).
+//! The agent's HTTP endpoints, on two listeners:
+//! - metrics (`--metrics-addr`): `/metrics` (Prometheus text), `/healthz`
+//!   (200 while every loop has synced recently, 503 with the reasons
+//!   otherwise) and `/livez` (200 while the process runs);
+//! - health (`--healthz-addr`, port 10256 as kube-proxy): kube-proxy's
+//!   contract for load balancers and kubelet probes, `/healthz` answering
+//!   JSON (`lastUpdated`, `currentTime`) with 200 or 503, and `/livez`.
 //!
 //! One request at a time, each bounded by a short read timeout: scrapes are
 //! rare and small, and a thread with a plain listener keeps the agent free
@@ -45,10 +49,20 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/metrics`, `/healthz` (text), `/livez`.
+    Metrics,
+    /// kube-proxy's health contract: `/healthz` (JSON), `/livez`.
+    Health,
+}
+
 /// Serves until `halt` is set. `expected` lists the loops that must have
 /// synced within their limit for `/healthz` to answer 200.
 pub(crate) fn serve(
     listener: &TcpListener,
+    endpoint: Endpoint,
     metrics: &AgentMetrics,
     expected: &[(&'static str, Duration)],
     halt: &AtomicBool,
@@ -56,7 +70,7 @@ pub(crate) fn serve(
     while !halt.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = answer(stream, metrics, expected) {
+                if let Err(e) = answer(stream, endpoint, metrics, expected) {
                     tracing::debug!(target: "podnet-agent", "metrics endpoint: {e}");
                 }
             }
@@ -77,6 +91,7 @@ fn wait_readable(listener: &TcpListener) {
 
 fn answer(
     mut stream: TcpStream,
+    endpoint: Endpoint,
     metrics: &AgentMetrics,
     expected: &[(&'static str, Duration)],
 ) -> std::io::Result<()> {
@@ -93,7 +108,10 @@ fn answer(
     }
     let request = String::from_utf8_lossy(&buf[..len]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, ctype, body) = route(path, metrics, expected);
+    let (status, ctype, body) = match endpoint {
+        Endpoint::Metrics => route(path, metrics, expected),
+        Endpoint::Health => health_route(path, metrics, expected),
+    };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -131,5 +149,70 @@ fn route(
             TEXT,
             "try /metrics, /healthz or /livez\n".into(),
         ),
+    }
+}
+
+/// kube-proxy's health answers: `/healthz` says when the proxy last synced
+/// and whether that is recent enough, in kube-proxy's JSON.
+fn health_route(
+    path: &str,
+    metrics: &AgentMetrics,
+    expected: &[(&'static str, Duration)],
+) -> (&'static str, &'static str, String) {
+    const JSON: &str = "application/json";
+    match path {
+        "/healthz" => {
+            let stale = metrics.stale_loops(expected);
+            let body = serde_json::json!({
+                "lastUpdated": rfc3339(metrics.last_sync_unix()),
+                "currentTime": rfc3339(std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())),
+                "nodeEligible": true,
+                "stale": stale,
+            })
+            .to_string();
+            if stale.is_empty() {
+                ("200 OK", JSON, body)
+            } else {
+                ("503 Service Unavailable", JSON, body)
+            }
+        }
+        "/livez" => ("200 OK", "text/plain; charset=utf-8", "ok\n".into()),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "try /healthz or /livez\n".into(),
+        ),
+    }
+}
+
+/// `2026-11-24T16:00:00Z` for seconds since the epoch (UTC).
+fn rfc3339(unix: f64) -> String {
+    let secs = unix.max(0.0) as u64;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3600, rest / 60 % 60, rest % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_kubernetes_writes_them() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_537_782.9), "2026-11-24T16:29:42Z");
+        assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
     }
 }

@@ -181,6 +181,20 @@ impl AgentMetrics {
         self.alive(what);
     }
 
+    /// When the last pass of any loop succeeded, in seconds since the epoch
+    /// (0 before the first).
+    pub fn last_sync_unix(&self) -> f64 {
+        let Ok(last) = self.last_success.lock() else {
+            return 0.0;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        last.values()
+            .map(|t| now - t.elapsed().as_secs_f64())
+            .fold(0.0, f64::max)
+    }
+
     /// A pass of `what` found nothing to do: the loop is alive.
     pub fn alive(&self, what: &'static str) {
         if let Ok(mut last) = self.last_success.lock() {

@@ -133,6 +133,12 @@ struct AgentArgs {
     /// Serve Prometheus metrics (`/metrics`), `/healthz` and `/livez` on this address (e.g. 0.0.0.0:9101).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve kube-proxy's health contract (`/healthz` JSON, `/livez`) on this address.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_addr: std::net::SocketAddr,
+    /// Do not serve the health contract.
+    #[arg(long)]
+    no_healthz: bool,
 }
 
 /// `-f FILE|-`: the manifest of `apply` and `delete`.
@@ -483,6 +489,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         policy_resync: Duration::from_secs(args.policy_resync_secs.max(1)),
         drop_log: (!args.no_drop_log).then_some(args.drop_log),
         metrics_addr: args.metrics_addr,
+        healthz_addr: (!args.no_healthz).then_some(args.healthz_addr),
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));

@@ -13,10 +13,15 @@ use labkit::LabGuard;
 use podnet_kernel::Netns;
 use podnet_testkit::{packets, wait_until};
 
-/// `GET path` on node `node`'s agent: status line and body.
+/// `GET path` on node `node`'s agent metrics endpoint: status line and body.
 fn get(g: &LabGuard, node: &str, path: &str) -> (String, String) {
-    let ns = g.node_ns(node);
     let port = podnet_lab::METRICS_ADDR.rsplit(':').next().unwrap();
+    get_on(g, node, port, path)
+}
+
+/// `GET path` on port `port` of node `node`: status line and body.
+fn get_on(g: &LabGuard, node: &str, port: &str, path: &str) -> (String, String) {
+    let ns = g.node_ns(node);
     let addr = format!("127.0.0.1:{port}");
     let response = ns
         .run(|| -> std::io::Result<String> {
@@ -96,6 +101,19 @@ fn metrics_follow_known_changes_and_health_follows_the_store() {
     assert_eq!(get(&g, "node2", "/healthz").0, "HTTP/1.1 200 OK");
     assert_eq!(get(&g, "node2", "/livez").0, "HTTP/1.1 200 OK");
     assert!(get(&g, "node2", "/nothing").0.contains("404"));
+    // kube-proxy's health contract on port 10256: JSON with the last sync.
+    let (status, body) = get_on(&g, "node2", "10256", "/healthz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        health["lastUpdated"].as_str().unwrap().starts_with("20"),
+        "{health}"
+    );
+    assert!(
+        health["currentTime"].as_str().unwrap().ends_with('Z'),
+        "{health}"
+    );
+    assert_eq!(get_on(&g, "node2", "10256", "/livez").0, "HTTP/1.1 200 OK");
 
     // A service change: counted, programmed, its programming time observed.
     let changes =
