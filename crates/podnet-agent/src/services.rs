@@ -218,6 +218,9 @@ fn apply_changes(
     let count = changes.len();
     let report = proxy.update(changes).map_err(|e| e.to_string())?;
     metrics.service_changes(0, count);
+    for failure in &report.cleanup_failures {
+        tracing::warn!(target: "podnet-agent", "services: cleanup after a change failed: {failure}");
+    }
     tracing::info!(target: "podnet-agent",
         "services: {count} changed ({}{}) applied in {:.2} ms ({how}): {report}",
         names.join(", "),

@@ -130,14 +130,19 @@ impl From<podnet_ipam::IpamError> for CniError {
 impl From<podnet_dataplane::DataplaneError> for CniError {
     fn from(e: podnet_dataplane::DataplaneError) -> Self {
         use podnet_dataplane::DataplaneError as E;
-        let code = match &e {
+        let code = match e.cause() {
             E::NoNamespace(_) => ErrorCode::UnknownContainer,
             E::InterfaceExists { .. } => ErrorCode::InvalidEnvironment,
             E::Invalid(_) => ErrorCode::InvalidNetworkConfig,
             E::CheckFailed(_) => ErrorCode::CheckFailed,
-            E::Kernel(_) => ErrorCode::KernelFailure,
+            E::Kernel(_) | E::RollbackFailed { .. } => ErrorCode::KernelFailure,
         };
-        CniError::new(code, e.to_string())
+        match &e {
+            // The message says why ADD failed; the details what was left behind.
+            E::RollbackFailed { error, rollback } => CniError::new(code, error.to_string())
+                .with_details(format!("rolling back failed: {rollback}")),
+            _ => CniError::new(code, e.to_string()),
+        }
     }
 }
 
@@ -150,6 +155,25 @@ impl From<podnet_kernel::KernelError> for CniError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_rollback_keeps_the_cause_and_says_what_was_left() {
+        use podnet_dataplane::DataplaneError as E;
+        let e = E::RollbackFailed {
+            error: Box::new(E::InterfaceExists {
+                ifname: "eth0".into(),
+                netns: "/run/netns/p".into(),
+            }),
+            rollback: "delete pn0123: Operation not permitted".into(),
+        };
+        let c = CniError::from(e);
+        assert_eq!(c.code, ErrorCode::InvalidEnvironment, "the cause's code");
+        assert_eq!(c.msg, "interface eth0 already exists in /run/netns/p");
+        assert_eq!(
+            c.details,
+            "rolling back failed: delete pn0123: Operation not permitted"
+        );
+    }
 
     #[test]
     fn every_code_has_its_spec_number() {

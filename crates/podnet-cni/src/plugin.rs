@@ -77,9 +77,18 @@ fn add(env: &RuntimeEnv, stdin: &[u8]) -> Result<String, CniError> {
     let attached = match attach(&host, &pod_ns, &spec, &pod) {
         Ok(a) => a,
         Err(e) => {
-            // Give the addresses back: a failed ADD leaves nothing behind.
-            let _ = ipam.del(env, stdin);
-            return Err(e.into());
+            // Give the addresses back: a failed ADD leaves nothing behind,
+            // and when it cannot, the error's details say what stayed.
+            let mut err: CniError = e.into();
+            if let Err(release) = ipam.del(env, stdin) {
+                let left = format!("releasing the addresses failed: {}", release.msg);
+                err.details = if err.details.is_empty() {
+                    left
+                } else {
+                    format!("{}; {left}", err.details)
+                };
+            }
+            return Err(err);
         }
     };
     let mine = result_of(&conf, env, &attached, &lease);

@@ -170,11 +170,17 @@ pub fn attach(
         });
         a
     });
-    if plumbed.is_err() {
+    match plumbed {
+        Ok(a) => Ok(a),
         // Roll back: deleting the host end removes the pod end and its routes too.
-        let _ = hh.delete_link(&port_name);
+        Err(error) => match hh.delete_link(&port_name) {
+            Ok(_) => Err(error),
+            Err(e) => Err(DataplaneError::RollbackFailed {
+                error: Box::new(error),
+                rollback: format!("delete {port_name}: {e}"),
+            }),
+        },
     }
-    plumbed
 }
 
 /// Configures both sides once the veth exists; the caller rolls back on error.

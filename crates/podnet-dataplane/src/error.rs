@@ -25,4 +25,23 @@ pub enum DataplaneError {
     /// CHECK found the pod's network not as it should be.
     #[error("check failed: {0}")]
     CheckFailed(String),
+    /// An operation failed, and undoing what it had done failed too: what
+    /// is left behind is named.
+    #[error("{error}; rolling back failed too: {rollback}")]
+    RollbackFailed {
+        /// Why the operation failed.
+        error: Box<DataplaneError>,
+        /// Why the rollback failed (what was left behind).
+        rollback: String,
+    },
+}
+
+impl DataplaneError {
+    /// The error that made the operation fail (itself, unless a rollback failed after it).
+    pub fn cause(&self) -> &DataplaneError {
+        match self {
+            DataplaneError::RollbackFailed { error, .. } => error.cause(),
+            other => other,
+        }
+    }
 }

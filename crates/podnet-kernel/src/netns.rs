@@ -150,8 +150,17 @@ impl Netns {
                 })
         });
         if let Err(e) = made {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
+            // The mount point we made; an error removing it is reported with the cause.
+            return Err(match std::fs::remove_file(&path) {
+                Ok(()) => e,
+                Err(rm) => KernelError::io(
+                    format!(
+                        "create namespace {name} ({e}); then remove {}",
+                        path.display()
+                    ),
+                    rm,
+                ),
+            });
         }
         let ns = Netns::open(&path)?;
         ns.run(|| crate::rtnl::set_up_by_name("lo"))??;

@@ -102,7 +102,10 @@ impl Lab {
             return Err(LabError::AlreadyUp(existing.join(", ")));
         }
         if let Err(e) = self.build(spec, plugin) {
-            let _ = self.remove_all();
+            if let Err(cleanup) = self.remove_all() {
+                tracing::warn!(target: "podnet-lab",
+                    "removing the half-built lab failed too: {cleanup}; `podnet lab down` retries");
+            }
             return Err(e);
         }
         if let Err(e) = self.wait_converged(CONVERGE_DEADLINE) {

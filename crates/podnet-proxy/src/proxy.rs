@@ -67,6 +67,9 @@ pub struct ApplyReport {
     pub flows_deleted: usize,
     /// Affinity entries to removed endpoints deleted.
     pub affinity_deleted: usize,
+    /// Cleanups that failed (stale flows or affinities left behind), each
+    /// saying what and why; the services themselves are programmed.
+    pub cleanup_failures: Vec<String>,
 }
 
 impl std::fmt::Display for ApplyReport {
@@ -86,6 +89,9 @@ impl std::fmt::Display for ApplyReport {
         }
         if self.affinity_deleted > 0 {
             write!(f, ", {} stale affinities deleted", self.affinity_deleted)?;
+        }
+        if !self.cleanup_failures.is_empty() {
+            write!(f, ", cleanup failed: {}", self.cleanup_failures.join("; "))?;
         }
         Ok(())
     }
@@ -309,8 +315,10 @@ impl ServiceProxy {
         self.counts = counts;
         self.hairpin = hairpin;
         self.synced = remaining > 0;
-        report.flows_deleted = self.delete_stale_udp_flows(&gone_flows);
-        report.affinity_deleted = self.delete_stale_affinity(&gone_flows, &gone_affinity);
+        report.flows_deleted =
+            self.delete_stale_udp_flows(&gone_flows, &mut report.cleanup_failures);
+        report.affinity_deleted =
+            self.delete_stale_affinity(&gone_flows, &gone_affinity, &mut report.cleanup_failures);
         Ok(report)
     }
 
@@ -420,7 +428,7 @@ impl ServiceProxy {
     }
 
     /// Deletes conntrack entries of UDP flows whose endpoint no longer serves the frontend.
-    fn delete_stale_udp_flows(&mut self, gone: &[Flow]) -> usize {
+    fn delete_stale_udp_flows(&mut self, gone: &[Flow], failures: &mut Vec<String>) -> usize {
         let udp: Vec<&Flow> = gone
             .iter()
             .filter(|f| f.frontend.protocol == Protocol::Udp)
@@ -433,8 +441,12 @@ impl ServiceProxy {
             if !udp.iter().any(|f| f.backend.is_ipv6() == v6) {
                 continue;
             }
-            let Ok(flows) = self.conntrack.flows(v6) else {
-                continue;
+            let flows = match self.conntrack.flows(v6) {
+                Ok(f) => f,
+                Err(e) => {
+                    failures.push(format!("list UDP flows to removed endpoints: {e}"));
+                    continue;
+                }
             };
             for ct in flows {
                 let stale = ct.original.proto == 17
@@ -444,8 +456,17 @@ impl ServiceProxy {
                             && ct.original.dst_port == f.frontend.port
                             && f.frontend.addr.is_none_or(|a| a == ct.original.dst)
                     });
-                if stale && self.conntrack.delete(&ct).is_ok() {
-                    deleted += 1;
+                if !stale {
+                    continue;
+                }
+                match self.conntrack.delete(&ct) {
+                    Ok(()) => deleted += 1,
+                    // Expired meanwhile: nothing left to delete.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => failures.push(format!(
+                        "delete UDP flow to {}:{}: {e}",
+                        ct.reply.src, ct.reply.src_port
+                    )),
                 }
             }
         }
@@ -454,7 +475,12 @@ impl ServiceProxy {
 
     /// Deletes affinity entries that point at removed endpoints, or belong to
     /// frontends that no longer have affinity (or changed its timeout).
-    fn delete_stale_affinity(&mut self, gone: &[Flow], frontends: &[(u32, Frontend)]) -> usize {
+    fn delete_stale_affinity(
+        &mut self,
+        gone: &[Flow],
+        frontends: &[(u32, Frontend)],
+        failures: &mut Vec<String>,
+    ) -> usize {
         let mut by_map: BTreeMap<SetId, Vec<AffinityTarget>> = BTreeMap::new();
         let map_of = |fe: &Frontend, v6: bool, timeout: u32| match fe.addr {
             Some(_) => SetId::Affinity { v6, timeout },
@@ -484,8 +510,13 @@ impl ServiceProxy {
         let mut tx = Transaction::new(Family::Inet, TABLE);
         for (set, targets) in by_map {
             let name = set.name();
-            let Ok(entries) = self.nft.set_elements(Family::Inet, TABLE, &name) else {
-                continue; // the map is gone with its last service
+            let entries = match self.nft.set_elements(Family::Inet, TABLE, &name) {
+                Ok(e) => e,
+                Err(e) if e.is_not_found() => continue, // gone with its last service
+                Err(e) => {
+                    failures.push(format!("read affinity map {name}: {e}"));
+                    continue;
+                }
             };
             let a = if set.v6() { 16 } else { 4 };
             let stale: Vec<SetElement> = entries
@@ -499,10 +530,16 @@ impl ServiceProxy {
             deleted += stale.len();
             tx.delete_elements(&name, &stale);
         }
-        if deleted == 0 || self.nft.commit(tx, "nft: delete stale affinity").is_err() {
+        if deleted == 0 {
             return 0;
         }
-        deleted
+        match self.nft.commit(tx, "nft: delete stale affinity") {
+            Ok(()) => deleted,
+            Err(e) => {
+                failures.push(format!("delete {deleted} stale affinity entries: {e}"));
+                0
+            }
+        }
     }
 }
 

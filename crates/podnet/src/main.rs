@@ -28,10 +28,20 @@ fn main() -> ExitCode {
 /// CNI mode: config on stdin, JSON on stdout, nothing else on stdout.
 fn run_plugin(command: &str) -> ExitCode {
     let mut stdin = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut stdin);
+    // A config that cannot be read is an empty one: the plugin answers
+    // with a config error naming it; the read error goes to stderr.
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        eprintln!("podnet: reading the network config from stdin: {e}");
+    }
     let (out, code) = podnet_cni::invoke(command, |k| std::env::var(k).ok(), &stdin);
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+    // The runtime reads stdout; if it cannot be written, stderr is all that is left.
+    if let Err(e) = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        eprintln!("podnet: writing the result to stdout: {e}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::from(code as u8)
 }
