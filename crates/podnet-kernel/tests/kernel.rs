@@ -216,4 +216,24 @@ fn delete_returning_on_unregister_removes_both_ends() {
         !podnet_kernel::rtnl::delete_link_unregistered(a.netns(), "vd").unwrap(),
         "absent link reports false"
     );
+    // The forked child that sat out the kernel's wait is reaped: no zombie stays.
+    let zombies = || {
+        let me = std::process::id().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid ...
+                let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+                let mut f = rest.split_whitespace();
+                f.next() == Some("Z") && f.next() == Some(me.as_str())
+            })
+            .count()
+    };
+    assert!(
+        podnet_testkit::wait_until(std::time::Duration::from_secs(5), || zombies() == 0),
+        "{} zombie children",
+        zombies()
+    );
 }

@@ -4,4 +4,4 @@ pub mod codec;
 pub mod socket;
 
 pub use codec::MessageBuilder;
-pub use socket::{NetlinkSocket, Notifications, Protocol};
+pub use socket::{ChildRequest, NetlinkSocket, Notifications, Protocol};

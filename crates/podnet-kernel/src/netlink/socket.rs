@@ -233,14 +233,17 @@ impl NetlinkSocket {
         }
     }
 
-    /// Sends `msg` from a forked child process and returns the child's pid at once.
+    /// Sends `msg` from a forked child process and returns at once with the
+    /// child, which owns the socket from then on (the parent's copy closes
+    /// here, so parent and child never read one socket).
     ///
     /// The child points stdin, stdout and stderr at `/dev/null` (so a CNI
     /// runtime reading our stdout is not held up by it), sends the request,
     /// waits for the kernel's answer and exits with 0 on success, 1 on failure.
     /// Everything the child runs is prepared before `fork` and it only makes
-    /// async-signal-safe system calls, so this is safe in a multi-threaded process.
-    pub fn request_in_child(&mut self, msg: MessageBuilder, op: &str) -> Result<libc::pid_t> {
+    /// async-signal-safe system calls, so this is safe in a multi-threaded
+    /// process. This is podnet's one `fork`.
+    pub fn request_in_child(mut self, msg: MessageBuilder, op: &str) -> Result<ChildRequest> {
         let seq = self.next_seq();
         let bytes = msg.with_ack().finish(seq);
         let devnull = std::fs::OpenOptions::new()
@@ -260,6 +263,7 @@ impl NetlinkSocket {
             ));
         }
         if pid == 0 {
+            // SAFETY: as above; the child never returns from this block.
             unsafe {
                 for target in 0..3 {
                     libc::dup2(devnull.as_raw_fd(), target);
@@ -269,7 +273,7 @@ impl NetlinkSocket {
                 libc::_exit(if ok { 0 } else { 1 });
             }
         }
-        Ok(pid)
+        Ok(ChildRequest { pid, reaped: false })
     }
 
     /// Sends one request with `NLM_F_ACK` and waits for the acknowledgement.
@@ -477,4 +481,44 @@ fn decode_error(payload: &[u8], flags: u16, op: &str) -> Reply {
         errno: -errno,
         extack,
     })
+}
+
+/// A request running in a forked child ([`NetlinkSocket::request_in_child`]).
+/// The child is always reaped: by [`ChildRequest::finished`], or on drop by
+/// a thread that waits for it, so no zombie is left in a long-lived process.
+#[derive(Debug)]
+pub struct ChildRequest {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl ChildRequest {
+    /// `Some(true)` when the child exited having got the kernel's
+    /// acknowledgement, `Some(false)` when it failed, `None` while it runs.
+    pub fn finished(&mut self) -> Option<bool> {
+        if self.reaped {
+            return None;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, not yet reaped, without blocking.
+        if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } != self.pid {
+            return None;
+        }
+        self.reaped = true;
+        Some(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    }
+}
+
+impl Drop for ChildRequest {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let pid = self.pid;
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, which nothing else reaps.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        });
+    }
 }

@@ -249,7 +249,8 @@ pub fn delete_link_unregistered(netns: &crate::Netns, name: &str) -> Result<bool
     };
     let m = MessageBuilder::new(libc::RTM_DELLINK, 0).header(&ifinfomsg(link.index, 0, 0));
     let op = format!("ip link del {name}");
-    let child = handle.sock.request_in_child(m, &op)?;
+    // The child gets a socket of its own: this process keeps reading its own.
+    let mut child = NetlinkSocket::open_in(netns, Protocol::Route)?.request_in_child(m, &op)?;
     let deadline = std::time::Instant::now() + GIVE_UP;
     while std::time::Instant::now() < deadline {
         match watch.wait_notifications(std::time::Duration::from_millis(10), &op)? {
@@ -273,13 +274,10 @@ pub fn delete_link_unregistered(netns: &crate::Netns, name: &str) -> Result<bool
                 }
             }
         }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child without blocking.
-        if unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) } == child {
-            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                return Ok(true); // deleted; the notification was lost (e.g. ENOBUFS)
-            }
-            break; // the child failed: let an in-process delete report why
+        match child.finished() {
+            Some(true) => return Ok(true), // deleted; the notification was lost (e.g. ENOBUFS)
+            Some(false) => break,          // the child failed: an in-process delete says why
+            None => {}
         }
     }
     handle.delete_link(name)
