@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 
 use podnet_services::{
-    Service, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    Service, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficDistribution,
+    TrafficPolicy,
 };
 use serde_json::Value;
 
@@ -50,6 +51,15 @@ pub fn spec(
     let timeout = affinity_timeout(&mut o, f);
     let external_traffic_policy = policy(&mut o, "externalTrafficPolicy", f);
     let internal_traffic_policy = policy(&mut o, "internalTrafficPolicy", f);
+    let traffic_distribution = o.has("trafficDistribution").then(|| {
+        let choices = [("PreferClose", TrafficDistribution::PreferClose)];
+        o.choice(
+            "trafficDistribution",
+            &choices,
+            TrafficDistribution::PreferClose,
+            f,
+        )
+    });
     o.ignore(
         &[
             "clusterIPs",
@@ -58,7 +68,6 @@ pub fn spec(
             "allocateLoadBalancerNodePorts",
             "healthCheckNodePort",
             "loadBalancerClass",
-            "trafficDistribution",
         ],
         f,
     );
@@ -77,6 +86,7 @@ pub fn spec(
         session_affinity_timeout_seconds: timeout,
         external_traffic_policy,
         internal_traffic_policy,
+        traffic_distribution,
         headless,
         external_name,
         labels: Default::default(),

@@ -16,7 +16,7 @@ pub mod validate;
 pub use error::ServiceError;
 pub use model::{
     Endpoint, EndpointPort, Endpoints, Protocol, Service, ServiceName, ServicePort,
-    ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficPolicy,
+    ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficDistribution, TrafficPolicy,
     SERVICE_PROXY_NAME_LABEL,
 };
 pub use select::{Backend, PortView};

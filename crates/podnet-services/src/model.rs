@@ -98,6 +98,13 @@ pub enum ServiceType {
     ExternalName,
 }
 
+/// How cluster IP traffic is spread over endpoints (`trafficDistribution`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrafficDistribution {
+    /// Endpoints on the client's node first; all endpoints when it has none ready.
+    PreferClose,
+}
+
 /// External or internal traffic policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TrafficPolicy {
@@ -194,6 +201,9 @@ pub struct Service {
     /// Policy for cluster IP traffic (default Cluster).
     #[serde(default, skip_serializing_if = "is_default")]
     pub internal_traffic_policy: TrafficPolicy,
+    /// Prefer endpoints close to the client (cluster IP traffic only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<TrafficDistribution>,
     /// Headless (`clusterIP: None`): no cluster IP, never proxied (DNS
     /// answers with the endpoints themselves).
     #[serde(default, skip_serializing_if = "is_default")]

@@ -7,13 +7,18 @@
 //! - a `Local` policy keeps only endpoints on this node (internal traffic
 //!   policy for the cluster IP, external traffic policy for node ports,
 //!   external and load-balancer IPs), applied before the fallback above;
+//! - `trafficDistribution: PreferClose` keeps cluster IP traffic on this
+//!   node's ready endpoints when it has any, and spreads it over all
+//!   otherwise (the client's node is the closest there is);
 //! - a target port given by name is looked up on each endpoint; endpoints
 //!   without that port do not serve it;
 //! - only endpoints of the cluster IP's address family serve.
 
 use std::net::IpAddr;
 
-use crate::model::{Endpoint, Endpoints, Service, ServicePort, TargetPort, TrafficPolicy};
+use crate::model::{
+    Endpoint, Endpoints, Service, ServicePort, TargetPort, TrafficDistribution, TrafficPolicy,
+};
 
 /// One endpoint of one service port: where its traffic is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,7 +70,10 @@ pub fn port_views<'a>(svc: &'a Service, eps: Option<&Endpoints>, node: &str) -> 
                 .collect();
             PortView {
                 port,
-                internal: choose(&resolved, svc.internal_traffic_policy),
+                internal: prefer_close(
+                    choose(&resolved, svc.internal_traffic_policy),
+                    svc.traffic_distribution,
+                ),
                 external: choose(&resolved, svc.external_traffic_policy),
             }
         })
@@ -84,6 +92,14 @@ fn target_port(port: &ServicePort, e: &Endpoint) -> Option<u16> {
         }
     };
     u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// The local backends when `PreferClose` asks for them and there are any.
+fn prefer_close(chosen: Vec<Backend>, distribution: Option<TrafficDistribution>) -> Vec<Backend> {
+    if distribution != Some(TrafficDistribution::PreferClose) || !chosen.iter().any(|b| b.local) {
+        return chosen;
+    }
+    chosen.into_iter().filter(|b| b.local).collect()
 }
 
 fn choose(resolved: &[(&Endpoint, Backend)], policy: TrafficPolicy) -> Vec<Backend> {
@@ -125,6 +141,36 @@ mod tests {
 
     fn endpoints(list: serde_json::Value) -> Endpoints {
         serde_json::from_value(serde_json::json!({"name": "web", "endpoints": list})).unwrap()
+    }
+
+    #[test]
+    fn prefer_close_keeps_cluster_traffic_on_the_node_when_it_can() {
+        let svc = service(serde_json::json!({"trafficDistribution": "PreferClose"}));
+        let eps = endpoints(serde_json::json!([
+            {"address": "10.244.1.2", "node": "a", "ports": [{"name": "http", "port": 80}]},
+            {"address": "10.244.2.2", "node": "b", "ports": [{"name": "http", "port": 80}]},
+            {"address": "10.244.2.3", "node": "b", "ready": false, "ports": [{"name": "http", "port": 80}]},
+        ]));
+        let internal = |node: &str| -> Vec<String> {
+            port_views(&svc, Some(&eps), node)[0]
+                .internal
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect()
+        };
+        assert_eq!(internal("a"), ["10.244.1.2"]);
+        assert_eq!(
+            internal("b"),
+            ["10.244.2.2"],
+            "only ready local endpoints count"
+        );
+        assert_eq!(
+            internal("c"),
+            ["10.244.1.2", "10.244.2.2"],
+            "none local: all"
+        );
+        // External traffic is not affected.
+        assert_eq!(port_views(&svc, Some(&eps), "a")[0].external.len(), 2);
     }
 
     #[test]

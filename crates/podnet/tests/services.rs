@@ -504,3 +504,45 @@ fn headless_external_name_and_other_proxies_services_are_stored_not_proxied() {
         .unwrap();
     assert!(doctor.status.success(), "{}", text(&doctor));
 }
+
+/// `trafficDistribution: PreferClose`: a client on a node with a ready
+/// endpoint is served by it alone; a node without one spreads over all.
+#[test]
+fn prefer_close_serves_from_the_clients_node_and_falls_back_to_all() {
+    let g = LabGuard::new();
+    g.up(&["--nodes", "2", "--pods-per-node", "1"]);
+    let out = g.run(&["add-node"]);
+    assert!(out.status.success(), "{}", text(&out));
+    g.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: near}\n\
+         spec: {clusterIP: 10.96.0.90, trafficDistribution: PreferClose, selector: {app: echo},\n\
+         ports: [{port: 80, targetPort: 7777}]}\n",
+    );
+    let lab = g.lab();
+    let vip = port80("10.96.0.90".parse().unwrap());
+    let local = first_pod(&lab, "node1");
+    // The agents program the service on their own time.
+    assert!(wait_until(Duration::from_secs(20), || {
+        !answers(&lab, &local, vip, 1).is_empty()
+    }));
+    let from_pod = by_endpoint(&answers(&lab, &local, vip, 30));
+    assert_eq!(from_pod.len(), 1, "{from_pod:?}");
+    assert!(from_pod.keys().all(|k| k.contains("node1")), "{from_pod:?}");
+    let state = lab.state().unwrap();
+    let bare = state
+        .nodes
+        .iter()
+        .find(|n| !state.pods.iter().any(|p| p.node == n.name))
+        .expect("the added node has no pods")
+        .name
+        .clone();
+    assert!(wait_until(Duration::from_secs(20), || {
+        !answers(&lab, &bare, vip, 1).is_empty()
+    }));
+    let from_bare = by_endpoint(&answers(&lab, &bare, vip, 40));
+    assert_eq!(
+        from_bare.len(),
+        2,
+        "no local endpoint: every endpoint serves: {from_bare:?}"
+    );
+}
