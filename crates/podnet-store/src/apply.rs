@@ -79,6 +79,37 @@ impl ClusterStore {
         Ok(())
     }
 
+    /// Creates or replaces every object of a manifest (checked first with
+    /// [`Self::check_objects`]): namespaces, pods and policies one by one
+    /// in order, then all services together ([`Self::put_services`]: one
+    /// read, batched writes), so a manifest of 100,000 services does not
+    /// read the store 100,000 times. Outcomes come in the objects' order.
+    pub fn apply_objects(&self, objects: &[&Object]) -> Result<Vec<Outcome>, StoreError> {
+        let mut outcomes = vec![Outcome::Unchanged; objects.len()];
+        let mut services = Vec::new();
+        let mut at = Vec::new();
+        for (i, obj) in objects.iter().enumerate() {
+            match obj {
+                Object::Service(s) => {
+                    services.push(s.clone());
+                    at.push(i);
+                }
+                other => outcomes[i] = self.apply_object(other)?,
+            }
+        }
+        let stored = self.put_services(services)?;
+        let by_key: std::collections::HashMap<_, _> = stored
+            .into_iter()
+            .map(|(new, old)| (new.key(), outcome(old, &new)))
+            .collect();
+        for i in at {
+            if let Object::Service(s) = objects[i] {
+                outcomes[i] = by_key.get(&s.key()).copied().unwrap_or(Outcome::Unchanged);
+            }
+        }
+        Ok(outcomes)
+    }
+
     /// Creates or replaces one object. A pod needs `spec.nodeName` here
     /// (outside a lab nothing schedules pods); its addresses come from its
     /// `status.podIPs`.

@@ -66,10 +66,12 @@ impl ClusterStore {
                 .get(name)
                 .and_then(|r| crate::parse_endpoints(name, r).ok());
             if old.as_ref() != Some(&eps) {
-                self.put_endpoints(&eps)?;
                 changed.push((svc, eps));
             }
         }
+        // Written together: a load of many services does not pay a
+        // transaction per service.
+        self.put_many_endpoints(changed.iter().map(|(_, e)| e))?;
         Ok(changed)
     }
 }

@@ -8,7 +8,7 @@
 //!   port. A write claims what it newly takes in the same transaction (failing
 //!   if someone else just did), so two services never get one address or port.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use podnet_cluster::ClusterSpec;
@@ -60,6 +60,39 @@ fn by_kind<V>(entries: impl IntoIterator<Item = (String, V)>) -> ByKind<V> {
         }
     }
     (services, endpoints)
+}
+
+/// Operations per transaction when writing many (etcd refuses more than 128).
+pub const TXN_OPS: usize = 120;
+/// Transactions in flight when writing many.
+pub const WRITERS: usize = 8;
+
+/// The write of `admitted` over `previous` (its stored form and text):
+/// conditional on the stored text (or on its absence), with its claims.
+fn service_txn(key: &ServiceName, admitted: &Service, previous: Option<&(Service, String)>) -> Txn {
+    let held = previous.map(|p| claims(&p.0)).unwrap_or_default();
+    let wanted = claims(admitted);
+    let owner = key.to_string();
+    let mut txn = Txn::default();
+    match previous {
+        Some((_, raw)) => txn.equal.push((service_key(key), raw.clone())),
+        None => txn.absent.push(service_key(key)),
+    }
+    for c in wanted.difference(&held) {
+        txn.absent.push(c.clone());
+        txn.puts.push((c.clone(), owner.clone()));
+    }
+    txn.deletes.extend(held.difference(&wanted).cloned());
+    txn.puts.push((service_key(key), to_json(admitted)));
+    txn
+}
+
+/// Appends `more`'s conditions and operations to `into`.
+fn merge(into: &mut Txn, more: Txn) {
+    into.absent.extend(more.absent);
+    into.equal.extend(more.equal);
+    into.puts.extend(more.puts);
+    into.deletes.extend(more.deletes);
 }
 
 /// The claim keys a service holds.
@@ -215,25 +248,111 @@ impl ClusterStore {
             }
             let mut alloc = Allocations::of(&stored);
             let admitted = alloc.admit(svc.clone(), previous.as_ref().map(|p| &p.0), &settings)?;
-            let held = previous.as_ref().map(|p| claims(&p.0)).unwrap_or_default();
-            let wanted = claims(&admitted);
-            let owner = key.to_string();
-            let mut txn = Txn::default();
-            match &previous {
-                Some((_, raw)) => txn.equal.push((service_key(&key), raw.clone())),
-                None => txn.absent.push(service_key(&key)),
-            }
-            for c in wanted.difference(&held) {
-                txn.absent.push(c.clone());
-                txn.puts.push((c.clone(), owner.clone()));
-            }
-            txn.deletes.extend(held.difference(&wanted).cloned());
-            txn.puts.push((service_key(&key), to_json(&admitted)));
+            let txn = service_txn(&key, &admitted, previous.as_ref());
             if self.kv().transact(&txn)? {
                 return Ok(admitted);
             }
         }
         Err(StoreError::Contention(format!("service {}", svc.key())))
+    }
+
+    /// Creates or updates many services at once, as [`Self::put_service`]
+    /// does one (`podnet cluster apply` with many services): one read of what
+    /// is stored, every service admitted against it and the ones before it
+    /// (nothing is written if one is refused), then conditional writes of at
+    /// most [`TXN_OPS`] operations each, [`WRITERS`] in flight (etcd commits
+    /// concurrent transactions with one disk sync). Returns each service as
+    /// stored and its stored form before, if it had one (a service named
+    /// twice: its last version, once).
+    pub fn put_services(
+        &self,
+        services: Vec<Service>,
+    ) -> Result<Vec<(Service, Option<Service>)>, StoreError> {
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        let settings = self.service_settings()?;
+        let mut stored: HashMap<ServiceName, (Service, String)> = HashMap::new();
+        for (n, raw) in self.stored_services("")? {
+            stored.insert(n.clone(), (parse_service(&n, &raw)?, raw));
+        }
+        let mut alloc = Allocations::of(stored.values().map(|(s, _)| s));
+        // A service named twice is written once, as its last version.
+        let mut last_of: HashMap<ServiceName, usize> = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            last_of.insert(s.key(), i);
+        }
+        let (mut txns, mut out) = (vec![Txn::default()], Vec::with_capacity(services.len()));
+        for (i, svc) in services.into_iter().enumerate() {
+            if last_of.get(&svc.key()) != Some(&i) {
+                continue;
+            }
+            let key = svc.key();
+            let previous = stored.get(&key);
+            let admitted = alloc.admit(svc, previous.map(|p| &p.0), &settings)?;
+            let txn = service_txn(&key, &admitted, previous);
+            let size = |t: &Txn| t.absent.len() + t.equal.len() + t.puts.len() + t.deletes.len();
+            let last = txns.last_mut().expect("one at least");
+            if size(last) + size(&txn) > TXN_OPS && size(last) > 0 {
+                txns.push(txn);
+            } else {
+                merge(last, txn);
+            }
+            out.push((admitted, previous.map(|p| p.0.clone())));
+        }
+        self.write_concurrently(&txns, "apply services")?;
+        Ok(out)
+    }
+
+    /// Sets the endpoints of many services (replacing what was there), in
+    /// transactions of at most [`TXN_OPS`] keys, [`WRITERS`] in flight.
+    pub fn put_many_endpoints<'a>(
+        &self,
+        all: impl IntoIterator<Item = &'a Endpoints>,
+    ) -> Result<(), StoreError> {
+        let mut puts = Vec::new();
+        for eps in all {
+            check_endpoints(eps)?;
+            puts.push((endpoints_key(&eps.key()), to_json(eps)));
+        }
+        let txns: Vec<Txn> = puts
+            .chunks(TXN_OPS)
+            .map(|c| Txn {
+                puts: c.to_vec(),
+                ..Txn::default()
+            })
+            .collect();
+        self.write_concurrently(&txns, "set endpoints")
+    }
+
+    /// Commits `txns`, [`WRITERS`] at a time; the first refused or failed one is the error.
+    fn write_concurrently(&self, txns: &[Txn], what: &str) -> Result<(), StoreError> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..WRITERS {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(txn) = txns.get(i) else { return };
+                    let err = match self.kv().transact(txn) {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            StoreError::Contention(format!("{what}: a service changed meanwhile"))
+                        }
+                        Err(e) => e,
+                    };
+                    if let Ok(mut f) = failed.lock() {
+                        f.get_or_insert(err);
+                    }
+                    next.store(txns.len(), std::sync::atomic::Ordering::Relaxed);
+                    return;
+                });
+            }
+        });
+        match failed.into_inner() {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Stores many services and their endpoints at once (initial loads,

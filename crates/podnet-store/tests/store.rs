@@ -360,3 +360,58 @@ fn etcd_pages_listings_and_reads_changes_from_a_watch() {
         })
         .unwrap();
 }
+
+/// Many services at once, as `podnet cluster apply` writes them: allocated
+/// together, written in batches, outcomes per service; a refused one writes
+/// nothing; a service named twice is stored as its last version.
+fn many_services(store: &ClusterStore) {
+    use podnet_services::Service;
+    let svc = |name: &str, port: u32| -> Service {
+        serde_json::from_value(serde_json::json!({"name": name, "ports": [{"port": port}]}))
+            .unwrap()
+    };
+    let services: Vec<Service> = (0..300).map(|i| svc(&format!("s{i}"), 80)).collect();
+    let out = store.put_services(services).unwrap();
+    assert_eq!(out.len(), 300);
+    assert!(out.iter().all(|(_, before)| before.is_none()));
+    let ips: std::collections::BTreeMap<String, _> = out
+        .iter()
+        .map(|(s, _)| (s.name.clone(), s.cluster_ip))
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = ips.values().collect();
+    assert_eq!(distinct.len(), 300, "every service got its own address");
+    assert_eq!(store.services().unwrap().len(), 300);
+    // Again, one changed and one named twice (its last version wins).
+    let again = vec![svc("s1", 81), svc("s2", 82), svc("s2", 83)];
+    let out = store.put_services(again).unwrap();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|(_, before)| before.is_some()));
+    let stored = store.services().unwrap();
+    let port = |n: &str| stored.iter().find(|s| s.name == n).unwrap().ports[0].port;
+    assert_eq!((port("s1"), port("s2")), (81, 83));
+    let kept = stored.iter().find(|s| s.name == "s1").unwrap().cluster_ip;
+    assert_eq!(kept, ips["s1"], "an update keeps its address");
+    // A refused one (port out of range) writes nothing, not even the good ones.
+    let bad = vec![svc("new1", 80), svc("new2", 70000)];
+    assert!(store.put_services(bad).is_err());
+    assert_eq!(store.services().unwrap().len(), 300);
+}
+
+#[test]
+fn many_services_on_both_stores() {
+    require_root();
+    let dir = TempDir::new("many");
+    let file = ClusterStore::new(Box::new(FileKv::open(dir.path()).unwrap()));
+    file.init_cluster(&spec()).unwrap();
+    many_services(&file);
+    let ns = NetnsGuard::new("etcdmany");
+    let etcd = EtcdServer::start(&ns, "127.0.0.1");
+    let url = etcd.url();
+    ns.netns()
+        .run(|| {
+            let s = ClusterStore::new(Box::new(EtcdKv::new(&url).unwrap()));
+            s.init_cluster(&spec()).unwrap();
+            many_services(&s);
+        })
+        .unwrap();
+}

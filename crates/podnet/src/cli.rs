@@ -502,12 +502,11 @@ fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::er
         ClusterAction::Apply(ManifestFile { file }) => {
             let docs = manifests::read(&file)?;
             store.check_objects(&docs.iter().map(|d| &d.object).collect::<Vec<_>>(), false)?;
-            for doc in docs {
-                let outcome = store.apply_object(&doc.object)?;
+            for (doc, outcome) in docs.iter().zip(manifests::apply_all(&store, &docs)?) {
                 println!(
                     "{} {outcome}{}",
                     doc.object.describe(),
-                    manifests::ignored_note(&doc)
+                    manifests::ignored_note(doc)
                 );
             }
             for (svc, eps) in store.sync_endpoints()? {

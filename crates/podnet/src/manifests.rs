@@ -27,3 +27,12 @@ pub fn ignored_note(doc: &Document) -> String {
         format!(" (ignored: {})", doc.ignored.join(", "))
     }
 }
+
+/// Applies every document (checked before), services in one batch; outcomes in order.
+pub fn apply_all(
+    store: &podnet_store::ClusterStore,
+    docs: &[Document],
+) -> Result<Vec<podnet_store::Outcome>, Box<dyn std::error::Error>> {
+    let objects: Vec<_> = docs.iter().map(|d| &d.object).collect();
+    Ok(store.apply_objects(&objects)?)
+}
