@@ -236,6 +236,10 @@ fn cidr_list(cidrs: &[IpNet]) -> String {
 pub struct Allocations {
     ips: HashMap<IpAddr, ServiceName>,
     node_ports: HashMap<(Protocol, u16), ServiceName>,
+    /// Where the search for a free cluster IP goes on from (an offset from
+    /// the first allocatable address), so that admitting many services in
+    /// a row does not rescan the addresses already handed out.
+    ip_cursor: u128,
 }
 
 impl Allocations {
@@ -347,18 +351,38 @@ impl Allocations {
         Ok(svc)
     }
 
-    fn free_ip(&self, id: &str, settings: &ServiceSettings) -> Result<IpAddr, ServiceError> {
+    fn free_ip(&mut self, id: &str, settings: &ServiceSettings) -> Result<IpAddr, ServiceError> {
         let cidr = settings
             .service_cidrs
             .first()
             .ok_or_else(|| ServiceError::BadSettings("no service CIDR".into()))?;
         // The first address is the network; Kubernetes also keeps .1 for the
         // API server, so allocation starts at .10 like its DNS convention.
-        cidr.hosts()
-            .skip(9)
-            .take(1 << 20)
-            .find(|ip| !self.ips.contains_key(ip))
-            .ok_or_else(|| ServiceError::ClusterIpsExhausted(id.to_string()))
+        let (network, v6) = match cidr.network() {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+            IpAddr::V6(a) => (u128::from(a), true),
+        };
+        let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len());
+        let size = 1u128.checked_shl(host_bits).unwrap_or(u128::MAX);
+        // IPv4 keeps its broadcast address out.
+        let usable = size.saturating_sub(if v6 { 10 } else { 11 }).min(1 << 20);
+        let at = |offset: u128| -> IpAddr {
+            let n = network + 10 + offset;
+            if v6 {
+                IpAddr::V6(n.into())
+            } else {
+                IpAddr::V4((n as u32).into())
+            }
+        };
+        for step in 0..usable {
+            let offset = (self.ip_cursor + step) % usable;
+            let ip = at(offset);
+            if !self.ips.contains_key(&ip) {
+                self.ip_cursor = offset + 1;
+                return Ok(ip);
+            }
+        }
+        Err(ServiceError::ClusterIpsExhausted(id.to_string()))
     }
 }
 

@@ -51,6 +51,7 @@ impl ClusterStore {
         let settings = self.service_settings()?;
         let stored = self.services()?;
         let mut alloc = Allocations::of(&stored);
+        let stored: std::collections::HashMap<_, _> = stored.iter().map(|s| (s.key(), s)).collect();
         for obj in objects {
             let (kind, name) = match obj {
                 Object::Namespace(ns) => {
@@ -62,7 +63,7 @@ impl ClusterStore {
                 }
                 Object::Pod(m) => ("Pod", m.pod.key()),
                 Object::Service(s) => {
-                    let previous = stored.iter().find(|x| x.key() == s.key());
+                    let previous = stored.get(&s.key()).copied();
                     alloc.admit(s.clone(), previous, &settings)?;
                     ("Service", ObjectName::new(&s.namespace, &s.name))
                 }
