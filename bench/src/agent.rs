@@ -347,8 +347,14 @@ pub fn run() -> String {
     let _ = writeln!(t, "the start of the store write to the agent's log line saying the change is in the kernel (median, p95 in brackets).\n");
     let _ = writeln!(t, "| services | store | load | first full sync (agent's log) | VmRSS MiB | VmHWM MiB | one change: write | end to end | agent's pass |");
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
+    // PODNET_BENCH_AGENT_STORES=etcd (or embedded) runs one store only.
+    let only = std::env::var("PODNET_BENCH_AGENT_STORES").unwrap_or_default();
+    let stores: Vec<Store> = [Store::File, Store::Etcd]
+        .into_iter()
+        .filter(|s| only.is_empty() || only.split(',').any(|o| o.trim() == s.name()))
+        .collect();
     for size in sizes() {
-        for store in [Store::File, Store::Etcd] {
+        for &store in &stores {
             eprintln!("agent: {size} services, {} store", store.name());
             match figures(size, &dir, store) {
                 Ok(f) => {

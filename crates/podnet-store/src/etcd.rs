@@ -80,6 +80,17 @@ impl EtcdKv {
     /// idempotent (a put of the same value), so resending one that did reach
     /// a member that then went away is safe.
     fn call(&self, path: &str, op: &'static str, body: Value) -> Result<Value, StoreError> {
+        self.call_as(path, op, body)
+    }
+
+    /// [`Self::call`], the reply read straight into `T` (no JSON tree: at
+    /// 100k services a listing is 100 MB of JSON).
+    fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        op: &'static str,
+        body: Value,
+    ) -> Result<T, StoreError> {
         let text = body.to_string();
         let mut last = None;
         for _ in 0..self.endpoints.len() {
@@ -163,24 +174,50 @@ impl EtcdKv {
             if listing.revision > 0 {
                 body["revision"] = json!(listing.revision.to_string());
             }
-            let reply = self.call("/v3/kv/range", "range", body)?;
+            let page: RangePage = self.call_as("/v3/kv/range", "range", body)?;
             if listing.revision == 0 {
-                listing.revision = number(&reply["header"]["revision"]);
+                listing.revision = page.header.revision.parse().unwrap_or(0);
             }
-            for kv in reply["kvs"].as_array().into_iter().flatten() {
-                let key =
-                    unb64(&kv["key"]).ok_or_else(|| self.protocol("range", kv.to_string()))?;
-                let value = unb64(&kv["value"]).unwrap_or_default();
+            for kv in page.kvs {
+                let key = decode(&kv.key).ok_or_else(|| self.protocol("range", kv.key.clone()))?;
+                let value = decode(&kv.value).unwrap_or_default();
                 listing.entries.push((key, value));
             }
-            // The gateway omits false booleans.
-            let more = reply["more"].as_bool().unwrap_or(false);
             match listing.entries.last() {
-                Some((last, _)) if more => from = format!("{last}\0"),
+                Some((last, _)) if page.more => from = format!("{last}\0"),
                 _ => return Ok(listing),
             }
         }
     }
+}
+
+/// One page of a range reply, as the gateway writes it (false booleans and
+/// empty values omitted, numbers as strings).
+#[derive(serde::Deserialize)]
+struct RangePage {
+    header: RangeHeader,
+    #[serde(default)]
+    kvs: Vec<RangeKv>,
+    #[serde(default)]
+    more: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct RangeHeader {
+    #[serde(default)]
+    revision: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RangeKv {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// A base64 text as a UTF-8 string.
+fn decode(text: &str) -> Option<String> {
+    String::from_utf8(B64.decode(text).ok()?).ok()
 }
 
 impl KvBackend for EtcdKv {
@@ -429,7 +466,7 @@ fn b64(s: &str) -> String {
 }
 
 fn unb64(v: &Value) -> Option<String> {
-    String::from_utf8(B64.decode(v.as_str()?).ok()?).ok()
+    decode(v.as_str()?)
 }
 
 /// etcd's int64 fields arrive as strings (and are omitted when zero).
