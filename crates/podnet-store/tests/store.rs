@@ -356,6 +356,14 @@ fn etcd_pages_listings_and_reads_changes_from_a_watch() {
                 .unwrap();
             assert!(out.status.success());
             assert!(kv.changes_since("/p/", after).unwrap().is_none());
+            // A watcher that fell behind the compaction is told to relist.
+            match kv
+                .wait_changes("/p/", after, Duration::from_secs(5))
+                .unwrap()
+            {
+                podnet_store::Waited::Changed(rev, None) => assert!(rev > after),
+                other => panic!("a compacted history must ask for a relist: {other:?}"),
+            }
             assert_eq!(kv.list("/p/").unwrap().entries.len(), keys.len() - 1);
         })
         .unwrap();
