@@ -75,6 +75,7 @@ impl IpamBackend {
                 ))
             }
             IpamBackend::Delegated(plugin) => {
+                let (_, stdin) = &spoken(plugin, env, stdin)?;
                 let out = exec_plugin(plugin, Command::Add, env, stdin)?;
                 let result = CniResult::from_value(&out.unwrap_or(Value::Null))?;
                 let addresses: Vec<PodAddress> = result
@@ -103,6 +104,7 @@ impl IpamBackend {
                 .map(|_| ())
                 .map_err(Into::into),
             IpamBackend::Delegated(plugin) => {
+                let (_, stdin) = &spoken(plugin, env, stdin)?;
                 exec_plugin(plugin, Command::Del, env, stdin).map(|_| ())
             }
         }
@@ -128,15 +130,19 @@ impl IpamBackend {
                 )))
             }
             IpamBackend::Delegated(plugin) => {
+                let (_, stdin) = &spoken(plugin, env, stdin)?;
                 exec_plugin(plugin, Command::Check, env, stdin).map(|_| None)
             }
         }
     }
 
-    /// Releases what belongs to attachments not in `valid` (`GC`).
+    /// Releases what belongs to attachments not in `valid` (`GC`). A
+    /// delegate older than GC (before CNI 1.1.0) gets a DEL for each of the
+    /// `stale` attachments podnet's own GC found instead.
     pub fn gc(
         &self,
         valid: &[(String, String)],
+        stale: &[(String, String)],
         env: &RuntimeEnv,
         stdin: &[u8],
     ) -> Result<(), CniError> {
@@ -146,7 +152,20 @@ impl IpamBackend {
                 Ok(())
             }
             IpamBackend::Delegated(plugin) => {
-                exec_plugin(plugin, Command::Gc, env, stdin).map(|_| ())
+                let (version, stdin) = &spoken(plugin, env, stdin)?;
+                if at_least(version, GC_SINCE) {
+                    return exec_plugin(plugin, Command::Gc, env, stdin).map(|_| ());
+                }
+                for (container_id, ifname) in stale {
+                    let of = RuntimeEnv {
+                        container_id: container_id.clone(),
+                        ifname: ifname.clone(),
+                        netns: String::new(),
+                        ..env.clone()
+                    };
+                    exec_plugin(plugin, Command::Del, &of, stdin)?;
+                }
+                Ok(())
             }
         }
     }
@@ -170,6 +189,11 @@ impl IpamBackend {
                 Ok(())
             }
             IpamBackend::Delegated(plugin) => {
+                let (version, stdin) = &spoken(plugin, env, stdin)?;
+                // A delegate older than STATUS has nothing to say: it is ready.
+                if !at_least(version, GC_SINCE) {
+                    return Ok(());
+                }
                 exec_plugin(plugin, Command::Status, env, stdin).map(|_| ())
             }
         }
@@ -190,6 +214,64 @@ fn builtin_lease(ipam: &Ipam, allocs: impl Iterator<Item = (usize, IpAddr)>) -> 
     }
     lease.subnets = ipam.ranges().iter().flatten().map(|r| r.subnet).collect();
     lease
+}
+
+/// The CNI version that brought GC and STATUS.
+const GC_SINCE: &str = "1.1.0";
+
+/// `a.b.c` as numbers, for ordering versions.
+fn version_key(v: &str) -> Vec<u32> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+fn at_least(v: &str, min: &str) -> bool {
+    version_key(v) >= version_key(min)
+}
+
+/// The highest version both the config (`wanted`) and the delegate
+/// (`supported`) speak: `wanted` itself when the delegate speaks it.
+pub fn common_version(wanted: &str, supported: &[String]) -> Option<String> {
+    if supported.iter().any(|v| v == wanted) {
+        return Some(wanted.to_string());
+    }
+    supported
+        .iter()
+        .filter(|v| version_key(v) <= version_key(wanted))
+        .max_by_key(|v| version_key(v))
+        .cloned()
+}
+
+/// The version to speak with `plugin` (asked with `VERSION`) and the
+/// config rewritten to it: Debian's host-local speaks CNI up to 1.0.0
+/// while podnet's config may say 1.1.0.
+fn spoken(plugin: &str, env: &RuntimeEnv, stdin: &[u8]) -> Result<(String, Vec<u8>), CniError> {
+    let bad = |m: String| CniError::new(ErrorCode::DelegatedIpamFailure, m);
+    let mut conf: Value = serde_json::from_slice(stdin)
+        .map_err(|e| bad(format!("network config is not JSON: {e}")))?;
+    let wanted = conf["cniVersion"].as_str().unwrap_or("1.1.0").to_string();
+    let ask = serde_json::to_vec(&serde_json::json!({ "cniVersion": wanted })).unwrap_or_default();
+    let answer = exec_plugin(plugin, Command::Version, env, &ask)?.unwrap_or(Value::Null);
+    let supported: Vec<String> = answer["supportedVersions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let version = common_version(&wanted, &supported).ok_or_else(|| {
+        bad(format!(
+            "IPAM plugin {plugin} speaks CNI {}, none of them at most {wanted}",
+            supported.join(", ")
+        ))
+    })?;
+    conf["cniVersion"] = version.clone().into();
+    // A delegate that does not know GC must not be handed its fields.
+    if !at_least(&version, GC_SINCE) {
+        if let Some(m) = conf.as_object_mut() {
+            m.remove("cni.dev/valid-attachments");
+        }
+    }
+    let bytes = serde_json::to_vec(&conf).map_err(|e| bad(e.to_string()))?;
+    Ok((version, bytes))
 }
 
 fn find_plugin(name: &str, env: &RuntimeEnv) -> Result<PathBuf, CniError> {
@@ -263,4 +345,20 @@ fn exec_plugin(
         return Err(err);
     }
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_version_both_speak_is_chosen() {
+        let debian: Vec<String> = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(common_version("1.1.0", &debian).as_deref(), Some("1.0.0"));
+        assert_eq!(common_version("0.4.0", &debian).as_deref(), Some("0.4.0"));
+        assert_eq!(common_version("0.0.9", &debian), None);
+        assert!(at_least("1.1.0", GC_SINCE) && !at_least("1.0.0", GC_SINCE));
+    }
 }

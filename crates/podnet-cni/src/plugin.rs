@@ -239,8 +239,8 @@ fn gc(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
     // Interfaces first, then addresses: an address is never free while an interface still holds it.
-    remove_stale(&host_netns()?, &conf.network_spec(Vec::new()), &valid)?;
-    IpamBackend::for_conf(&conf)?.gc(&valid, env, stdin)
+    let stale = remove_stale(&host_netns()?, &conf.network_spec(Vec::new()), &valid)?;
+    IpamBackend::for_conf(&conf)?.gc(&valid, &stale, env, stdin)
 }
 
 fn status(env: &RuntimeEnv, stdin: &[u8]) -> Result<(), CniError> {

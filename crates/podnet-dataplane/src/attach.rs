@@ -267,12 +267,13 @@ pub fn detach(host: &Netns, net: &NetworkSpec, container_id: &str, ifname: &str)
 /// A network's veths are found by their interface group, which is set at
 /// creation, so even the veth of an ADD killed before it could set the alias
 /// is found. A veth is stale when its deterministic name belongs to no valid
-/// attachment. Returns the names deleted.
+/// attachment. Returns the attachments whose veth was deleted (`(container id, ifname)`,
+/// from the veth's alias; a veth without one is deleted and not listed).
 pub fn remove_stale(
     host: &Netns,
     net: &NetworkSpec,
     valid: &[(String, String)],
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, String)>> {
     let group = network_group(&net.name);
     let keep: Vec<String> = valid
         .iter()
@@ -284,7 +285,11 @@ pub fn remove_stale(
     for link in hh.links()? {
         let ours = link.group == group && link.name.starts_with(HOST_VETH_PREFIX);
         if ours && !keep.contains(&link.name) && hh.delete_link(&link.name)? {
-            removed.push(link.name);
+            // The alias names the attachment (`podnet NETWORK CONTAINER IFNAME`).
+            let alias = link.alias.unwrap_or_default();
+            if let [_, _, id, ifname] = alias.split(' ').collect::<Vec<_>>()[..] {
+                removed.push((id.to_string(), ifname.to_string()));
+            }
         } else {
             present.push(link.name);
         }

@@ -3,6 +3,8 @@
 mod common;
 
 use common::{result_ip, Node, Pod};
+use std::net::IpAddr;
+
 use serde_json::json;
 
 #[test]
@@ -293,4 +295,42 @@ fn status_reports_availability() {
     pod.del(&node);
     node.cni_env(&[("CNI_COMMAND", "STATUS")], &node.config)
         .ok();
+}
+
+/// A delegate older than the config: Debian's host-local speaks CNI up to
+/// 1.0.0, the config says 1.1.0. podnet asks it its versions and speaks
+/// 1.0.0 to it; ADD, CHECK, DEL, GC (DEL of the stale attachments podnet
+/// finds) and STATUS all succeed.
+#[test]
+fn an_older_delegated_ipam_is_spoken_to_in_its_own_version() {
+    let mut node = Node::new("bridge", "10.244.21.0/24", None);
+    node.config["cniVersion"] = "1.1.0".into();
+    let dir = node.data_dir.join("host-local");
+    node.config["ipam"] = json!({"type": "host-local", "ranges": [[{"subnet": "10.244.21.0/24"}]], "dataDir": dir.to_string_lossy()});
+    let held = |ip: IpAddr| dir.join("testnet").join(ip.to_string()).exists();
+    let (kept, stale) = (Pod::new("k"), Pod::new("s"));
+    let r = kept.add(&node);
+    assert_eq!(
+        r["cniVersion"], "1.1.0",
+        "podnet answers in the config's version"
+    );
+    let kept_ip = result_ip(&r, false);
+    let stale_ip = result_ip(&stale.add(&node), false);
+    assert!(held(kept_ip) && held(stale_ip), "host-local recorded both");
+    let mut conf = node.config.clone();
+    conf["prevResult"] = r.clone();
+    node.cni("CHECK", &kept.id, &kept.path(), "eth0", &conf)
+        .ok();
+    node.cni_env(&[("CNI_COMMAND", "STATUS")], &node.config)
+        .ok();
+    let mut gc = node.config.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": kept.id, "ifname": "eth0"}]);
+    node.cni_env(&[("CNI_COMMAND", "GC")], &gc).ok();
+    assert!(
+        !held(stale_ip),
+        "GC released the stale attachment through host-local"
+    );
+    assert!(held(kept_ip), "the valid one keeps its address");
+    kept.del(&node);
+    assert!(!held(kept_ip), "DEL released it");
 }
