@@ -75,6 +75,9 @@ impl Node {
         let name = format!("pnb{}-agent-{tag}", std::process::id());
         let _ = Netns::remove_named(&name);
         Netns::create_named(&name).expect("create namespace");
+        // Owned from here: a failing command below removes it again.
+        let node = Node { name, etcd: None };
+        let name = &node.name;
         for cmd in [
             format!("ip -n {name} link set lo up"),
             format!("ip -n {name} link add eth0 type veth peer name eth0p"),
@@ -84,7 +87,7 @@ impl Node {
         ] {
             sh(&cmd);
         }
-        Node { name, etcd: None }
+        node
     }
 
     fn netns(&self) -> Netns {

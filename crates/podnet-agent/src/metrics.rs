@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
+use podnet_kernel::nftables::NftHandle;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -271,11 +272,8 @@ struct KernelCollector {
 
 impl KernelCollector {
     /// Denied packets per `(policy, direction)` from the per-pod counters.
-    fn denials(&self) -> BTreeMap<(String, &'static str), u64> {
+    fn denials(&self, nft: &mut NftHandle) -> BTreeMap<(String, &'static str), u64> {
         let mut out = BTreeMap::new();
-        let Ok(mut nft) = podnet_kernel::nftables::NftHandle::current() else {
-            return out;
-        };
         let table = podnet_firewall::TABLE;
         let counters = nft
             .counters(podnet_kernel::nftables::Family::Inet, table)
@@ -296,12 +294,9 @@ impl KernelCollector {
         out
     }
 
-    fn spoofed(&self) -> u64 {
+    fn spoofed(&self, nft: &mut NftHandle) -> u64 {
         use podnet_dataplane::antispoof::{COUNTER, TABLE};
         use podnet_kernel::nftables::Family;
-        let Ok(mut nft) = podnet_kernel::nftables::NftHandle::current() else {
-            return 0;
-        };
         [Family::Inet, Family::Bridge]
             .into_iter()
             .flat_map(|f| nft.counters(f, TABLE).unwrap_or_default())
@@ -313,18 +308,7 @@ impl KernelCollector {
     /// Allocated addresses and capacity of the node's blocks.
     fn ipam(&self) -> Option<(usize, u128)> {
         let (dir, blocks) = self.facts.lock().ok()?.ipam.clone()?;
-        let ranges = blocks
-            .iter()
-            .map(|b| {
-                vec![podnet_ipam::Range {
-                    subnet: *b,
-                    range_start: None,
-                    range_end: None,
-                    gateway: None,
-                }]
-            })
-            .collect();
-        let ipam = podnet_ipam::Ipam::new(&dir, crate::NETWORK_NAME, ranges, Vec::new()).ok()?;
+        let ipam = podnet_ipam::Ipam::of_blocks(&dir, crate::NETWORK_NAME, &blocks).ok()?;
         let used = ipam.allocations().ok()?.len();
         let free: u128 = ipam.free_counts().ok()?.iter().sum();
         Some((used, used as u128 + free))
@@ -333,7 +317,9 @@ impl KernelCollector {
 
 impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let denials = self.denials();
+        // One nfnetlink socket per scrape; without one the kernel figures are absent.
+        let mut nft = NftHandle::current().ok();
+        let denials = nft.as_mut().map(|n| self.denials(n)).unwrap_or_default();
         let c = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "podnet_policy_denied_packets",
@@ -345,7 +331,7 @@ impl Collector for KernelCollector {
             let labels = [("policy", policy.as_str()), ("direction", *dir)];
             ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
-        let spoofed = ConstCounter::new(self.spoofed());
+        let spoofed = ConstCounter::new(nft.as_mut().map_or(0, |n| self.spoofed(n)));
         spoofed.encode(encoder.encode_descriptor(
             "podnet_antispoof_dropped_packets",
             "Packets dropped because a pod sent from an address it does not hold (kernel counter)",

@@ -21,6 +21,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Its name in the cluster spec (`host-gw`, `vxlan`, `auto`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::HostGw => "host-gw",
+            Backend::Vxlan => "vxlan",
+            Backend::Auto => "auto",
+        }
+    }
+
     /// Whether this backend may encapsulate, so pods need the smaller MTU.
     pub fn may_encapsulate(self) -> bool {
         !matches!(self, Backend::HostGw)

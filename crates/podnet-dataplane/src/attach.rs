@@ -10,7 +10,9 @@ use podnet_kernel::{sysctl, Link, Netns, Route, RouteHandle, VethSpec};
 
 use crate::antispoof;
 use crate::error::DataplaneError;
-use crate::names::{host_veth_alias, host_veth_name, network_group, HOST_VETH_PREFIX};
+use crate::names::{
+    host_veth_alias, host_veth_name, network_group, parse_host_veth_alias, HOST_VETH_PREFIX,
+};
 use crate::spec::{Model, NetworkSpec, PodAttachment};
 use crate::{BridgePodNetwork, RoutedPodNetwork};
 
@@ -285,9 +287,9 @@ pub fn remove_stale(
     for link in hh.links()? {
         let ours = link.group == group && link.name.starts_with(HOST_VETH_PREFIX);
         if ours && !keep.contains(&link.name) && hh.delete_link(&link.name)? {
-            // The alias names the attachment (`podnet NETWORK CONTAINER IFNAME`).
+            // The alias names the attachment.
             let alias = link.alias.unwrap_or_default();
-            if let [_, _, id, ifname] = alias.split(' ').collect::<Vec<_>>()[..] {
+            if let Some((_, id, ifname)) = parse_host_veth_alias(&alias) {
                 removed.push((id.to_string(), ifname.to_string()));
             }
         } else {

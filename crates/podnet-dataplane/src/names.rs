@@ -29,6 +29,14 @@ pub fn host_veth_alias(network: &str, container_id: &str, ifname: &str) -> Strin
     format!("podnet {network} {container_id} {ifname}")
 }
 
+/// `(network, container id, ifname)` from an alias [`host_veth_alias`] wrote.
+pub fn parse_host_veth_alias(alias: &str) -> Option<(&str, &str, &str)> {
+    match alias.split(' ').collect::<Vec<_>>()[..] {
+        ["podnet", network, container, ifname] => Some((network, container, ifname)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +56,10 @@ mod tests {
         assert_eq!(network_group("n1"), network_group("n1"));
         assert!(network_group("") != 0);
         assert_eq!(host_veth_alias("n1", "c1", "eth0"), "podnet n1 c1 eth0");
+        assert_eq!(
+            parse_host_veth_alias(&host_veth_alias("n1", "c1", "eth0")),
+            Some(("n1", "c1", "eth0"))
+        );
+        assert_eq!(parse_host_veth_alias("someone else's"), None);
     }
 }

@@ -16,6 +16,16 @@ pub enum Model {
     Routed,
 }
 
+impl Model {
+    /// Its name in the CNI config (`bridge`, `routed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Bridge => "bridge",
+            Model::Routed => "routed",
+        }
+    }
+}
+
 /// The network a pod joins (from the CNI network config).
 #[derive(Debug, Clone)]
 pub struct NetworkSpec {

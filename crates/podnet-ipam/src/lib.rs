@@ -84,6 +84,27 @@ impl Ipam {
         })
     }
 
+    /// The IPAM of `network` over whole `blocks`, one range set each (as the
+    /// node agent writes the CNI config), to read what it holds.
+    pub fn of_blocks(
+        data_dir: &Path,
+        network: &str,
+        blocks: &[ipnet::IpNet],
+    ) -> Result<Self, IpamError> {
+        let ranges = blocks
+            .iter()
+            .map(|b| {
+                vec![Range {
+                    subnet: *b,
+                    range_start: None,
+                    range_end: None,
+                    gateway: None,
+                }]
+            })
+            .collect();
+        Ipam::new(data_dir, network, ranges, Vec::new())
+    }
+
     /// The range sets this IPAM allocates from.
     pub fn ranges(&self) -> &[RangeSet] {
         &self.ranges

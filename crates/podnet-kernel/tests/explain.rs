@@ -7,10 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use podnet_kernel::nftables::build::ChainDef;
-use podnet_kernel::nftables::consts::*;
+use podnet_kernel::nftables::build::{set_nftrace, ChainDef};
 use podnet_kernel::nftables::{
-    ChainKind, Expr, Family, Hook, NftHandle, Rule, TraceKind, TraceWatch, Transaction, Verdict,
+    ChainKind, Family, Hook, NftHandle, Rule, TraceKind, TraceWatch, Transaction, Verdict,
 };
 use podnet_kernel::probe::{self, ProbeOutcome, ProbeProto, ProbeSpec};
 use podnet_kernel::rtnl::{RouteKind, RouteQuery};
@@ -83,16 +82,7 @@ fn spec(proto: ProbeProto, port: u16, size: usize) -> ProbeSpec {
 
 fn trace_table(ns: &NetnsGuard) {
     let mut tx = Transaction::new(Family::Inet, "trace");
-    let set_trace = vec![
-        Expr::Immediate {
-            dreg: reg(0),
-            data: vec![1],
-        },
-        Expr::MetaSet {
-            key: META_NFTRACE,
-            sreg: reg(0),
-        },
-    ];
+    let set_trace = set_nftrace().to_vec();
     for (name, hook) in [("pre", Hook::Prerouting), ("out", Hook::Output)] {
         let chain = ChainDef {
             name: name.into(),

@@ -94,10 +94,7 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         .map_err(|e| LabError::io(format!("create {}", dir.display()), e))?;
     let cluster_file = cluster_file(lab);
     let netns = Netns::open_named(&node.ns)?;
-    let model = match state.spec.model {
-        podnet_dataplane::Model::Bridge => "bridge",
-        podnet_dataplane::Model::Routed => "routed",
-    };
+    let model = state.spec.model.name();
     let (addr, store) = (node.address.to_string(), lab.store_url(state.spec.store));
     let (cni_dir, ipam_dir) = (dir.join("cni"), dir.join("ipam"));
     let (cluster_arg, cni_arg, ipam_arg, drops_arg) = (

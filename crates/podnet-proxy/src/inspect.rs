@@ -1,4 +1,4 @@
-//! Reading back what the kernel holds for one service.
+//! Reading back what the kernel holds: the whole table, or one service's part.
 
 use std::collections::BTreeSet;
 
@@ -6,8 +6,24 @@ use podnet_kernel::nftables::{Family, NftHandle, SetElement};
 use podnet_services::{Endpoints, Service};
 
 use crate::error::ProxyError;
-use crate::layout::{encode, TABLE};
+use crate::layout::{encode, Layout, TABLE};
 use crate::plan::fragment;
+use crate::table::ObservedTable;
+
+/// The table's set names, and the elements of the sets of `layout` that a
+/// sync compares (present, and not filled by the packet path): one dump
+/// per set, whatever the number of services.
+pub fn observe_table(nft: &mut NftHandle, layout: &Layout) -> Result<ObservedTable, ProxyError> {
+    let names: BTreeSet<String> = nft.set_names(Family::Inet, TABLE)?.into_iter().collect();
+    let mut elements = std::collections::BTreeMap::new();
+    for set in layout.sets() {
+        let name = set.name();
+        if names.contains(&name) && !set.spec().dynamic {
+            elements.insert(name.clone(), nft.set_elements(Family::Inet, TABLE, &name)?);
+        }
+    }
+    Ok(ObservedTable { names, elements })
+}
 
 /// Whether the kernel behind `nft` holds exactly the elements of `svc` with
 /// `eps` on node `node`: everything its fragment needs is there, and no other

@@ -25,9 +25,10 @@ use podnet_kernel::Netns;
 use podnet_services::{Endpoints, Protocol, Service, ServiceName};
 
 use crate::error::ProxyError;
+use crate::inspect::observe_table;
 use crate::layout::{encode, Layout, SetId, TABLE};
 use crate::plan::{fragment, hairpin_element, Flow, Fragment, Frontend};
-use crate::table::{desired_table, diff_table, ObservedTable};
+use crate::table::{desired_table, diff_table};
 
 /// A change to one service.
 #[derive(Debug, Clone)]
@@ -339,7 +340,7 @@ impl ServiceProxy {
         let mut desired = desired_table(&services, &self.node);
         let (layout, counts) = (desired.layout(), desired.counts());
         let hairpin = std::mem::take(&mut desired.hairpin);
-        let observed = self.observe(&layout)?;
+        let observed = observe_table(&mut self.nft, &layout)?;
         let diff = diff_table(desired, &observed);
         let mut tx = Transaction::new(Family::Inet, TABLE);
         for (set, elements) in &diff.create {
@@ -389,25 +390,6 @@ impl ServiceProxy {
         self.nft
             .commit(tx, "nft delete table inet podnet-services")?;
         Ok(sets)
-    }
-
-    /// The table's set names, and the elements of the sets of `layout` that
-    /// a sync compares (present, and not filled by the packet path).
-    fn observe(&mut self, layout: &Layout) -> Result<ObservedTable, ProxyError> {
-        let names: BTreeSet<String> = self
-            .nft
-            .set_names(Family::Inet, TABLE)?
-            .into_iter()
-            .collect();
-        let mut elements = BTreeMap::new();
-        for set in layout.sets() {
-            let name = set.name();
-            if names.contains(&name) && !set.spec().dynamic {
-                let have = self.nft.set_elements(Family::Inet, TABLE, &name)?;
-                elements.insert(name, have);
-            }
-        }
-        Ok(ObservedTable { names, elements })
     }
 
     fn chains_current(&mut self, layout: &Layout) -> Result<bool, ProxyError> {

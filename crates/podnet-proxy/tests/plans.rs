@@ -147,13 +147,5 @@ fn run_case(path: &Path) -> Result<(), String> {
 #[test]
 fn recorded_states_plan_as_expected() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plans");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/plans")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 6, "recorded states in {}", dir.display());
-    let failures: Vec<String> = files.iter().filter_map(|p| run_case(p).err()).collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    podnet_testkit::check_recorded_cases(&dir, 6, run_case);
 }

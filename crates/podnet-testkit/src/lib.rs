@@ -145,3 +145,26 @@ pub fn require_root() {
         "podnet's kernel tests need root (CI runs them as root)"
     );
 }
+
+/// Runs `run` on every recorded case (`*.json`) in `dir`, in name order, and
+/// fails with every failure at once; fewer than `at_least` cases is a
+/// failure too (a test that finds no case cannot fail).
+pub fn check_recorded_cases(
+    dir: &std::path::Path,
+    at_least: usize,
+    run: impl Fn(&std::path::Path) -> Result<(), String>,
+) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= at_least,
+        "recorded cases in {}",
+        dir.display()
+    );
+    let failures: Vec<String> = files.iter().filter_map(|p| run(p).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

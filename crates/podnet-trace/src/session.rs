@@ -5,7 +5,7 @@
 //! fails or is interrupted.
 
 use podnet_kernel::counters::{self, Counters};
-use podnet_kernel::nftables::build::ChainDef;
+use podnet_kernel::nftables::build::{set_nftrace, ChainDef};
 use podnet_kernel::nftables::consts::*;
 use podnet_kernel::nftables::{
     ChainKind, CmpOp, Expr, Family, Hook, NftHandle, Rule, TraceEvent, TraceWatch, Transaction,
@@ -55,19 +55,6 @@ pub struct Session {
     removed: bool,
 }
 
-fn set_trace() -> [Expr; 2] {
-    [
-        Expr::Immediate {
-            dreg: reg(0),
-            data: vec![1],
-        },
-        Expr::MetaSet {
-            key: META_NFTRACE,
-            sreg: reg(0),
-        },
-    ]
-}
-
 fn th_u16_is(offset: u32, value: u16) -> [Expr; 2] {
     [
         Expr::PayloadLoad {
@@ -94,7 +81,7 @@ fn proto_is(proto: u8) -> [Expr; 2] {
 pub fn trace_rules(m: &Match, bridge: bool) -> Vec<Rule> {
     let rule = |parts: Vec<Expr>| {
         let mut exprs = parts;
-        exprs.extend(set_trace());
+        exprs.extend(set_nftrace());
         Rule {
             exprs,
             comment: "podnet trace: the probe's packets".into(),

@@ -59,16 +59,7 @@ fn pod_route(g: &LabGuard, node: &str, nth: usize) -> (String, String) {
 #[test]
 fn doctor_names_each_broken_invariant_and_the_agent_repairs_its_datapath() {
     let g = LabGuard::new();
-    g.up(&[
-        "--nodes",
-        "2",
-        "--segments",
-        "2",
-        "--backend",
-        "vxlan",
-        "--pods-per-node",
-        "3",
-    ]);
+    g.up_two_segments_vxlan(3);
     let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
                spec: {selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n";
     let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-in}\n\

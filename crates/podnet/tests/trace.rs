@@ -18,16 +18,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Two nodes on two segments (joined by the router), VXLAN between them.
 fn lab() -> LabGuard {
     let g = LabGuard::new();
-    g.up(&[
-        "--nodes",
-        "2",
-        "--segments",
-        "2",
-        "--backend",
-        "vxlan",
-        "--pods-per-node",
-        "1",
-    ]);
+    g.up_two_segments_vxlan(1);
     g
 }
 

@@ -15,11 +15,12 @@ use std::fmt;
 use std::path::PathBuf;
 
 use podnet_cluster::{ClusterSpec, Node};
+use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::Netns;
 use serde::Serialize;
 
 use crate::cniconf::{read_conflist, WrittenConf};
-use crate::error::AgentError;
+use crate::error::{kernel, AgentError};
 use crate::plan::ObservedDatapath;
 use crate::underlay::Underlay;
 
@@ -205,7 +206,10 @@ fn doctor_here(cfg: &DoctorConfig) -> Result<DoctorReport, AgentError> {
         nodes,
     };
     let tables = tables::Wanted::read(&store, cfg)?;
-    let mut report = node::check(&view, cfg)?;
-    report.checks.extend(tables::check(&view, &tables, cfg)?);
+    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
+    let mut report = node::check(&view, cfg, &mut nft)?;
+    report
+        .checks
+        .extend(tables::check(&view, &tables, cfg, &mut nft)?);
     Ok(report)
 }

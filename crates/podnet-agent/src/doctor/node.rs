@@ -7,9 +7,11 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use podnet_cluster::{plan_remote_nodes, pod_mtu};
-use podnet_dataplane::names::{host_veth_name, network_group, HOST_VETH_PREFIX};
+use podnet_dataplane::names::{
+    host_veth_name, network_group, parse_host_veth_alias, HOST_VETH_PREFIX,
+};
 use podnet_dataplane::Model;
-use podnet_ipam::{Allocation, Ipam, Range};
+use podnet_ipam::{Allocation, Ipam};
 use podnet_kernel::nftables::{NetworkRuleset, NftHandle};
 use podnet_kernel::rtnl::RTPROT_PODNET;
 use podnet_kernel::{sysctl, Link, RouteHandle};
@@ -36,7 +38,11 @@ struct PodPort<'a> {
 }
 
 /// The node's checks, in the handle's namespace (the caller's thread).
-pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorReport, AgentError> {
+pub(super) fn check(
+    view: &ClusterView,
+    cfg: &DoctorConfig,
+    nft: &mut NftHandle,
+) -> Result<DoctorReport, AgentError> {
     let mut h = RouteHandle::current().map_err(kernel("open rtnetlink"))?;
     let underlay = Underlay::discover(&mut h, view.node.address)?;
     let links = h.links().map_err(kernel("list links"))?;
@@ -47,9 +53,9 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
     checks.push(datapath);
     checks.push(pods(view, &underlay, &ports, &orphans, &links));
     checks.push(host_routes(&mut h, view, &ports, &links)?);
-    checks.push(masquerade(view, !ports.is_empty())?);
-    checks.push(antispoof(view, &ports)?);
-    checks.push(foreign_firewalls(view)?);
+    checks.push(masquerade(view, !ports.is_empty(), nft)?);
+    checks.push(antispoof(view, &ports, nft)?);
+    checks.push(foreign_firewalls(view, nft)?);
     Ok(DoctorReport {
         node: view.node.name.clone(),
         description: format!(
@@ -57,8 +63,8 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
             view.node.address,
             underlay.name,
             underlay.mtu,
-            backend_name(view.cluster.backend),
-            model_name(view.conf.model),
+            view.cluster.backend.name(),
+            view.conf.model.name(),
             join(&view.node.pod_cidrs)
         ),
         checks,
@@ -66,21 +72,6 @@ pub(super) fn check(view: &ClusterView, cfg: &DoctorConfig) -> Result<DoctorRepo
         observed,
         inputs: Some(inputs),
     })
-}
-
-fn backend_name(b: podnet_cluster::Backend) -> &'static str {
-    match b {
-        podnet_cluster::Backend::HostGw => "host-gw",
-        podnet_cluster::Backend::Vxlan => "vxlan",
-        podnet_cluster::Backend::Auto => "auto",
-    }
-}
-
-fn model_name(m: Model) -> &'static str {
-    match m {
-        Model::Bridge => "bridge",
-        Model::Routed => "routed",
-    }
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
@@ -94,21 +85,8 @@ fn read_allocations(view: &ClusterView) -> Result<Vec<Allocation>, AgentError> {
         .data_dir
         .clone()
         .unwrap_or_else(|| podnet_ipam::DEFAULT_DATA_DIR.into());
-    let ranges = view
-        .conf
-        .blocks
-        .iter()
-        .map(|b| {
-            vec![Range {
-                subnet: *b,
-                range_start: None,
-                range_end: None,
-                gateway: None,
-            }]
-        })
-        .collect();
     let what = || format!("read IPAM state in {}", Path::new(&dir).display());
-    let ipam = Ipam::new(&dir, NETWORK_NAME, ranges, Vec::new())
+    let ipam = Ipam::of_blocks(&dir, NETWORK_NAME, &view.conf.blocks)
         .map_err(|e| AgentError::inspect(what(), e))?;
     ipam.allocations()
         .map_err(|e| AgentError::inspect(what(), e))
@@ -233,10 +211,9 @@ fn datapath(
 
 /// "container CID IFNAME", from the alias the plugin sets on a pod's host interface.
 fn pod_of(link: &Link) -> String {
-    let parts: Vec<&str> = link.alias.as_deref().unwrap_or("").split(' ').collect();
-    match parts.as_slice() {
-        ["podnet", _network, container, ifname] => format!("container {container} {ifname}"),
-        _ => "unknown container".to_string(),
+    match parse_host_veth_alias(link.alias.as_deref().unwrap_or("")) {
+        Some((_, container, ifname)) => format!("container {container} {ifname}"),
+        None => "unknown container".to_string(),
     }
 }
 
@@ -262,7 +239,7 @@ fn pods(
             format!("CNI config mtu {}", view.conf.mtu),
             format!(
                 "want {want_mtu}: backend {} over {} mtu {} (the agent rewrites it at start)",
-                backend_name(c.backend),
+                c.backend.name(),
                 underlay.name,
                 underlay.mtu
             ),
@@ -393,7 +370,11 @@ fn host_prefix(ip: IpAddr) -> IpNet {
 }
 
 /// The masquerade chain the plugin writes at every ADD, from the CNI config.
-fn masquerade(view: &ClusterView, has_pods: bool) -> Result<Check, AgentError> {
+fn masquerade(
+    view: &ClusterView,
+    has_pods: bool,
+    nft: &mut NftHandle,
+) -> Result<Check, AgentError> {
     let c = &view.conf;
     let ruleset = NetworkRuleset::for_pods(NETWORK_NAME, &c.blocks, &c.cluster_cidrs, c.ip_masq);
     let chain = format!(
@@ -401,7 +382,6 @@ fn masquerade(view: &ClusterView, has_pods: bool) -> Result<Check, AgentError> {
         podnet_kernel::nftables::TABLE,
         ruleset.postrouting_chain()
     );
-    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
     let current = nft
         .network_current(&ruleset)
         .map_err(kernel(format!("read {chain}")))?;
@@ -437,14 +417,17 @@ fn masquerade(view: &ClusterView, has_pods: bool) -> Result<Check, AgentError> {
 
 /// With anti-spoofing on: every pod interface and each of its addresses in
 /// the anti-spoofing sets, and nothing of pods that are gone.
-fn antispoof(view: &ClusterView, ports: &[PodPort<'_>]) -> Result<Check, AgentError> {
+fn antispoof(
+    view: &ClusterView,
+    ports: &[PodPort<'_>],
+    nft: &mut NftHandle,
+) -> Result<Check, AgentError> {
     use podnet_dataplane::antispoof::{describe, held, pod_elements};
     if !view.conf.anti_spoofing {
         return Ok(Check::new("antispoof", "anti-spoofing off", Vec::new()));
     }
-    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
     let have: BTreeSet<(&str, podnet_kernel::nftables::SetElement)> =
-        held(&mut nft, view.conf.model)?.into_iter().collect();
+        held(nft, view.conf.model)?.into_iter().collect();
     let want: BTreeSet<(&str, podnet_kernel::nftables::SetElement)> = ports
         .iter()
         .filter(|p| !p.allocations.is_empty())
@@ -478,8 +461,7 @@ fn antispoof(view: &ClusterView, ports: &[PodPort<'_>]) -> Result<Check, AgentEr
 
 /// Another firewall's forward chain that drops by default must carry the
 /// accept rules for the node's pod blocks (the agent inserts them).
-fn foreign_firewalls(view: &ClusterView) -> Result<Check, AgentError> {
-    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
+fn foreign_firewalls(view: &ClusterView, nft: &mut NftHandle) -> Result<Check, AgentError> {
     let chains = nft
         .foreign_drop_chains_without(NETWORK_NAME)
         .map_err(kernel("list forward chains"))?;

@@ -1,9 +1,12 @@
 //! The node's service and policy tables against the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use podnet_kernel::nftables::{Family, NftHandle};
+use podnet_kernel::nftables::{Family, NftHandle, SetElement};
 use podnet_policy::World;
+use podnet_proxy::inspect::observe_table;
+use podnet_proxy::plan::fragment;
+use podnet_proxy::table::{desired_table, diff_table};
 use podnet_services::{Endpoints, Service};
 use podnet_store::{parse_endpoints, parse_service, ClusterStore};
 
@@ -53,14 +56,14 @@ pub(super) fn check(
     view: &ClusterView,
     wanted: &Wanted,
     cfg: &DoctorConfig,
+    nft: &mut NftHandle,
 ) -> Result<Vec<Check>, AgentError> {
-    let mut nft = NftHandle::current().map_err(kernel("open nfnetlink"))?;
     let mut checks = Vec::new();
     if cfg.services {
-        checks.push(services(&mut nft, view, wanted)?);
+        checks.push(services(nft, view, wanted)?);
     }
     if cfg.policies {
-        checks.push(policies(&mut nft, view, wanted)?);
+        checks.push(policies(nft, view, wanted)?);
     }
     Ok(checks)
 }
@@ -76,15 +79,36 @@ fn services(nft: &mut NftHandle, view: &ClusterView, w: &Wanted) -> Result<Check
             detail: "not proxied".into(),
         })
         .collect();
+    // The table is read once; each service's part is checked against it.
+    let node = view.node.name.as_str();
+    let desired = desired_table(&w.services, node);
+    let observed = observe_table(nft, &desired.layout())
+        .map_err(|e| AgentError::inspect(format!("read {table}"), e))?;
+    let present: HashSet<(&str, &SetElement)> = observed
+        .elements
+        .iter()
+        .flat_map(|(set, els)| els.iter().map(move |e| (set.as_str(), e)))
+        .collect();
     for (svc, eps) in &w.services {
-        let programmed =
-            podnet_proxy::inspect::is_programmed(nft, svc, eps.as_ref(), &view.node.name)
-                .map_err(|e| AgentError::inspect(format!("read {table}"), e))?;
-        if !programmed {
+        let whole = fragment(svc, eps.as_ref(), node)
+            .elements
+            .iter()
+            .all(|(set, e)| set.spec().dynamic || present.contains(&(set.name().as_str(), e)));
+        if !whole {
             problems.push(Problem {
                 kind: ProblemKind::Wrong,
                 object: format!("service {}/{}", svc.namespace, svc.name),
-                detail: format!("its elements in {table} differ from the store"),
+                detail: format!("elements of it are missing from {table}"),
+            });
+        }
+    }
+    // What no service needs: the deletions a sync would make.
+    for (set, stale, _) in &diff_table(desired, &observed).change {
+        if !stale.is_empty() {
+            problems.push(Problem {
+                kind: ProblemKind::Extra,
+                object: format!("set inet {} {}", podnet_proxy::TABLE, set.name()),
+                detail: format!("{} elements no service needs", stale.len()),
             });
         }
     }

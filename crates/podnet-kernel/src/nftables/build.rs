@@ -72,6 +72,20 @@ pub fn ct_state_any(states: u32) -> Vec<Expr> {
     ]
 }
 
+/// `meta nftrace set 1`: the packet's further way is traced (`nft monitor trace`).
+pub fn set_nftrace() -> [Expr; 2] {
+    [
+        Expr::Immediate {
+            dreg: reg(0),
+            data: vec![1],
+        },
+        Expr::MetaSet {
+            key: META_NFTRACE,
+            sreg: reg(0),
+        },
+    ]
+}
+
 /// `th dport` into register word `word`.
 pub fn dport(word: u32) -> Expr {
     Expr::PayloadLoad {

@@ -63,6 +63,22 @@ impl LabGuard {
         assert!(out.status.success(), "{verb}: {}", text(&out));
     }
 
+    /// Two nodes on two segments (joined only by the router), VXLAN between
+    /// them, `pods` pods each: the lab the explain tests break.
+    pub fn up_two_segments_vxlan(&self, pods: u32) -> String {
+        let pods = pods.to_string();
+        self.up(&[
+            "--nodes",
+            "2",
+            "--segments",
+            "2",
+            "--backend",
+            "vxlan",
+            "--pods-per-node",
+            &pods,
+        ])
+    }
+
     /// `podnet lab up ARGS`, which must succeed; returns its output.
     pub fn up(&self, args: &[&str]) -> String {
         let mut all = vec!["up"];
