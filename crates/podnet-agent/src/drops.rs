@@ -111,8 +111,12 @@ pub struct DropStats {
 
 /// Appends the node's logged drops to `path` until `halt` is set.
 pub(crate) fn run_drop_log(path: &Path, stats: &DropStats, halt: &AtomicBool) {
-    let Some(mut watch) = bind_group(halt) else {
-        return;
+    let mut watch = match LogWatch::bind(None, DROP_GROUP) {
+        Ok(w) => w,
+        Err(e) => {
+            return tracing::warn!(target: "podnet-agent",
+                "drop log: cannot read NFLOG group {DROP_GROUP}: {e}; `podnet drops` shows counters only")
+        }
     };
     let mut writer = DropWriter::new(path.to_path_buf());
     let mut names = InterfaceNames::default();
@@ -137,30 +141,6 @@ pub(crate) fn run_drop_log(path: &Path, stats: &DropStats, halt: &AtomicBool) {
             counter.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = writer.append(&record) {
                 tracing::warn!(target: "podnet-agent", "drop log {}: {e}", path.display());
-            }
-        }
-    }
-}
-
-/// Binds the drop group, waiting up to 5 s while it is held: a killed
-/// predecessor's socket outlives it by a moment.
-fn bind_group(halt: &AtomicBool) -> Option<LogWatch> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match LogWatch::bind(None, DROP_GROUP) {
-            Ok(w) => return Some(w),
-            Err(e) if e.errno() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
-                if halt.load(Ordering::Relaxed) {
-                    return None;
-                }
-                std::thread::park_timeout(pause);
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-            Err(e) => {
-                tracing::warn!(target: "podnet-agent",
-                    "drop log: cannot read NFLOG group {DROP_GROUP}: {e}; `podnet drops` shows counters only");
-                return None;
             }
         }
     }

@@ -22,29 +22,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between checks of the stop flag.
 const SLICE: Duration = Duration::from_millis(250);
 
-/// How long a starting agent waits for the address to be free: a killed
-/// predecessor's socket outlives it by a moment (the kernel closes files
-/// after the process has left its namespace).
-const BIND_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Binds `addr` (waiting up to [`BIND_PATIENCE`] while it is in use); the
-/// agent refuses to start when it cannot.
+/// Binds `addr`; the agent refuses to start when it cannot.
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let deadline = std::time::Instant::now() + BIND_PATIENCE;
-    let mut pause = Duration::from_millis(5);
-    let listener = loop {
-        match TcpListener::bind(addr) {
-            Ok(l) => break l,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::park_timeout(pause);
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

@@ -207,28 +207,55 @@ impl AsFd for Netns {
 }
 
 /// Kills (SIGKILL) every process, other than this one, whose network
-/// namespace is `netns`, and waits (up to 5 s) until they have left it.
+/// namespace is `netns`, and waits (up to 5 s) until each has exited.
 ///
 /// For servers a lab or a test started inside its namespaces: the namespace
 /// is only freed once nothing lives in it any more, and a restarted server
-/// must not meet its predecessor's sockets.
+/// must not meet its predecessor's sockets. A dying process leaves its
+/// namespace before the kernel has closed its files, so leaving is not
+/// enough: it has exited (a zombie, or reaped) once its files are closed.
 pub fn kill_processes_in(netns: &Netns) {
     let Ok(id) = netns.id() else { return };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut pause = std::time::Duration::from_millis(1);
-    while signal_processes_in(id) > 0 && std::time::Instant::now() < deadline {
+    let mut killed = std::collections::BTreeSet::new();
+    loop {
+        killed.extend(signal_processes_in(id));
+        killed.retain(|pid| !exited(*pid));
+        if killed.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
         std::thread::park_timeout(pause);
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
     }
 }
 
-/// Sends SIGKILL to every other process in namespace `id`; returns how many there were.
-fn signal_processes_in(id: NetnsId) -> usize {
+/// Whether process `pid` has exited: gone, or every one of its threads a
+/// zombie (a killed process's leader turns zombie while its other threads
+/// still run; the files close with the last of them).
+fn exited(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return true;
+        };
+        // `tid (comm) state ...`: the command may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        matches!(state, Some('Z' | 'X') | None)
+    })
+}
+
+/// Sends SIGKILL to every other process in namespace `id`; returns their pids.
+fn signal_processes_in(id: NetnsId) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     let me = std::process::id();
-    let mut found = 0;
+    let mut found = Vec::new();
     for entry in dir.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -241,7 +268,7 @@ fn signal_processes_in(id: NetnsId) -> usize {
         if pid != me && netns_id_at(Path::new(&path)) == Some(id) {
             // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            found += 1;
+            found.push(pid);
         }
     }
     found
