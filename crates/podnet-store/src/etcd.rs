@@ -319,6 +319,11 @@ impl KvBackend for EtcdKv {
         self.endpoints.join(",")
     }
 
+    /// Below etcd's default `--max-txn-ops` of 128.
+    fn max_txn_ops(&self) -> usize {
+        120
+    }
+
     /// The changes as a watch from `after` delivers them, with their values:
     /// no listing. etcd sends a late watcher its history in order, in
     /// messages whose header revision says how far they bring it; reading

@@ -60,6 +60,12 @@ pub trait KvBackend: Send + Sync {
     fn refresh_lease(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
     /// Where this store lives, for messages.
     fn endpoint(&self) -> String;
+    /// The most operations (conditions and writes) one transaction may
+    /// hold: etcd refuses more than 128; the file store has no limit, and
+    /// each of its transactions rewrites its file, so fewer is better.
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
     /// The changes under `prefix` after revision `after`, when the backend
     /// still knows them; `Ok(None)` when it does not (history not kept that
     /// far back, or not kept at all): the caller then lists the prefix.

@@ -17,6 +17,8 @@ use podnet_services::{Endpoints, Service, ServiceName, ServiceSettings};
 
 use crate::cluster::{from_json, to_json, ClusterStore};
 use crate::error::StoreError;
+#[cfg(doc)]
+use crate::kv::KvBackend;
 use crate::kv::Txn;
 
 /// Root of every service key.
@@ -62,8 +64,6 @@ fn by_kind<V>(entries: impl IntoIterator<Item = (String, V)>) -> ByKind<V> {
     (services, endpoints)
 }
 
-/// Operations per transaction when writing many (etcd refuses more than 128).
-pub const TXN_OPS: usize = 120;
 /// Transactions in flight when writing many.
 pub const WRITERS: usize = 8;
 
@@ -260,7 +260,7 @@ impl ClusterStore {
     /// does one (`podnet cluster apply` with many services): one read of what
     /// is stored, every service admitted against it and the ones before it
     /// (nothing is written if one is refused), then conditional writes of at
-    /// most [`TXN_OPS`] operations each, [`WRITERS`] in flight (etcd commits
+    /// most the store's [`KvBackend::max_txn_ops`] operations each, [`WRITERS`] in flight (etcd commits
     /// concurrent transactions with one disk sync). Returns each service as
     /// stored and its stored form before, if it had one (a service named
     /// twice: its last version, once).
@@ -293,7 +293,7 @@ impl ClusterStore {
             let txn = service_txn(&key, &admitted, previous);
             let size = |t: &Txn| t.absent.len() + t.equal.len() + t.puts.len() + t.deletes.len();
             let last = txns.last_mut().expect("one at least");
-            if size(last) + size(&txn) > TXN_OPS && size(last) > 0 {
+            if size(last) + size(&txn) > self.kv().max_txn_ops() && size(last) > 0 {
                 txns.push(txn);
             } else {
                 merge(last, txn);
@@ -305,7 +305,8 @@ impl ClusterStore {
     }
 
     /// Sets the endpoints of many services (replacing what was there), in
-    /// transactions of at most [`TXN_OPS`] keys, [`WRITERS`] in flight.
+    /// transactions of at most the store's [`KvBackend::max_txn_ops`] keys,
+    /// [`WRITERS`] in flight.
     pub fn put_many_endpoints<'a>(
         &self,
         all: impl IntoIterator<Item = &'a Endpoints>,
@@ -316,7 +317,7 @@ impl ClusterStore {
             puts.push((endpoints_key(&eps.key()), to_json(eps)));
         }
         let txns: Vec<Txn> = puts
-            .chunks(TXN_OPS)
+            .chunks(self.kv().max_txn_ops())
             .map(|c| Txn {
                 puts: c.to_vec(),
                 ..Txn::default()
@@ -353,44 +354,6 @@ impl ClusterStore {
             Ok(Some(e)) => Err(e),
             _ => Ok(()),
         }
-    }
-
-    /// Stores many services and their endpoints at once (initial loads,
-    /// benchmarks): all are checked and allocated together first; nothing is
-    /// written if one is refused. Written in transactions of at most
-    /// `chunk` keys (etcd limits a transaction's size; the file store does not).
-    pub fn put_services_bulk(
-        &self,
-        services: Vec<Service>,
-        endpoints: Vec<Endpoints>,
-        chunk: usize,
-    ) -> Result<usize, StoreError> {
-        let settings = self.service_settings()?;
-        let mut alloc = Allocations::of(&self.services()?);
-        let mut puts = Vec::with_capacity(services.len() * 3);
-        for svc in services {
-            let admitted = alloc.admit(svc, None, &settings)?;
-            let owner = admitted.key().to_string();
-            for c in claims(&admitted) {
-                puts.push((c, owner.clone()));
-            }
-            puts.push((service_key(&admitted.key()), to_json(&admitted)));
-        }
-        for eps in &endpoints {
-            check_endpoints(eps)?;
-            puts.push((endpoints_key(&eps.key()), to_json(eps)));
-        }
-        let n = puts.len();
-        for part in puts.chunks(chunk.max(1)) {
-            let txn = Txn {
-                puts: part.to_vec(),
-                ..Txn::default()
-            };
-            if !self.kv().transact(&txn)? {
-                return Err(StoreError::Contention("bulk service load".into()));
-            }
-        }
-        Ok(n)
     }
 
     /// Sets the endpoints of a service (replacing what was there).
