@@ -120,7 +120,7 @@ impl Agent {
             &config.pod_cidrs,
         )?;
         configure_node(&config, &cluster, &node, &underlay)?;
-        let metrics = AgentMetrics::new();
+        let metrics = AgentMetrics::new(metrics_listener.is_some());
         if let Ok(mut facts) = metrics.facts.lock() {
             let dir = config
                 .ipam_dir

@@ -60,6 +60,9 @@ pub struct AgentMetrics {
     pub facts: Arc<Mutex<NodeFacts>>,
     /// Drops read from NFLOG.
     pub drops: Arc<DropStats>,
+    /// Whether anyone can scrape these (an endpoint is served): facts only
+    /// the scrape reads are not worked out otherwise.
+    pub served: bool,
     last_success: Mutex<BTreeMap<&'static str, Instant>>,
 }
 
@@ -75,8 +78,8 @@ fn unix_now() -> f64 {
 }
 
 impl AgentMetrics {
-    /// Metrics for a fresh agent.
-    pub fn new() -> Arc<Self> {
+    /// Metrics for a fresh agent; `served` when an endpoint will serve them.
+    pub fn new(served: bool) -> Arc<Self> {
         let facts = Arc::new(Mutex::new(NodeFacts::default()));
         let drops = Arc::new(DropStats::default());
         let mut registry = Registry::default();
@@ -94,6 +97,7 @@ impl AgentMetrics {
             store_up: Gauge::default(),
             facts: facts.clone(),
             drops: drops.clone(),
+            served,
             last_success: Mutex::default(),
             registry: Registry::default(),
         };
@@ -378,7 +382,7 @@ mod tests {
 
     #[test]
     fn health_names_loops_that_never_synced_or_went_quiet() {
-        let m = AgentMetrics::new();
+        let m = AgentMetrics::new(true);
         let limits = [
             ("datapath", Duration::from_secs(60)),
             ("services", Duration::from_secs(30)),

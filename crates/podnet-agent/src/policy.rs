@@ -65,8 +65,11 @@ fn pass(
     metrics.programmed("policies", snap.world.policies.len());
     let local_pods = snap.world.pods.iter().filter(|p| p.node == node).count();
     metrics.programmed("pods", local_pods);
-    if let Ok(mut facts) = metrics.facts.lock() {
-        facts.isolating = isolating(&snap.world, node);
+    // Which policies isolate each local pod: read only by a metrics scrape.
+    if metrics.served {
+        if let Ok(mut facts) = metrics.facts.lock() {
+            facts.isolating = isolating(&snap.world, node);
+        }
     }
     let report = if full {
         firewall.sync(desired)
