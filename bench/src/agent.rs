@@ -118,7 +118,11 @@ impl Node {
         while t.elapsed() < Duration::from_secs(20) {
             let up = self
                 .netns()
-                .run(|| podnet_store::open(&url).and_then(|s| s.snapshot()).is_ok())
+                .run(|| {
+                    podnet_store::open(&url.as_str().into())
+                        .and_then(|s| s.snapshot())
+                        .is_ok()
+                })
                 .unwrap_or(false);
             if up {
                 return Ok(url);
@@ -149,7 +153,7 @@ fn with_store<T: Send>(
     f: impl FnOnce(&ClusterStore) -> Result<T, String> + Send,
 ) -> Result<T, String> {
     node.netns()
-        .run(|| f(&podnet_store::open(url).map_err(|e| e.to_string())?))
+        .run(|| f(&podnet_store::open(&url.into()).map_err(|e| e.to_string())?))
         .map_err(|e| e.to_string())?
 }
 

@@ -33,7 +33,7 @@ pub struct AgentConfig {
     /// The node's underlay address (held by one of its interfaces).
     pub address: IpAddr,
     /// Store URL (`file:DIR` or `etcd:http://HOST:PORT`).
-    pub store: String,
+    pub store: podnet_store::StoreConfig,
     /// Initialise the cluster with this spec if the store has none.
     pub cluster: Option<ClusterSpec>,
     /// Pod CIDR blocks to ask for instead of the next free ones.

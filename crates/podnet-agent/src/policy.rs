@@ -21,7 +21,7 @@ use crate::metrics::AgentMetrics;
 
 /// Keeps the node's policy table equal to the store until `halt` is set.
 pub(crate) fn run_policy_firewall(
-    url: &str,
+    url: &podnet_store::StoreConfig,
     node: &str,
     resync: Duration,
     halt: &AtomicBool,

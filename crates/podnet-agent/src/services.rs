@@ -36,7 +36,7 @@ fn hash(text: &str) -> u64 {
 
 /// Keeps the node's service table equal to the store until `halt` is set.
 pub(crate) fn run_service_proxy(
-    url: &str,
+    url: &podnet_store::StoreConfig,
     node: &str,
     resync: Duration,
     halt: &AtomicBool,

@@ -22,7 +22,12 @@ pub(crate) enum Wake {
 }
 
 /// Sends [`Wake::Store`] for every store change after `revision`.
-pub(crate) fn watch_store(url: &str, mut revision: u64, tx: &Sender<Wake>, halt: &AtomicBool) {
+pub(crate) fn watch_store(
+    url: &podnet_store::StoreConfig,
+    mut revision: u64,
+    tx: &Sender<Wake>,
+    halt: &AtomicBool,
+) {
     let store = match podnet_store::open(url) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(target: "podnet-agent", "store watch: {e}"),

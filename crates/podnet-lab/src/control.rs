@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use podnet_kernel::Netns;
-use podnet_store::ClusterStore;
+use podnet_store::{ClusterStore, EtcdSecurity, StoreConfig, StoreError};
 
 use crate::error::LabError;
 use crate::fabric::{self, control_address};
@@ -20,12 +20,27 @@ pub const ETCD_PORT: u16 = 2379;
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Lab {
-    /// The store URL the lab's agents use.
-    pub fn store_url(&self, kind: StoreKind) -> String {
-        match kind {
-            StoreKind::Embedded => format!("file:{}", self.state_dir().join("store").display()),
-            StoreKind::Etcd => format!("etcd:http://{}:{ETCD_PORT}", control_address()),
-        }
+    /// The store the lab's agents use. An etcd lab made with TLS (its
+    /// certificates are in the state directory) is reached over `https://`
+    /// with the lab's client certificate, as the user `podnet`.
+    pub fn store_config(&self, kind: StoreKind) -> Result<StoreConfig, LabError> {
+        let pki = self.pki_dir();
+        Ok(match kind {
+            StoreKind::Embedded => StoreConfig::from(
+                format!("file:{}", self.state_dir().join("store").display()).as_str(),
+            ),
+            StoreKind::Etcd if !pki.exists() => {
+                StoreConfig::from(format!("etcd:http://{}:{ETCD_PORT}", control_address()).as_str())
+            }
+            StoreKind::Etcd => StoreConfig {
+                url: format!("etcd:https://{}:{ETCD_PORT}", control_address()),
+                etcd: EtcdSecurity {
+                    password: Some(read_secret(&pki.join(PASSWORD_FILE))?),
+                    username: Some(ETCD_USER.into()),
+                    ..tls_files(&pki)
+                },
+            },
+        })
     }
 
     /// Runs `f` with a client of the lab's store, from a namespace that reaches it.
@@ -34,18 +49,41 @@ impl Lab {
         kind: StoreKind,
         f: impl FnOnce(&ClusterStore) -> Result<T, LabError> + Send,
     ) -> Result<T, LabError> {
-        let url = self.store_url(kind);
+        let config = self.store_config(kind)?;
         let ns = Netns::open_named(&self.control_ns())?;
-        ns.run(move || f(&podnet_store::open(&url)?))?
+        ns.run(move || f(&podnet_store::open(&config)?))?
     }
 
     /// Directory of node `name`'s files (CNI config, IPAM state, agent log).
     pub fn node_dir(&self, name: &str) -> PathBuf {
         self.state_dir().join("nodes").join(name)
     }
+
+    /// The lab's CA, etcd's certificate and the agents' client certificate
+    /// and password (an etcd lab with TLS only).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.state_dir().join("pki")
+    }
 }
 
-/// Creates the control-plane namespace on segment 1 and, for etcd, starts the server.
+/// The etcd user the lab's agents and commands authenticate as.
+const ETCD_USER: &str = "podnet";
+/// The file holding that user's password, in the PKI directory.
+const PASSWORD_FILE: &str = "podnet.password";
+
+/// The lab's CA and client certificate, without credentials.
+fn tls_files(pki: &Path) -> EtcdSecurity {
+    EtcdSecurity {
+        ca_file: Some(pki.join("ca.pem")),
+        cert_file: Some(pki.join("client.pem")),
+        key_file: Some(pki.join("client-key.pem")),
+        ..EtcdSecurity::default()
+    }
+}
+
+/// Creates the control-plane namespace on segment 1 and, for etcd, starts
+/// the server (with TLS: makes the CA and certificates first, and turns on
+/// authentication once it answers).
 pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     let ctl = Netns::create_named(&lab.control_ns())?;
     let link = fabric::Plug::segment(lab, 1, control_address(), state.spec.has_router());
@@ -53,21 +91,62 @@ pub(crate) fn start_store(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     if state.spec.store == StoreKind::Embedded {
         return Ok(());
     }
-    start_etcd(lab, &ctl)
+    if state.spec.etcd_tls {
+        make_pki(lab)?;
+    }
+    start_etcd(lab, &ctl)?;
+    if state.spec.etcd_tls {
+        enable_auth(lab, &ctl)?;
+    }
+    Ok(())
+}
+
+/// The lab's CA, a certificate for its etcd member and one for its clients,
+/// and the etcd passwords, in the PKI directory.
+fn make_pki(lab: &Lab) -> Result<(), LabError> {
+    let pki = lab.pki_dir();
+    std::fs::create_dir_all(&pki)
+        .map_err(|e| LabError::io(format!("create {}", pki.display()), e))?;
+    let ca = podnet_pki::Authority::new(&format!("podnet lab {} CA", lab.name))?;
+    ca.write_cert(&pki.join("ca.pem"))?;
+    ca.issue_server(&pki, "etcd", &[control_address()])?;
+    ca.issue_client(&pki, "client")?;
+    for file in ["root.password", PASSWORD_FILE] {
+        write_secret(&pki.join(file), &random_hex(16)?)?;
+    }
+    Ok(())
+}
+
+/// Turns on etcd's authentication: `root`, and the user `podnet` allowed podnet's keys only.
+fn enable_auth(lab: &Lab, ctl: &Netns) -> Result<(), LabError> {
+    let pki = lab.pki_dir();
+    let root = read_secret(&pki.join("root.password"))?;
+    let password = read_secret(&pki.join(PASSWORD_FILE))?;
+    let endpoint = format!("https://{}:{ETCD_PORT}", control_address());
+    ctl.run(move || {
+        podnet_store::EtcdKv::with_security(&endpoint, &tls_files(&pki))?.enable_auth(
+            &root,
+            ETCD_USER,
+            &password,
+            podnet_store::KEY_PREFIX,
+        )
+    })??;
+    Ok(())
 }
 
 /// Starts etcd in the control-plane namespace (on its existing data) and waits until it answers.
 pub(crate) fn start_etcd(lab: &Lab, ctl: &Netns) -> Result<(), LabError> {
     let data = lab.state_dir().join("etcd");
-    let client = format!("http://{}:{ETCD_PORT}", control_address());
+    let pki = lab.pki_dir();
+    let tls = pki.exists();
+    let scheme = if tls { "https" } else { "http" };
+    let client = format!("{scheme}://{}:{ETCD_PORT}", control_address());
     let peer = format!("http://{}:{}", control_address(), ETCD_PORT + 1);
-    let initial = format!("lab={peer}");
-    let data_arg = data.display().to_string();
-    let args = [
+    let mut args: Vec<String> = [
         "--name",
         "lab",
         "--data-dir",
-        &data_arg,
+        &data.display().to_string(),
         "--listen-client-urls",
         &client,
         "--advertise-client-urls",
@@ -77,14 +156,75 @@ pub(crate) fn start_etcd(lab: &Lab, ctl: &Netns) -> Result<(), LabError> {
         "--initial-advertise-peer-urls",
         &peer,
         "--initial-cluster",
-        &initial,
-    ];
+        &format!("lab={peer}"),
+    ]
+    .map(String::from)
+    .to_vec();
+    if tls {
+        // Clients must present a certificate of the lab's CA, and then
+        // authenticate as a user.
+        args.push("--client-cert-auth".into());
+        for (flag, file) in [
+            ("--trusted-ca-file", "ca.pem"),
+            ("--cert-file", "etcd.pem"),
+            ("--key-file", "etcd-key.pem"),
+        ] {
+            args.push(flag.into());
+            args.push(pki.join(file).display().to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = lab.state_dir().join("etcd.log");
     spawn_daemon(ctl, Path::new("etcd"), &args, Some(&log))?;
+    let endpoint = client.clone();
     wait_for(START_DEADLINE, "etcd to answer", || {
-        lab.with_store(StoreKind::Etcd, |s| Ok(s.snapshot()?))
-            .is_ok()
+        let probe = match tls {
+            true => tls_files(&pki),
+            false => EtcdSecurity::default(),
+        };
+        let endpoint = endpoint.clone();
+        ctl.run(move || etcd_answers(&endpoint, &probe))
+            .unwrap_or(false)
     })
+}
+
+/// Whether etcd answers a read: with data, or by asking for credentials
+/// (authentication is on and the probe holds none).
+fn etcd_answers(endpoint: &str, probe: &EtcdSecurity) -> bool {
+    use podnet_store::KvBackend;
+    let reply =
+        podnet_store::EtcdKv::with_security(endpoint, probe).map(|kv| kv.list("/podnet/cluster"));
+    matches!(reply, Ok(Ok(_)) | Ok(Err(StoreError::Auth { .. })))
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()))
+        .map_err(|e| LabError::io(format!("write {}", path.display()), e))
+}
+
+fn read_secret(path: &Path) -> Result<String, LabError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| LabError::io(format!("read {}", path.display()), e))
+}
+
+/// `bytes` random bytes from the kernel, as hex.
+fn random_hex(bytes: usize) -> Result<String, LabError> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| LabError::io("read /dev/urandom", e))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Starts node `node`'s agent in its namespace and waits for its CNI config.
@@ -95,7 +235,10 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
     let cluster_file = cluster_file(lab);
     let netns = Netns::open_named(&node.ns)?;
     let model = state.spec.model.name();
-    let (addr, store) = (node.address.to_string(), lab.store_url(state.spec.store));
+    let (addr, store) = (
+        node.address.to_string(),
+        lab.store_config(state.spec.store)?,
+    );
     let (cni_dir, ipam_dir) = (dir.join("cni"), dir.join("ipam"));
     let (cluster_arg, cni_arg, ipam_arg, drops_arg) = (
         cluster_file.display().to_string(),
@@ -103,14 +246,13 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         ipam_dir.display().to_string(),
         drop_log(lab, &node.name).display().to_string(),
     );
-    let args = [
+    let store_args = agent_store_args(lab, &store);
+    let mut args = vec![
         "agent",
         "--node",
         &node.name,
         "--address",
         &addr,
-        "--store",
-        &store,
         "--cluster",
         &cluster_arg,
         "--model",
@@ -130,6 +272,7 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         "--policy-resync-secs",
         "5",
     ];
+    args.extend(store_args.iter().map(String::as_str));
     let log = dir.join("agent.log");
     // Ready once it logs its start, which it does after writing the CNI
     // config; a restarted agent leaves the config in place meanwhile.
@@ -146,6 +289,32 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         log.display()
     );
     wait_for(START_DEADLINE, &what, || starts() > before)
+}
+
+/// The agent's store flags: the URL and, with TLS, the lab's files (the
+/// password from its file, never on the command line).
+fn agent_store_args(lab: &Lab, store: &StoreConfig) -> Vec<String> {
+    let mut args = vec!["--store".to_string(), store.url.clone()];
+    let etcd = &store.etcd;
+    let files = [
+        ("--etcd-cafile", &etcd.ca_file),
+        ("--etcd-certfile", &etcd.cert_file),
+        ("--etcd-keyfile", &etcd.key_file),
+    ];
+    for (flag, file) in files {
+        if let Some(file) = file {
+            args.extend([flag.to_string(), file.display().to_string()]);
+        }
+    }
+    if let Some(user) = &etcd.username {
+        let password = lab.pki_dir().join(PASSWORD_FILE);
+        args.extend(["--etcd-username".into(), user.clone()]);
+        args.extend([
+            "--etcd-password-file".into(),
+            password.display().to_string(),
+        ]);
+    }
+    args
 }
 
 /// Where every lab agent serves `/metrics`, `/healthz` and `/livez`, in its node's namespace.

@@ -38,6 +38,9 @@ pub enum LabError {
     /// Something the lab waited for did not happen in time.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The lab's certificates could not be made.
+    #[error(transparent)]
+    Pki(#[from] podnet_pki::PkiError),
     /// The cluster store failed.
     #[error(transparent)]
     Store(#[from] podnet_store::StoreError),

@@ -68,6 +68,14 @@ pub struct LabSpec {
     /// Cluster store.
     #[serde(default)]
     pub store: StoreKind,
+    /// etcd as production runs it: TLS with client certificates and
+    /// authentication; the lab makes its own CA (with `store: etcd`).
+    #[serde(
+        rename = "etcdTLS",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub etcd_tls: bool,
     /// Cluster pod CIDRs (default 10.244.0.0/16).
     #[serde(rename = "clusterCIDRs", default = "default_cidrs")]
     pub cluster_cidrs: Vec<IpNet>,
@@ -147,6 +155,7 @@ impl LabSpec {
             backend,
             model,
             store: StoreKind::Embedded,
+            etcd_tls: false,
             cluster_cidrs: default_cidrs(),
             vxlan: VxlanSettings::default(),
             masquerade: true,
@@ -240,6 +249,9 @@ impl LabSpec {
         }
         if self.pods_per_node > 100 {
             return Err(LabError::Spec("at most 100 pods per node".into()));
+        }
+        if self.etcd_tls && self.store != StoreKind::Etcd {
+            return Err(LabError::Spec("etcdTLS: needs store: etcd".into()));
         }
         let settings = podnet_store::service_settings(&self.cluster())
             .map_err(|e| LabError::Spec(e.to_string()))?;

@@ -13,6 +13,34 @@ pub enum StoreError {
         /// What the transport said.
         reason: String,
     },
+    /// A store option is wrong (a TLS file that does not read, a user
+    /// without a password): named by its command-line flag.
+    #[error("--{field}: {reason}")]
+    Config {
+        /// The flag, without dashes.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS handshake with a member failed: a wrong CA, a refused client
+    /// certificate.
+    #[error("store {endpoint}: TLS: {reason}")]
+    Tls {
+        /// The member.
+        endpoint: String,
+        /// What failed, and what it means.
+        reason: String,
+    },
+    /// etcd refused the credentials, or asks for some and got none.
+    #[error("store {endpoint}: authentication{}: {reason}", user.as_deref().map(|u| format!(" as {u}")).unwrap_or_default())]
+    Auth {
+        /// The member.
+        endpoint: String,
+        /// The user we authenticated as, if any.
+        user: Option<String>,
+        /// etcd's reason, and what to do.
+        reason: String,
+    },
     /// The store answered something we cannot read.
     #[error("store {endpoint}: unexpected reply to {op}: {detail}")]
     Protocol {

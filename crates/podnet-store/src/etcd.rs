@@ -13,14 +13,15 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::error::StoreError;
+use crate::etcd_security::{probe_handshake, tls_failure, Credentials, EtcdSecurity};
 use crate::kv::{Changes, KvBackend, Listing, Txn, Waited};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,39 +29,77 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys per range request: a page of services (about 400 bytes each) is
 /// about a megabyte of JSON, far from any limit, and few round trips.
 const PAGE: u64 = 2000;
+/// How long a call waits for etcd to elect a leader (etcd answers 503
+/// meanwhile); its default election timeout is 1 s.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
+/// How often a call retries while etcd elects a leader.
+const ELECTION_POLL: Duration = Duration::from_millis(100);
 /// How long a watch may take to deliver history that exists.
 const HISTORY_WAIT: Duration = Duration::from_secs(2);
 
 /// A client of an etcd cluster, given as one or more member endpoints
-/// (`http://HOST:PORT`, comma-separated). Calls go to one member; when it
-/// cannot be reached, the next ones are tried in turn.
+/// (`http://HOST:PORT` or, with TLS, `https://HOST:PORT`, comma-separated).
+/// Calls go to one member; when it cannot be reached, the next ones are
+/// tried in turn.
 pub struct EtcdKv {
     endpoints: Vec<String>,
     /// Index of the member calls go to.
     current: AtomicUsize,
     agent: ureq::Agent,
+    /// The TLS configuration every connection uses (watches included).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Who we authenticate as, when etcd's authentication is on.
+    credentials: Option<Credentials>,
+    /// The token etcd gave for `credentials`, until it expires.
+    token: Mutex<Option<String>>,
     /// Lease IDs of the keys this client keeps alive.
     leases: Mutex<HashMap<String, String>>,
 }
 
 impl EtcdKv {
-    /// A client for `endpoints` (comma-separated); nothing is contacted yet.
+    /// A client for `endpoints` (comma-separated), plain HTTP without
+    /// authentication; nothing is contacted yet.
     pub fn new(endpoints: &str) -> Result<Self, StoreError> {
+        Self::with_security(endpoints, &EtcdSecurity::default())
+    }
+
+    /// A client for `endpoints` with TLS and credentials. `https://`
+    /// endpoints need the CA; TLS files with `http://` endpoints are refused
+    /// (they would silently go unused). Files are read now; nothing is
+    /// contacted yet.
+    pub fn with_security(endpoints: &str, security: &EtcdSecurity) -> Result<Self, StoreError> {
         let list: Vec<String> = endpoints
             .split(',')
             .map(|e| e.trim().trim_end_matches('/').to_string())
             .filter(|e| !e.is_empty())
             .collect();
-        if list.is_empty() || list.iter().any(|e| !e.starts_with("http://")) {
+        let scheme = |s: &str| list.iter().all(|e| e.starts_with(s));
+        let tls = if !list.is_empty() && scheme("https://") {
+            Some(security.tls_config()?)
+        } else if !list.is_empty() && scheme("http://") {
+            if security.uses_tls() {
+                return Err(StoreError::Config {
+                    field: "etcd-cafile",
+                    reason: format!(
+                        "TLS files given but {endpoints} is plain http://; use https://"
+                    ),
+                });
+            }
+            None
+        } else {
             return Err(StoreError::Unreachable {
                 endpoint: endpoints.to_string(),
-                reason: "give one or more http:// endpoints, comma-separated".into(),
+                reason: "give one or more endpoints, all http:// or all https://, comma-separated"
+                    .into(),
             });
-        }
+        };
         Ok(EtcdKv {
             endpoints: list,
             current: AtomicUsize::new(0),
-            agent: agent(CALL_TIMEOUT),
+            agent: agent(CALL_TIMEOUT, tls.clone()),
+            tls,
+            credentials: security.credentials()?,
+            token: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
         })
     }
@@ -75,6 +114,15 @@ impl EtcdKv {
         self.current.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request to the current member, carrying the auth token when we have one.
+    fn post(&self, agent: &ureq::Agent, path: &str, token: Option<&str>) -> ureq::Request {
+        let request = agent.post(&format!("{}{path}", self.base()));
+        match token {
+            Some(token) => request.set("Authorization", token),
+            None => request,
+        }
+    }
+
     /// One call, to the current member or, if it cannot be reached, to the
     /// others in turn. Every write we send is conditional (a transaction) or
     /// idempotent (a put of the same value), so resending one that did reach
@@ -84,7 +132,10 @@ impl EtcdKv {
     }
 
     /// [`Self::call`], the reply read straight into `T` (no JSON tree: at
-    /// 100k services a listing is 100 MB of JSON).
+    /// 100k services a listing is 100 MB of JSON). An expired token is
+    /// renewed once; a transport failure moves on to the next member (and
+    /// back to the first, once); a TLS failure is reported at once (every member shares
+    /// the CA, so trying the next one would only say it again).
     fn call_as<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -93,10 +144,15 @@ impl EtcdKv {
     ) -> Result<T, StoreError> {
         let text = body.to_string();
         let mut last = None;
-        for _ in 0..self.endpoints.len() {
+        let mut renewed = false;
+        let unavailable_until = Instant::now() + ELECTION_WAIT;
+        let mut tries = 0;
+        // One more try than members: a pooled connection the member (or a
+        // middlebox) closed fails once and is then replaced.
+        while tries <= self.endpoints.len() {
+            let token = self.token()?;
             match self
-                .agent
-                .post(&format!("{}{path}", self.base()))
+                .post(&self.agent, path, token.as_deref())
                 .send_string(&text)
             {
                 // Read as a stream: no reply is too big for a buffer (a
@@ -105,23 +161,132 @@ impl EtcdKv {
                     return serde_json::from_reader(BufReader::new(response.into_reader()))
                         .map_err(|e| self.protocol(op, format!("reading the reply: {e}")));
                 }
-                Err(e @ ureq::Error::Status(..)) => return Err(self.transport(op, e)),
-                Err(e) => {
-                    last = Some(self.transport(op, e));
+                Err(ureq::Error::Status(code, reply)) => {
+                    let body = reply.into_string().unwrap_or_default();
+                    if !renewed && token.is_some() && body.contains("invalid auth token") {
+                        renewed = true;
+                        self.forget_token();
+                        continue;
+                    }
+                    // etcd is electing a leader (a member went away): wait
+                    // for the election, a bounded while.
+                    if code == 503 && Instant::now() < unavailable_until {
+                        std::thread::park_timeout(ELECTION_POLL);
+                        continue;
+                    }
+                    return Err(self.status_error(op, code, &body));
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    let error = self.transport_error(&t);
+                    if matches!(error, StoreError::Tls { .. }) {
+                        return Err(error);
+                    }
+                    last = Some(error);
                     self.fail_over();
+                    tries += 1;
                 }
             }
         }
         Err(last.unwrap_or_else(|| self.unreachable("no endpoint".into())))
     }
 
-    fn transport(&self, op: &'static str, e: ureq::Error) -> StoreError {
-        match e {
-            ureq::Error::Status(code, r) => self.protocol(
-                op,
-                format!("HTTP {code}: {}", r.into_string().unwrap_or_default()),
-            ),
-            ureq::Error::Transport(t) => self.unreachable(t.to_string()),
+    /// The auth token to send: none without credentials, else the one we
+    /// hold or a fresh one from `/v3/auth/authenticate`.
+    fn token(&self) -> Result<Option<String>, StoreError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        if let Some(token) = self.token.lock().ok().and_then(|t| t.clone()) {
+            return Ok(Some(token));
+        }
+        let body = json!({ "name": credentials.user, "password": credentials.password });
+        let reply = self
+            .agent
+            .post(&format!("{}/v3/auth/authenticate", self.base()))
+            .send_string(&body.to_string());
+        let reply: Value = match reply {
+            Ok(r) => serde_json::from_reader(BufReader::new(r.into_reader()))
+                .map_err(|e| self.protocol("authenticate", e.to_string()))?,
+            Err(ureq::Error::Status(code, r)) => {
+                let body = r.into_string().unwrap_or_default();
+                return Err(self.status_error("authenticate", code, &body));
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let error = self.transport_error(&t);
+                self.fail_over();
+                return Err(error);
+            }
+        };
+        let token = reply["token"]
+            .as_str()
+            .ok_or_else(|| self.protocol("authenticate", reply.to_string()))?
+            .to_string();
+        if let Ok(mut held) = self.token.lock() {
+            *held = Some(token.clone());
+        }
+        Ok(Some(token))
+    }
+
+    /// Drops the held token (expired or refused); the next call authenticates.
+    fn forget_token(&self) {
+        if let Ok(mut held) = self.token.lock() {
+            *held = None;
+        }
+    }
+
+    /// What an HTTP error status means: authentication and permission
+    /// refusals say so, with what to do; the rest is a protocol error.
+    fn status_error(&self, op: &'static str, code: u16, body: &str) -> StoreError {
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| {
+                v["error"]
+                    .as_str()
+                    .or(v["message"].as_str())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| body.trim().to_string());
+        let auth = |reason: String| StoreError::Auth {
+            endpoint: self.base().to_string(),
+            user: self.credentials.as_ref().map(|c| c.user.clone()),
+            reason,
+        };
+        if message.contains("user name is empty") {
+            auth("etcd has authentication enabled: give --etcd-username and a password".into())
+        } else if message.contains("authentication failed")
+            || message.contains("invalid auth token")
+        {
+            auth(format!(
+                "{message} (check --etcd-username and the password)"
+            ))
+        } else if message.contains("permission denied") {
+            auth(format!(
+                "{message} ({op}: the user's roles do not grant it)"
+            ))
+        } else if message.contains("authentication is not enabled") {
+            auth(format!(
+                "{message} (drop --etcd-username, or enable auth in etcd)"
+            ))
+        } else {
+            self.protocol(op, format!("HTTP {code}: {message}"))
+        }
+    }
+
+    /// A transport failure: a TLS failure with its meaning, or an unreachable
+    /// member. A connection that broke after the TLS handshake is probed
+    /// (a member refusing our certificate under TLS 1.3 looks like that).
+    fn transport_error(&self, t: &ureq::Transport) -> StoreError {
+        let broken = t.kind() == ureq::ErrorKind::Io;
+        let tls = tls_failure(t).or_else(|| {
+            let config = self.tls.as_ref().filter(|_| broken)?;
+            probe_handshake(config, self.base(), CONNECT_TIMEOUT)
+        });
+        match tls {
+            Some(reason) => StoreError::Tls {
+                endpoint: self.base().to_string(),
+                reason,
+            },
+            None => self.unreachable(t.to_string()),
         }
     }
 
@@ -281,21 +446,7 @@ impl KvBackend for EtcdKv {
         after: u64,
         timeout: Duration,
     ) -> Result<Waited, StoreError> {
-        let body = json!({ "create_request": {
-            "key": b64(prefix),
-            "range_end": b64(&prefix_end(prefix)),
-            "start_revision": (after + 1).to_string(),
-        }});
-        let response = agent(timeout)
-            .post(&format!("{}/v3/watch", self.base()))
-            .send_string(&body.to_string())
-            .map_err(|e| {
-                if matches!(e, ureq::Error::Transport(_)) {
-                    self.fail_over();
-                }
-                self.transport("watch", e)
-            })?;
-        let reader = BufReader::new(response.into_reader());
+        let reader = self.open_watch(prefix, after, timeout)?;
         wait_for_event(reader, self, after)
     }
 
@@ -337,20 +488,108 @@ impl KvBackend for EtcdKv {
                 entries: Vec::new(),
             }));
         }
+        let reader = self.open_watch(prefix, after, HISTORY_WAIT)?;
+        read_history(reader, self, now)
+    }
+}
+
+impl EtcdKv {
+    /// Turns etcd's authentication on for podnet, as an operator would with
+    /// `etcdctl`: a `root` user with `root_password`, a user `user` whose
+    /// one role may read and write the keys under `prefix` (podnet's) and
+    /// nothing else, then `auth enable`. For a fresh etcd (the lab's, the
+    /// tests'); this client must not hold credentials yet.
+    pub fn enable_auth(
+        &self,
+        root_password: &str,
+        user: &str,
+        password: &str,
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        let role = format!("{user}-role");
+        let steps = [
+            (
+                "/v3/auth/user/add",
+                json!({ "name": "root", "password": root_password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({ "user": "root", "role": "root" }),
+            ),
+            (
+                "/v3/auth/user/add",
+                json!({ "name": user, "password": password }),
+            ),
+            ("/v3/auth/role/add", json!({ "name": role })),
+            (
+                "/v3/auth/role/grant",
+                json!({ "name": role, "perm": {
+                    "permType": "READWRITE", "key": b64(prefix), "range_end": b64(&prefix_end(prefix)),
+                }}),
+            ),
+            ("/v3/auth/user/grant", json!({ "user": user, "role": role })),
+            ("/v3/auth/enable", json!({})),
+        ];
+        for (path, body) in steps {
+            self.call(path, "enable auth", body)?;
+        }
+        Ok(())
+    }
+}
+
+impl EtcdKv {
+    /// A watch of `prefix` from revision `after + 1`, as a stream of JSON
+    /// messages that ends after `timeout` without one. An unreachable
+    /// member moves calls on to the next.
+    fn open_watch(
+        &self,
+        prefix: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<BufReader<Box<dyn Read + Send + Sync>>, StoreError> {
         let body = json!({ "create_request": {
             "key": b64(prefix),
             "range_end": b64(&prefix_end(prefix)),
             "start_revision": (after + 1).to_string(),
         }});
-        let response = agent(HISTORY_WAIT)
-            .post(&format!("{}/v3/watch", self.base()))
+        let token = self.token()?;
+        match self
+            .post(
+                &agent(timeout, self.tls.clone()),
+                "/v3/watch",
+                token.as_deref(),
+            )
             .send_string(&body.to_string())
-            .map_err(|e| self.transport("watch", e))?;
-        read_history(BufReader::new(response.into_reader()), self, now)
+        {
+            Ok(response) => Ok(BufReader::new(response.into_reader())),
+            Err(ureq::Error::Status(code, reply)) => {
+                let body = reply.into_string().unwrap_or_default();
+                Err(self.refused("watch", code, &body))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                let error = self.transport_error(&t);
+                if !matches!(error, StoreError::Tls { .. }) {
+                    self.fail_over();
+                }
+                Err(error)
+            }
+        }
     }
-}
 
-impl EtcdKv {
+    /// [`Self::status_error`] for a call that is not retried: a refused
+    /// token is forgotten so that the next call authenticates afresh.
+    fn refused(&self, op: &'static str, code: u16, body: &str) -> StoreError {
+        if body.contains("invalid auth token") {
+            self.forget_token();
+        }
+        self.status_error(op, code, body)
+    }
+
+    /// The error a watch stream carried.
+    fn watch_error(&self, message: &Value) -> StoreError {
+        self.refused("watch", 0, &message.to_string())
+    }
+
     /// The store's revision now (a count-only range: no keys travel).
     fn current_revision(&self, prefix: &str) -> Result<u64, StoreError> {
         let reply = self.call(
@@ -378,7 +617,7 @@ fn read_history(
             Err(e) => return Err(etcd.protocol("watch", e.to_string())),
         };
         if message.get("error").is_some() {
-            return Err(etcd.protocol("watch", message.to_string()));
+            return Err(etcd.watch_error(&message));
         }
         let result = &message["result"];
         if number(&result["compact_revision"]) > 0 {
@@ -410,7 +649,7 @@ fn wait_for_event(reader: impl Read, etcd: &EtcdKv, after: u64) -> Result<Waited
             Err(e) => return Err(etcd.protocol("watch", e.to_string())),
         };
         if message.get("error").is_some() {
-            return Err(etcd.protocol("watch", message.to_string()));
+            return Err(etcd.watch_error(&message));
         }
         let result = &message["result"];
         let compacted = number(&result["compact_revision"]);
@@ -446,12 +685,17 @@ fn events(result: &Value, etcd: &EtcdKv) -> Result<Vec<(String, Option<String>)>
     Ok(out)
 }
 
-fn agent(read_timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+/// An HTTP agent with these timeouts and, for `https://`, this TLS configuration.
+fn agent(read_timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let builder = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout_read(read_timeout)
-        .timeout_write(CALL_TIMEOUT)
-        .build()
+        .timeout_write(CALL_TIMEOUT);
+    match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => builder,
+    }
+    .build()
 }
 
 /// The key just past every key starting with `prefix` (etcd's `range_end`).

@@ -17,6 +17,7 @@ mod cluster;
 mod endpoints;
 mod error;
 mod etcd;
+mod etcd_security;
 mod file;
 mod kv;
 mod policy;
@@ -27,6 +28,7 @@ pub use cluster::{ClusterStore, ClusterView};
 pub use endpoints::endpoints_for;
 pub use error::StoreError;
 pub use etcd::EtcdKv;
+pub use etcd_security::EtcdSecurity;
 pub use file::FileKv;
 pub use kv::{Changes, KvBackend, Listing, Txn, Waited};
 pub use policy::{PolicySnapshot, BUILTIN_NAMESPACES, POLICY_ROOT};
@@ -35,15 +37,53 @@ pub use services::{
     SERVICES_ROOT,
 };
 
-/// Opens the backend named by `url`: `etcd:http://HOST:PORT` (or just
-/// `http://...`) for etcd, `file:DIR` (or a plain path) for the embedded store.
-pub fn open(url: &str) -> Result<ClusterStore, StoreError> {
-    let backend: Box<dyn KvBackend> = if let Some(rest) = url.strip_prefix("etcd:") {
-        Box::new(EtcdKv::new(rest)?)
-    } else if url.starts_with("http://") {
-        Box::new(EtcdKv::new(url)?)
-    } else {
-        Box::new(FileKv::open(url.strip_prefix("file:").unwrap_or(url))?)
+/// The prefix of every key podnet keeps (`/podnet/`, `/podnet-services/`,
+/// `/podnet-policy/`): what an etcd role for podnet must grant.
+pub const KEY_PREFIX: &str = "/podnet";
+
+/// Where the store is and, for etcd, how to reach it securely.
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
+    /// `etcd:http(s)://HOST:PORT,...` (or just `http(s)://...`) for etcd,
+    /// `file:DIR` (or a plain path) for the embedded store.
+    pub url: String,
+    /// TLS and credentials for etcd (unused by the embedded store).
+    pub etcd: EtcdSecurity,
+}
+
+impl From<&str> for StoreConfig {
+    /// A store reached without TLS or credentials.
+    fn from(url: &str) -> Self {
+        StoreConfig {
+            url: url.to_string(),
+            etcd: EtcdSecurity::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreConfig {
+    /// The URL (never the credentials).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Opens the backend `config` names. etcd options given for the embedded
+/// store are refused (they would silently go unused).
+pub fn open(config: &StoreConfig) -> Result<ClusterStore, StoreError> {
+    let url = config.url.as_str();
+    let etcd = url
+        .strip_prefix("etcd:")
+        .or_else(|| (url.starts_with("http://") || url.starts_with("https://")).then_some(url));
+    let backend: Box<dyn KvBackend> = match etcd {
+        Some(endpoints) => Box::new(EtcdKv::with_security(endpoints, &config.etcd)?),
+        None if config.etcd.uses_tls() || config.etcd.username.is_some() => {
+            return Err(StoreError::Config {
+                field: "store",
+                reason: format!("etcd TLS or credentials given, but {url} is not an etcd store"),
+            })
+        }
+        None => Box::new(FileKv::open(url.strip_prefix("file:").unwrap_or(url))?),
     };
     Ok(ClusterStore::new(backend))
 }

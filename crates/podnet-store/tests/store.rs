@@ -231,7 +231,7 @@ fn etcd_client_fails_over_to_the_next_member() {
         .unwrap();
     assert!(
         EtcdKv::new("http://a:1,https://b:2").is_err(),
-        "TLS is not supported: said so"
+        "one scheme for every member"
     );
 }
 

@@ -12,7 +12,7 @@ use podnet_kernel::Netns;
 
 mod etcd;
 pub mod packets;
-pub use etcd::{EtcdServer, TempDir, ETCD_PORT};
+pub use etcd::{EtcdMember, EtcdServer, EtcdTls, TempDir, ETCD_PORT};
 
 /// Prefix of every namespace a podnet test creates.
 pub const TEST_PREFIX: &str = "pnt";

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::store_args::StoreArgs;
 use crate::{doctor_cmd, drops_cmd, lab_cmd, manifests, trace_cmd};
 use ipnet::IpNet;
 use podnet_agent::{Agent, AgentConfig};
@@ -58,9 +59,8 @@ enum Top {
     Agent(AgentArgs),
     /// Inspect or change the cluster in its store.
     Cluster {
-        /// Store URL: `file:DIR` (embedded) or `etcd:http://HOST:PORT`.
-        #[arg(long, default_value = "file:/var/lib/podnet/store")]
-        store: String,
+        #[command(flatten)]
+        store: StoreArgs,
         #[command(subcommand)]
         action: ClusterAction,
     },
@@ -88,9 +88,8 @@ struct AgentArgs {
     /// This node's underlay address (held by one of its interfaces).
     #[arg(long)]
     address: IpAddr,
-    /// Store URL: `file:DIR` (embedded) or `etcd:http://HOST:PORT`.
-    #[arg(long, default_value = "file:/var/lib/podnet/store")]
-    store: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Cluster spec (YAML or JSON) to initialise the store with if it has none.
     #[arg(long)]
     cluster: Option<PathBuf>,
@@ -401,6 +400,10 @@ struct LabUpArgs {
     /// Cluster store.
     #[arg(long, value_enum, default_value = "embedded")]
     store: StoreArg,
+    /// etcd as production runs it: TLS, client certificates and authentication
+    /// (the lab makes its own CA; with `--store etcd`).
+    #[arg(long)]
+    etcd_tls: bool,
     /// MTU of the fabric links.
     #[arg(long, default_value_t = 1500)]
     fabric_mtu: u32,
@@ -452,7 +455,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(&cli.log_level, cli.log_format)?;
     match cli.command {
         Top::Agent(args) => run_agent(args),
-        Top::Cluster { store, action } => run_cluster(&store, action),
+        Top::Cluster { store, action } => run_cluster(&store.config()?, action),
         Top::Lab { name, action } => run_lab(&name, action),
         Top::Trace(args) => trace_cmd::run(args),
         Top::Doctor(args) => doctor_cmd::run(args),
@@ -475,7 +478,7 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = AgentConfig {
         node: args.node,
         address: args.address,
-        store: args.store,
+        store: args.store.config()?,
         cluster,
         pod_cidrs: args.pod_cidrs,
         model: args.model.into(),
@@ -496,7 +499,10 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn run_cluster(store: &str, action: ClusterAction) -> Result<(), Box<dyn std::error::Error>> {
+fn run_cluster(
+    store: &podnet_store::StoreConfig,
+    action: ClusterAction,
+) -> Result<(), Box<dyn std::error::Error>> {
     let store = podnet_store::open(store)?;
     match action {
         ClusterAction::Apply(ManifestFile { file }) => {
@@ -604,6 +610,7 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
                         StoreArg::Embedded => StoreKind::Embedded,
                         StoreArg::Etcd => StoreKind::Etcd,
                     };
+                    spec.etcd_tls = args.etcd_tls;
                     spec.fabric.mtu = args.fabric_mtu;
                     spec.external_hosts = (1..=args.external_hosts)
                         .map(|i| podnet_lab::spec::ExternalHostSpec {

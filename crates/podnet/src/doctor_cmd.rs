@@ -18,8 +18,8 @@ pub struct DoctorArgs {
     #[arg(long, default_value = podnet_lab::DEFAULT_NAME)]
     lab: String,
     /// On a node: the store, as given to the agent.
-    #[arg(long, default_value = "file:/var/lib/podnet/store")]
-    store: String,
+    #[command(flatten)]
+    store: crate::store_args::StoreArgs,
     /// On a node: the agent's CNI config directory.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
@@ -47,7 +47,7 @@ pub fn run(args: DoctorArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let cfg = DoctorConfig {
                     node: n.name.clone(),
-                    store: lab.store_url(state.spec.store),
+                    store: lab.store_config(state.spec.store)?,
                     cni_conf_dir: lab.node_dir(&n.name).join("cni"),
                     services: !args.no_services,
                     policies: !args.no_policies,
@@ -86,7 +86,7 @@ fn on_this_node(args: &DoctorArgs) -> Result<DoctorReport, Box<dyn std::error::E
     };
     let cfg = DoctorConfig {
         node,
-        store: args.store.clone(),
+        store: args.store.config()?,
         cni_conf_dir: args.cni_conf_dir.clone(),
         services: !args.no_services,
         policies: !args.no_policies,

@@ -33,8 +33,8 @@ pub struct DropsArgs {
     #[arg(long, default_value = podnet_lab::DEFAULT_NAME)]
     lab: String,
     /// On a node: the store, as given to the agent.
-    #[arg(long, default_value = "file:/var/lib/podnet/store")]
-    store: String,
+    #[command(flatten)]
+    store: crate::store_args::StoreArgs,
     /// On a node: the agent's drop log.
     #[arg(long, default_value = "/var/log/podnet/drops.jsonl")]
     drop_log: PathBuf,
@@ -44,8 +44,8 @@ pub struct DropsArgs {
 enum PolicySource {
     /// A lab's store (reached from its control namespace).
     Lab(Lab, podnet_lab::StoreKind),
-    /// A store URL, as given to the agent.
-    Store(String),
+    /// A store, as given to the agent.
+    Store(podnet_store::StoreConfig),
 }
 
 impl PolicySource {
@@ -55,7 +55,7 @@ impl PolicySource {
             PolicySource::Lab(lab, kind) => {
                 lab.with_store(*kind, |s| Ok(s.policy_snapshot()?.world))?
             }
-            PolicySource::Store(url) => podnet_store::open(url)?.policy_snapshot()?.world,
+            PolicySource::Store(config) => podnet_store::open(config)?.policy_snapshot()?.world,
         })
     }
 }
@@ -115,7 +115,7 @@ pub fn run(args: DropsArgs) -> Result<(), Box<dyn std::error::Error>> {
                     log,
                     netns: None,
                 }],
-                PolicySource::Store(args.store.clone()),
+                PolicySource::Store(args.store.config()?),
             )
         }
     };

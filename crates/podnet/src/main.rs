@@ -5,6 +5,7 @@ mod doctor_cmd;
 mod drops_cmd;
 mod lab_cmd;
 mod manifests;
+mod store_args;
 mod trace_cmd;
 
 use std::io::{Read, Write};

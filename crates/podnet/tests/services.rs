@@ -422,11 +422,15 @@ fn bad_services_are_refused_with_nothing_applied_and_drift_is_repaired() {
     assert_eq!(handles(), kept);
 }
 
+/// The lab's etcd as production runs it (TLS, client certificates, a user
+/// allowed podnet's keys only): services work; an agent whose watch falls
+/// behind a compaction (frozen while services change and etcd compacts,
+/// its connections cut) relists and programs what it missed.
 #[test]
-fn services_work_on_the_etcd_store_too() {
+fn services_work_on_a_tls_etcd_and_survive_a_compaction_while_watched() {
     let guard = LabGuard::new();
     guard.up_yaml(&format!(
-        "store: etcd\n{LAB}services:\n  - {{name: web, selector: {{app: echo}}, ports: [{{port: 80, targetPort: echo}}]}}\n"
+        "store: etcd\netcdTLS: true\n{LAB}services:\n  - {{name: web, selector: {{app: echo}}, ports: [{{port: 80, targetPort: echo}}]}}\n"
     ));
     let lab = guard.lab();
     let (web, eps) = lab.services().unwrap().remove(0);
@@ -445,6 +449,56 @@ fn services_work_on_the_etcd_store_too() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("already used by service default/web"), "{err}");
+
+    let node1 = lab.state().unwrap().node("node1").unwrap().ns.clone();
+    let failures = |what: &str| {
+        labkit::agent_metric(
+            &node1,
+            &format!("podnet_sync_failures_total{{loop=\"{what}\"}}"),
+        )
+    };
+    let failed_before = [
+        failures("services"),
+        failures("datapath"),
+        failures("policies"),
+    ];
+    let agent = labkit::Frozen::processes_in(&node1);
+    let api = labkit::LabEtcd::new(&lab);
+    let before = api.revision();
+    // Straight into the store: the lab's own apply would wait for node1.
+    let late = service(serde_json::json!({
+        "name": "late", "selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": "echo"}]
+    }));
+    let late = lab
+        .with_store(podnet_lab::StoreKind::Etcd, move |s| {
+            let stored = s.put_service(late)?;
+            s.sync_endpoints()?;
+            Ok(stored)
+        })
+        .unwrap();
+    let compacted = api.compact();
+    assert!(compacted > before, "the compaction covers the change");
+    labkit::cut_connections(&node1, &api.address(), podnet_lab::ETCD_PORT);
+    drop(agent);
+    let late_vip = port80(late.cluster_ip.unwrap());
+    let from = first_pod(&lab, "node1");
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .probe_service(&from, late_vip, false, 1)
+            .unwrap()
+            .remove(0)
+            .is_ok()),
+        "node1's agent relisted after the compaction and programmed the service it missed"
+    );
+    let failed_after = [
+        failures("services"),
+        failures("datapath"),
+        failures("policies"),
+    ];
+    assert_eq!(
+        failed_after, failed_before,
+        "a compacted history is a relist, not a failure"
+    );
 }
 
 /// Headless and ExternalName services, and one labelled for another proxy,

@@ -30,7 +30,7 @@ pub struct DoctorConfig {
     /// The node's name in the cluster.
     pub node: String,
     /// Store URL, as the agent's `--store`.
-    pub store: String,
+    pub store: podnet_store::StoreConfig,
     /// Directory of the CNI config the agent writes, as its `--cni-conf-dir`.
     pub cni_conf_dir: PathBuf,
     /// The agent runs the service proxy: check the services table.

@@ -212,3 +212,162 @@ pub fn transfer(client: &mut TcpStream, server: &mut TcpStream, bytes: usize) {
         assert!(got == data, "data corrupted in transit");
     });
 }
+
+/// Every process of a namespace stopped (SIGSTOP) until dropped (SIGCONT).
+pub struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Frozen {
+    /// Stops every process whose network namespace is the named one.
+    pub fn processes_in(netns: &str) -> Frozen {
+        use std::os::unix::fs::MetadataExt;
+        let want = std::fs::metadata(format!("/run/netns/{netns}"))
+            .unwrap()
+            .ino();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let ns = std::fs::metadata(format!("/proc/{pid}/ns/net"));
+            if ns.is_ok_and(|m| m.ino() == want) {
+                pids.push(pid);
+            }
+        }
+        assert!(!pids.is_empty(), "no process in {netns}");
+        for pid in &pids {
+            assert!(Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success());
+        }
+        Frozen { pids }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Destroys every TCP connection from the named namespace to `addr:port`
+/// (`ss -K`): the processes holding them see them fail.
+pub fn cut_connections(netns: &str, addr: &str, port: u16) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "ss",
+            "-K",
+            "-t",
+            "dst",
+            addr,
+            "dport",
+            "=",
+            &port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss -K: {}", text(&out));
+}
+
+/// The lab's TLS etcd as its administrator (`root`) reaches it, with curl
+/// from the control namespace: what tests do that podnet never does.
+pub struct LabEtcd {
+    ns: String,
+    pki: std::path::PathBuf,
+    url: String,
+    token: String,
+}
+
+impl LabEtcd {
+    /// Authenticates as root.
+    pub fn new(lab: &Lab) -> LabEtcd {
+        let pki = lab.pki_dir();
+        let password = std::fs::read_to_string(pki.join("root.password")).unwrap();
+        let config = lab.store_config(podnet_lab::StoreKind::Etcd).unwrap();
+        let mut etcd = LabEtcd {
+            ns: lab.control_ns(),
+            pki,
+            url: config.url.trim_start_matches("etcd:").to_string(),
+            token: String::new(),
+        };
+        let reply = etcd.post(
+            "/v3/auth/authenticate",
+            &serde_json::json!({"name": "root", "password": password.trim()}),
+        );
+        etcd.token = reply["token"].as_str().expect("a token").to_string();
+        etcd
+    }
+
+    /// The member's address.
+    pub fn address(&self) -> String {
+        let host = self.url.trim_start_matches("https://");
+        host.rsplit_once(':').unwrap().0.to_string()
+    }
+
+    /// One API call; its JSON reply.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let pki = |f: &str| self.pki.join(f).display().to_string();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "curl", "-sf", "-m", "10"])
+            .args(["--cacert", &pki("ca.pem"), "--cert", &pki("client.pem")])
+            .args(["--key", &pki("client-key.pem"), "-H"])
+            .arg(format!("Authorization: {}", self.token))
+            .arg(format!("{}{path}", self.url))
+            .args(["-d", &body.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The store's revision.
+    pub fn revision(&self) -> u64 {
+        let reply = self.post(
+            "/v3/kv/range",
+            &serde_json::json!({"key": "AA==", "count_only": true}),
+        );
+        reply["header"]["revision"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Compacts the history up to the current revision; returns it.
+    pub fn compact(&self) -> u64 {
+        let revision = self.revision();
+        self.post(
+            "/v3/kv/compaction",
+            &serde_json::json!({"revision": revision.to_string(), "physical": true}),
+        );
+        revision
+    }
+}
+
+/// The value of the metric sample `series` (`name{labels}` as written) that
+/// the agent of the named node namespace serves (0 when absent).
+pub fn agent_metric(netns: &str, series: &str) -> f64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "curl", "-sf", "-m", "5"])
+        .arg(format!(
+            "http://127.0.0.1:{}/metrics",
+            podnet_lab::METRICS_ADDR.rsplit(':').next().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scrape {netns}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
