@@ -2,7 +2,7 @@
 //! needs, and whole chains to (re)write in one transaction.
 
 use super::ruleset::{consts::*, CmpOp, Expr, Rule};
-use super::transaction::{ChainKind, Transaction};
+use super::transaction::{ChainKind, Hook, Transaction};
 
 /// A chain of a caller's table with its rules.
 #[derive(Debug, Clone)]
@@ -13,6 +13,28 @@ pub struct ChainDef {
     pub kind: ChainKind,
     /// Rules, in order.
     pub rules: Vec<Rule>,
+}
+
+impl ChainDef {
+    /// The chain as `nft list table` prints it, one rule per line with its
+    /// comment: what planners' golden files hold.
+    pub fn render(&self) -> String {
+        let mut out = format!("chain {} {{\n", self.name);
+        if let ChainKind::Base { ty, hook, priority } = &self.kind {
+            let hook = match hook {
+                Hook::Prerouting => "prerouting",
+                Hook::Input => "input",
+                Hook::Forward => "forward",
+                Hook::Output => "output",
+                Hook::Postrouting => "postrouting",
+            };
+            out += &format!("\ttype {ty} hook {hook} priority {priority}; policy accept;\n");
+        }
+        for rule in &self.rules {
+            out += &format!("\t{} comment \"{}\"\n", rule.render(), rule.comment);
+        }
+        out + "}\n"
+    }
 }
 
 /// The expressions of `parts`, in order.

@@ -32,6 +32,10 @@ enum ValueKind {
     CtState,
     /// `ct state & MASK`: the comparison that follows prints the mask's states.
     CtStateMasked,
+    /// `ct status` (host-order flags).
+    CtStatus,
+    /// A route type (`fib daddr type`).
+    FibType,
     Number,
 }
 
@@ -89,8 +93,8 @@ impl Renderer {
             "log" => self.log(d),
             "masq" => self.out.push("masquerade".into()),
             "nat" => self.nat(d),
-            "reject" => self.out.push("reject".into()),
-            "fib" => self.load(d, 1, "fib daddr type", ValueKind::Number, 4),
+            "reject" => self.reject(d),
+            "fib" => self.load(d, 1, "fib daddr type", ValueKind::FibType, 4),
             "numgen" => {
                 let m = attr_u32(d, 2).unwrap_or(0);
                 self.load(
@@ -181,7 +185,7 @@ impl Renderer {
         };
         let (name, kind, len) = match key {
             0 => ("state".to_string(), ValueKind::CtState, 4),
-            2 => ("status".to_string(), ValueKind::Number, 4),
+            2 => ("status".to_string(), ValueKind::CtStatus, 4),
             3 => ("mark".to_string(), ValueKind::Number, 4),
             12 => (
                 format!("{dir} proto-dst").trim().to_string(),
@@ -246,7 +250,7 @@ impl Renderer {
             word(attr_u32(d, 1).unwrap_or(0)),
             word(attr_u32(d, 2).unwrap_or(0)),
         );
-        let mask = value_bytes(d, 4);
+        let (mask, xor) = (value_bytes(d, 4), value_bytes(d, 5));
         let Some(mut held) = self.regs.get(&sreg).cloned() else {
             return;
         };
@@ -255,10 +259,14 @@ impl Renderer {
                 held.text = format!("{} {}", held.text, ct_states(&mask));
                 held.kind = ValueKind::CtStateMasked;
             }
+            ValueKind::CtStatus if xor.iter().all(|b| *b == 0) => {
+                held.text = format!("{} {}", held.text, ct_statuses(&mask));
+                held.kind = ValueKind::CtStateMasked;
+            }
             ValueKind::Addr => {
                 held.prefix = Some(mask.iter().map(|b| b.count_ones()).sum());
             }
-            _ => held.text = format!("{} & {}", held.text, hex(&mask)),
+            _ => held.text = format!("{} {}", held.text, mask_text(&mask, &xor)),
         }
         self.regs.insert(dreg, held);
     }
@@ -350,19 +358,38 @@ impl Renderer {
         self.out.push(s);
     }
 
+    /// `dnat ip to ADDR:PORT`, or `dnat ip to KEY map @set` when a map gives both.
     fn nat(&mut self, d: &[u8]) {
         let kind = if attr_u32(d, 1) == Some(0) {
             "snat"
         } else {
             "dnat"
         };
-        let addr = attr_u32(d, 3).map(|r| self.reg_text(r));
-        let port = attr_u32(d, 5).map(|r| self.reg_text(r));
-        let mut s = format!("{kind} to {}", addr.unwrap_or_default());
-        if let Some(p) = port {
-            s.push_str(&format!(" : {p}"));
+        let family = if attr_u32(d, 2) == Some(10) {
+            "ip6"
+        } else {
+            "ip"
+        };
+        let addr = attr_u32(d, 3).map(|r| self.reg_text(r)).unwrap_or_default();
+        let mut s = format!("{kind} {family} to {addr}");
+        if let Some(p) = attr_u32(d, 5).map(|r| self.reg_text(r)) {
+            if !addr.contains(" map @") {
+                s.push_str(&format!(":{p}"));
+            }
         }
         self.out.push(s);
+    }
+
+    /// `reject` (ICMP port unreachable, nft's default), or `reject with ...`.
+    fn reject(&mut self, d: &[u8]) {
+        let code = codec::find_attr(d, 2).and_then(|b| b.first().copied());
+        let text = match (attr_u32(d, 1), code) {
+            (Some(1), _) => "reject with tcp reset".to_string(),
+            (Some(2), Some(1)) | (None, _) => "reject".to_string(),
+            (Some(2), Some(c)) => format!("reject with icmpx {c}"),
+            (Some(t), c) => format!("reject with type {t} code {}", c.unwrap_or(0)),
+        };
+        self.out.push(text);
     }
 }
 
@@ -407,9 +434,60 @@ fn format_value(kind: ValueKind, v: &[u8]) -> String {
             n => n.to_string(),
         },
         ValueKind::IfName => format!("\"{}\"", codec::attr_string(v)),
+        ValueKind::FibType if v.len() == 4 => {
+            let types = [
+                "unspec",
+                "unicast",
+                "local",
+                "broadcast",
+                "anycast",
+                "multicast",
+                "blackhole",
+                "unreachable",
+                "prohibit",
+            ];
+            let t = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]) as usize;
+            types
+                .get(t)
+                .map_or_else(|| t.to_string(), |n| n.to_string())
+        }
         _ if v.len() == 4 => u32::from_ne_bytes([v[0], v[1], v[2], v[3]]).to_string(),
         _ => hex(v),
     }
+}
+
+/// `& MASK`, or `| BITS` when the mask keeps everything but the bits set
+/// (32-bit values such as marks are host order, as the kernel computes them).
+fn mask_text(mask: &[u8], xor: &[u8]) -> String {
+    let host = |b: &[u8]| <[u8; 4]>::try_from(b).ok().map(u32::from_ne_bytes);
+    match (host(mask), host(xor)) {
+        (Some(m), Some(x)) if x != 0 && m == !x => format!("| 0x{x:x}"),
+        (Some(m), Some(0) | None) => format!("& 0x{m:x}"),
+        (Some(m), Some(x)) => format!("& 0x{m:x} ^ 0x{x:x}"),
+        _ => format!("& {}", hex(mask)),
+    }
+}
+
+/// The conntrack status flags of a mask, by name.
+fn ct_statuses(mask: &[u8]) -> String {
+    let Ok(bits) = <[u8; 4]>::try_from(mask).map(u32::from_ne_bytes) else {
+        return hex(mask);
+    };
+    let names = [
+        (0x10, "snat"),
+        (0x20, "dnat"),
+        (0x8, "confirmed"),
+        (0x2, "seen-reply"),
+    ];
+    let shown: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if shown.is_empty() {
+        return format!("& 0x{bits:x}");
+    }
+    shown.join(",")
 }
 
 fn ct_states(mask: &[u8]) -> String {

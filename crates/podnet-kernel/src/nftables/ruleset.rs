@@ -271,6 +271,14 @@ pub struct Rule {
     pub comment: String,
 }
 
+impl Rule {
+    /// The rule as `nft list` prints it (its comment left out): what a plan
+    /// is compared with in golden files, without a kernel.
+    pub fn render(&self) -> String {
+        super::render::render_expressions(&super::wire::rule_expressions(self))
+    }
+}
+
 /// The desired content of one network's chain in podnet's table.
 ///
 /// Only a masquerade chain: podnet has no forward chain of its own. A base

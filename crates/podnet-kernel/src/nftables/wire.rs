@@ -339,7 +339,6 @@ pub(super) fn rule_msg(
 }
 
 /// The payload of a rule's `NFTA_RULE_EXPRESSIONS`, as the kernel lists it back.
-#[cfg(test)]
 pub(super) fn rule_expressions(rule: &Rule) -> Vec<u8> {
     let mut m = MessageBuilder::new(0, 0);
     for e in &rule.exprs {
