@@ -12,8 +12,11 @@ use podnet_proxy::table::desired_table;
 use podnet_services::{Endpoints, Service};
 use serde_json::json;
 
+/// A service with its endpoints, as a node serves it.
+type Served = (Service, Option<Endpoints>);
+
 /// A service and its endpoints from JSON.
-fn served(svc: serde_json::Value, eps: serde_json::Value) -> (Service, Option<Endpoints>) {
+fn served(svc: serde_json::Value, eps: serde_json::Value) -> Served {
     (
         serde_json::from_value(svc).expect("service"),
         Some(serde_json::from_value(eps).expect("endpoints")),
@@ -29,7 +32,7 @@ fn endpoints(name: &str, addrs: &[(&str, &str)]) -> serde_json::Value {
 }
 
 /// The cases: what each one's services exercise.
-fn cases() -> Vec<(&'static str, Vec<(Service, Option<Endpoints>)>)> {
+fn cases() -> Vec<(&'static str, Vec<Served>)> {
     let web = served(
         json!({"name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
         endpoints("web", &[("10.244.1.2", "n1")]),
