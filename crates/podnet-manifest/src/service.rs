@@ -2,9 +2,10 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use podnet_services::{
-    Service, ServicePort, ServiceType, SessionAffinity, TargetPort, TrafficDistribution,
-    TrafficPolicy,
+    IpFamily, IpFamilyPolicy, Service, ServicePort, ServiceType, SessionAffinity, TargetPort,
+    TrafficDistribution, TrafficPolicy,
 };
 use serde_json::Value;
 
@@ -60,17 +61,19 @@ pub fn spec(
             f,
         )
     });
-    o.ignore(
-        &[
-            "clusterIPs",
-            "ipFamilies",
-            "ipFamilyPolicy",
-            "allocateLoadBalancerNodePorts",
-            "healthCheckNodePort",
-            "loadBalancerClass",
-        ],
-        f,
-    );
+    let cluster_ips = cluster_ips(&mut o, headless, f);
+    let ip_families = families(&mut o, f);
+    let ip_family_policy = o.has("ipFamilyPolicy").then(|| {
+        let choices = [
+            ("SingleStack", IpFamilyPolicy::SingleStack),
+            ("PreferDualStack", IpFamilyPolicy::PreferDualStack),
+            ("RequireDualStack", IpFamilyPolicy::RequireDualStack),
+        ];
+        o.choice("ipFamilyPolicy", &choices, IpFamilyPolicy::SingleStack, f)
+    });
+    let health_check_node_port = o.number("healthCheckNodePort", f);
+    let load_balancer_source_ranges = source_ranges(&mut o, f);
+    o.ignore(&["allocateLoadBalancerNodePorts", "loadBalancerClass"], f);
     o.finish(f);
     load_balancer_ips.extend(status_ips(path, status, f));
     Service {
@@ -90,7 +93,64 @@ pub fn spec(
         headless,
         external_name,
         labels: Default::default(),
+        load_balancer_source_ranges,
+        health_check_node_port,
+        cluster_ips,
+        ip_families,
+        ip_family_policy,
     }
+}
+
+/// `spec.clusterIPs`: addresses (`None` only as a headless service's).
+fn cluster_ips(o: &mut Obj<'_>, headless: bool, f: &mut Findings) -> Vec<IpAddr> {
+    let at = o.at("clusterIPs");
+    let texts = o.strings("clusterIPs", f);
+    if headless || texts.iter().any(|t| t == "None") {
+        if !headless || texts.len() > 1 {
+            f.error(at, "\"None\" only alone, with clusterIP: None");
+        }
+        return Vec::new();
+    }
+    texts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| addr(&format!("{at}[{i}]"), t, f))
+        .collect()
+}
+
+/// `spec.ipFamilies`: `IPv4` and `IPv6`.
+fn families(o: &mut Obj<'_>, f: &mut Findings) -> Vec<IpFamily> {
+    let at = o.at("ipFamilies");
+    o.strings("ipFamilies", f)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match t.as_str() {
+            "IPv4" => Some(IpFamily::IPv4),
+            "IPv6" => Some(IpFamily::IPv6),
+            other => {
+                f.error(
+                    format!("{at}[{i}]"),
+                    format!("{other:?} is not IPv4 or IPv6"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// `spec.loadBalancerSourceRanges`: CIDRs, each bad one named.
+fn source_ranges(o: &mut Obj<'_>, f: &mut Findings) -> Vec<IpNet> {
+    let at = o.at("loadBalancerSourceRanges");
+    o.strings("loadBalancerSourceRanges", f)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            t.trim()
+                .parse()
+                .map_err(|_| f.error(format!("{at}[{i}]"), format!("{t:?} is not a CIDR")))
+                .ok()
+        })
+        .collect()
 }
 
 /// `spec.clusterIP`: an address, empty (allocate one), or `None`

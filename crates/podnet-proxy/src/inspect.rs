@@ -45,7 +45,7 @@ pub fn is_programmed(
             continue;
         };
         for ip in svc
-            .cluster_ip
+            .all_cluster_ips()
             .iter()
             .chain(&svc.external_ips)
             .chain(&svc.load_balancer_ips)

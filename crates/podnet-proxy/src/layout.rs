@@ -114,6 +114,18 @@ pub enum SetId {
         /// IPv6 or IPv4.
         v6: bool,
     },
+    /// Load-balancer addresses and ports with `loadBalancerSourceRanges`:
+    /// new connections to them are dropped unless their source is allowed.
+    SourceRestricted {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
+    /// `address . protocol . port . source range` allowed to reach a
+    /// restricted load-balancer frontend (an interval set).
+    SourceAllowed {
+        /// IPv6 or IPv4.
+        v6: bool,
+    },
     /// Service addresses and ports with ClientIP affinity of `timeout` seconds.
     AffinityKeys {
         /// IPv6 or IPv4.
@@ -158,6 +170,8 @@ impl SetId {
             SetId::Masq { v6 } => format!("masq{}", f(v6)),
             SetId::NodePortMasq { v6 } => format!("nodeport-masq{}", f(v6)),
             SetId::Hairpin { v6 } => format!("hairpin{}", f(v6)),
+            SetId::SourceRestricted { v6 } => format!("lb-restricted{}", f(v6)),
+            SetId::SourceAllowed { v6 } => format!("lb-allowed{}", f(v6)),
             SetId::AffinityKeys { v6, timeout } => format!("affinity-keys{}-{timeout}", f(v6)),
             SetId::AffinityNodePorts { v6, timeout } => {
                 format!("affinity-nodeports{}-{timeout}", f(v6))
@@ -188,9 +202,18 @@ impl SetId {
             SetId::NodePortLb { .. } | SetId::NodePortLbMasq { .. } => {
                 (vec![INET_PROTO, INET_SERVICE, MARK], 12, endpoint, false)
             }
-            SetId::Reject { .. } | SetId::Masq { .. } | SetId::AffinityKeys { .. } => {
+            SetId::Reject { .. }
+            | SetId::Masq { .. }
+            | SetId::AffinityKeys { .. }
+            | SetId::SourceRestricted { .. } => {
                 (vec![addr_t, INET_PROTO, INET_SERVICE], a + 8, None, false)
             }
+            SetId::SourceAllowed { .. } => (
+                vec![addr_t, INET_PROTO, INET_SERVICE, addr_t],
+                2 * a + 8,
+                None,
+                false,
+            ),
             SetId::NodePortReject { .. }
             | SetId::NodePortMasq { .. }
             | SetId::AffinityNodePorts { .. } => (vec![INET_PROTO, INET_SERVICE], 8, None, false),
@@ -208,13 +231,19 @@ impl SetId {
                 true,
             ),
         };
+        // Source ranges are intervals of the last field; the others are
+        // exact (a range from a value to itself).
+        let range_fields = match self {
+            SetId::SourceAllowed { .. } => vec![a, 1, 2, a],
+            _ => Vec::new(),
+        };
         SetSpec {
             name: self.name(),
             key_type: concat(&types),
             key_len: len,
             data,
             dynamic,
-            range_fields: Vec::new(),
+            range_fields,
             counters: false,
         }
     }
@@ -231,11 +260,57 @@ impl SetId {
             | SetId::Masq { v6 }
             | SetId::NodePortMasq { v6 }
             | SetId::Hairpin { v6 }
+            | SetId::SourceRestricted { v6 }
+            | SetId::SourceAllowed { v6 }
             | SetId::AffinityKeys { v6, .. }
             | SetId::AffinityNodePorts { v6, .. }
             | SetId::Affinity { v6, .. }
             | SetId::AffinityNodePortMap { v6, .. } => v6,
         }
+    }
+
+    /// The fields of the set's key, in order.
+    fn key_fields(&self) -> Vec<Field> {
+        use Field::*;
+        match self {
+            SetId::Lb { .. } | SetId::LbMasq { .. } => vec![Addr, Proto, Port, Index],
+            SetId::NodePortLb { .. } | SetId::NodePortLbMasq { .. } => vec![Proto, Port, Index],
+            SetId::Reject { .. }
+            | SetId::Masq { .. }
+            | SetId::AffinityKeys { .. }
+            | SetId::SourceRestricted { .. } => vec![Addr, Proto, Port],
+            SetId::SourceAllowed { .. } => vec![Addr, Proto, Port, Addr],
+            SetId::NodePortReject { .. }
+            | SetId::NodePortMasq { .. }
+            | SetId::AffinityNodePorts { .. } => vec![Proto, Port],
+            SetId::Hairpin { .. } => vec![Addr, Addr],
+            SetId::Affinity { .. } => vec![Addr, Addr, Proto, Port],
+            SetId::AffinityNodePortMap { .. } => vec![Addr, Proto, Port],
+        }
+    }
+
+    /// An element as nft prints it: `10.96.0.10 . tcp . 80 . 0 : 10.244.1.2 . 8080`
+    /// (an interval's last field as `first-last`).
+    pub fn render_element(&self, e: &SetElement) -> String {
+        let a = if self.v6() { 16 } else { 4 };
+        let fields = self.key_fields();
+        let mut key = Field::render_all(&fields, &e.key, a);
+        if let Some(end) = &e.key_end {
+            let last = Field::render_all(&fields, end, a);
+            if let (Some(first), Some(last)) = (key.last_mut(), last.last()) {
+                if first != last {
+                    *first = format!("{first}-{last}");
+                }
+            }
+        }
+        let mut text = key.join(" . ");
+        if let Some(data) = &e.data {
+            text += &format!(
+                " : {}",
+                Field::render_all(&[Field::Addr, Field::Port], data, a).join(" . ")
+            );
+        }
+        text
     }
 
     /// The sets that exist whatever the services are.
@@ -248,7 +323,48 @@ impl SetId {
                 SetId::Masq { v6 },
                 SetId::NodePortMasq { v6 },
                 SetId::Hairpin { v6 },
+                SetId::SourceRestricted { v6 },
+                SetId::SourceAllowed { v6 },
             ]);
+        }
+        out
+    }
+}
+
+/// One field of a set key, as [`encode`] writes it.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Addr,
+    Proto,
+    Port,
+    Index,
+}
+
+impl Field {
+    /// Decodes `bytes` field by field (`a`: address length).
+    fn render_all(fields: &[Field], bytes: &[u8], a: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for f in fields {
+            let len = if matches!(f, Field::Addr) { a } else { 4 };
+            let Some(b) = bytes.get(at..at + len) else {
+                break;
+            };
+            at += len;
+            out.push(match f {
+                Field::Addr => match <[u8; 16]>::try_from(b) {
+                    Ok(v6) => IpAddr::from(v6).to_string(),
+                    Err(_) => IpAddr::from([b[0], b[1], b[2], b[3]]).to_string(),
+                },
+                Field::Proto => match b[0] {
+                    6 => "tcp".into(),
+                    17 => "udp".into(),
+                    132 => "sctp".into(),
+                    n => n.to_string(),
+                },
+                Field::Port => u16::from_be_bytes([b[0], b[1]]).to_string(),
+                Field::Index => u32::from_ne_bytes([b[0], b[1], b[2], b[3]]).to_string(),
+            });
         }
         out
     }
@@ -301,6 +417,14 @@ pub mod encode {
     pub fn indexed(mut key: Vec<u8>, index: u32) -> Vec<u8> {
         key.extend_from_slice(&index.to_ne_bytes());
         key
+    }
+
+    /// `addr . proto . port . source` for every source from `first` to
+    /// `last`: one interval element.
+    pub fn source_range(frontend: Vec<u8>, first: IpAddr, last: IpAddr) -> SetElement {
+        let mut element = SetElement::new([frontend.clone(), addr(first)].concat(), None);
+        element.key_end = Some([frontend, addr(last)].concat());
+        element
     }
 
     /// An element.
@@ -385,7 +509,7 @@ impl Layout {
     /// The comment every rule carries: a fingerprint of the layout and rule version.
     pub fn fingerprint(&self) -> String {
         let text = format!(
-            "v2 {:?} {:?} {:?} {:?} {:?}",
+            "v3 {:?} {:?} {:?} {:?} {:?}",
             self.lb, self.lb_masq, self.node_port_lb, self.node_port_lb_masq, self.affinity
         );
         let h = podnet_kernel::hash::fnv1a64(text.as_bytes());
@@ -401,268 +525,334 @@ impl Layout {
     /// timeout in use). Masquerading maps set the mark after their lookup
     /// hit, in the same rule, so no separate classification pass is needed.
     pub fn chains(&self) -> Vec<ChainDef> {
-        let c = self.fingerprint();
-        let rule = |exprs: Vec<Expr>| Rule {
-            exprs,
-            comment: c.clone(),
+        let r = RuleMaker {
+            comment: self.fingerprint(),
         };
-        let mut services = Vec::new();
-        let mut nodeports = Vec::new();
-        let mut filter = Vec::new();
-        let mut post = Vec::new();
+        let (mut services, mut nodeports, mut filter) = (Vec::new(), Vec::new(), Vec::new());
         for v6 in [false, true] {
-            let a = if v6 { 4 } else { 1 };
-            let g = nfproto_is(v6);
-            let timeouts: Vec<u32> = self
-                .affinity
-                .iter()
-                .filter(|(f, _)| *f == v6)
-                .map(|(_, t)| *t)
-                .collect();
-            // ClientIP affinity first: a remembered endpoint wins. Masquerade
-            // where the service address is external with policy Cluster.
-            for &timeout in &timeouts {
-                let affinity = SetId::Affinity { v6, timeout };
-                services.push(rule(cat(&[
-                    &g,
-                    &daddr_proto_port(v6, 0),
-                    &[lookup(SetId::Masq { v6 }, 0, None)],
-                    &[load_addr(v6, true, 0)],
-                    &daddr_proto_port(v6, a),
-                    &[lookup(affinity, 0, Some(0))],
-                    &set_mark(a + 1),
-                    &[dnat(v6, 0, a)],
-                ])));
-                services.push(rule(cat(&[
-                    &g,
-                    &[load_addr(v6, true, 0)],
-                    &daddr_proto_port(v6, a),
-                    &[lookup(affinity, 0, Some(0))],
-                    &[dnat(v6, 0, a)],
-                ])));
-            }
-            let balance = |set: SetId, size: u32, masq: bool| {
-                rule(cat(&[
-                    &g,
-                    &daddr_proto_port(v6, 0),
-                    &[Expr::NumgenRandom {
-                        modulus: size,
-                        dreg: reg(a + 2),
-                    }],
-                    &[lookup(set, 0, Some(0))],
-                    &if masq { set_mark(a + 1) } else { Vec::new() },
-                    &[dnat(v6, 0, a)],
-                ]))
-            };
-            for &(_, size) in self.lb.iter().filter(|(f, _)| *f == v6) {
-                services.push(balance(SetId::Lb { v6, size }, size, false));
-            }
-            for &(_, size) in self.lb_masq.iter().filter(|(f, _)| *f == v6) {
-                services.push(balance(SetId::LbMasq { v6, size }, size, true));
-            }
-            // Node ports (reached for local destinations only).
-            for &timeout in &timeouts {
-                let affinity = SetId::AffinityNodePortMap { v6, timeout };
-                nodeports.push(rule(cat(&[
-                    &g,
-                    &proto_port(0),
-                    &[lookup(SetId::NodePortMasq { v6 }, 0, None)],
-                    &[load_addr(v6, true, 0)],
-                    &proto_port(a),
-                    &[lookup(affinity, 0, Some(0))],
-                    &set_mark(a + 1),
-                    &[dnat(v6, 0, a)],
-                ])));
-                nodeports.push(rule(cat(&[
-                    &g,
-                    &[load_addr(v6, true, 0)],
-                    &proto_port(a),
-                    &[lookup(affinity, 0, Some(0))],
-                    &[dnat(v6, 0, a)],
-                ])));
-            }
-            let node_balance = |set: SetId, size: u32, masq: bool| {
-                rule(cat(&[
-                    &g,
-                    &proto_port(0),
-                    &[Expr::NumgenRandom {
-                        modulus: size,
-                        dreg: reg(2),
-                    }],
-                    &[lookup(set, 0, Some(0))],
-                    &if masq { set_mark(a + 1) } else { Vec::new() },
-                    &[dnat(v6, 0, a)],
-                ]))
-            };
-            for &(_, size) in self.node_port_lb.iter().filter(|(f, _)| *f == v6) {
-                nodeports.push(node_balance(SetId::NodePortLb { v6, size }, size, false));
-            }
-            for &(_, size) in self.node_port_lb_masq.iter().filter(|(f, _)| *f == v6) {
-                nodeports.push(node_balance(SetId::NodePortLbMasq { v6, size }, size, true));
-            }
-            // No endpoints: reject (after DNAT, so diverted packets never match).
-            for reset in [true, false] {
-                filter.push(rule(cat(&[
-                    &g,
-                    &daddr_proto_port(v6, 0),
-                    &[lookup(SetId::Reject { v6 }, 0, None)],
-                    &reject(reset),
-                ])));
-                filter.push(rule(cat(&[
-                    &g,
-                    &proto_port(0),
-                    &[lookup(SetId::NodePortReject { v6 }, 0, None)],
-                    &local_daddr(),
-                    &reject(reset),
-                ])));
-            }
-            // ClientIP affinity: remember where a new connection was sent.
-            for &timeout in &timeouts {
-                filter.push(rule(cat(&[
-                    &ct_status_dnat(),
-                    &g,
-                    &[
-                        ct_original_daddr(v6, 0),
-                        Expr::MetaLoad {
-                            key: META_L4PROTO,
-                            dreg: reg(a),
-                        },
-                        ct_original_dport(a + 1),
-                        lookup(SetId::AffinityKeys { v6, timeout }, 0, None),
-                        load_addr(v6, true, 0),
-                        ct_original_daddr(v6, a),
-                        Expr::MetaLoad {
-                            key: META_L4PROTO,
-                            dreg: reg(2 * a),
-                        },
-                        ct_original_dport(2 * a + 1),
-                        load_addr(v6, false, 2 * a + 2),
-                        dport(3 * a + 2),
-                        Expr::DynsetUpdate {
-                            set: SetId::Affinity { v6, timeout }.name(),
-                            sreg_key: reg(0),
-                            sreg_data: reg(2 * a + 2),
-                            timeout_ms: u64::from(timeout) * 1000,
-                        },
-                    ],
-                ])));
-                filter.push(rule(cat(&[
-                    &ct_status_dnat(),
-                    &g,
-                    &[
-                        Expr::MetaLoad {
-                            key: META_L4PROTO,
-                            dreg: reg(0),
-                        },
-                        ct_original_dport(1),
-                        lookup(SetId::AffinityNodePorts { v6, timeout }, 0, None),
-                        load_addr(v6, true, 0),
-                        Expr::MetaLoad {
-                            key: META_L4PROTO,
-                            dreg: reg(a),
-                        },
-                        ct_original_dport(a + 1),
-                        load_addr(v6, false, a + 2),
-                        dport(2 * a + 2),
-                        Expr::DynsetUpdate {
-                            set: SetId::AffinityNodePortMap { v6, timeout }.name(),
-                            sreg_key: reg(0),
-                            sreg_data: reg(a + 2),
-                            timeout_ms: u64::from(timeout) * 1000,
-                        },
-                    ],
-                ])));
-            }
-            post.push(rule(cat(&[
-                &ct_status_dnat(),
-                &g,
-                &[load_addr(v6, true, 0), load_addr(v6, false, a)],
-                &[lookup(SetId::Hairpin { v6 }, 0, None)],
-                &[Expr::Masquerade],
-            ])));
+            services.extend(self.service_rules(&r, v6));
+            nodeports.extend(self.node_port_rules(&r, v6));
+            filter.extend(self.filter_rules(&r, v6));
         }
-        services.push(rule(cat(&[
-            &local_daddr(),
-            &[Expr::Jump("nodeports".into())],
-        ])));
-        post.insert(
-            0,
-            rule(cat(&[
-                &[Expr::MetaLoad {
-                    key: META_MARK,
-                    dreg: reg(0),
-                }],
-                &mask_neq_zero(MASQ_MARK),
-                &[
-                    Expr::MetaLoad {
-                        key: META_MARK,
-                        dreg: reg(0),
-                    },
-                    Expr::Bitwise {
-                        reg: reg(0),
-                        mask: (!MASQ_MARK).to_ne_bytes().to_vec(),
-                        xor: vec![0; 4],
-                    },
-                    Expr::MetaSetMark { sreg: reg(0) },
-                    Expr::Masquerade,
-                ],
-            ])),
-        );
-        let jump = |to: &str| vec![rule(vec![Expr::Jump(to.into())])];
-        let new_flow_jump = |to: &str| {
-            let mut exprs = vec![Expr::CtLoad {
-                key: CT_STATE,
-                dir: None,
-                dreg: reg(0),
-            }];
-            exprs.extend(mask_neq_zero(CT_STATE_NEW));
-            exprs.push(Expr::Jump(to.into()));
-            vec![rule(exprs)]
+        services.push(r.rule(cat(&[&local_daddr(), &[Expr::Jump("nodeports".into())]])));
+        let regular = |name: &str, rules| ChainDef {
+            name: name.into(),
+            kind: ChainKind::Regular,
+            rules,
         };
-        let base = |ty, hook, priority| ChainKind::Base { ty, hook, priority };
-        vec![
-            ChainDef {
-                name: "nodeports".into(),
-                kind: ChainKind::Regular,
-                rules: nodeports,
-            },
-            ChainDef {
-                name: "services".into(),
-                kind: ChainKind::Regular,
-                rules: services,
-            },
-            ChainDef {
-                name: "service-filter".into(),
-                kind: ChainKind::Regular,
-                rules: filter,
-            },
-            ChainDef {
-                name: "nat-prerouting".into(),
-                kind: base("nat", Hook::Prerouting, -100),
-                rules: jump("services"),
-            },
-            ChainDef {
-                name: "nat-output".into(),
-                kind: base("nat", Hook::Output, -100),
-                rules: jump("services"),
-            },
-            ChainDef {
-                name: "filter-prerouting".into(),
-                kind: base("filter", Hook::Prerouting, -99),
-                rules: new_flow_jump("service-filter"),
-            },
-            ChainDef {
-                name: "filter-output".into(),
-                kind: base("filter", Hook::Output, -99),
-                rules: new_flow_jump("service-filter"),
-            },
-            ChainDef {
-                name: "nat-postrouting".into(),
-                kind: base("nat", Hook::Postrouting, 100),
-                rules: post,
-            },
-        ]
+        let mut chains = vec![
+            regular("nodeports", nodeports),
+            regular("services", services),
+            regular("service-filter", filter),
+        ];
+        chains.extend(base_chains(&r));
+        chains
     }
+
+    /// The affinity timeouts in use for a family.
+    fn timeouts(&self, v6: bool) -> Vec<u32> {
+        let of_family = |(f, t): &(bool, u32)| (*f == v6).then_some(*t);
+        self.affinity.iter().filter_map(of_family).collect()
+    }
+
+    /// The endpoint counts in use for a family in one of the count sets.
+    fn sizes(counts: &BTreeSet<(bool, u32)>, v6: bool) -> impl Iterator<Item = u32> + '_ {
+        counts
+            .iter()
+            .filter(move |(f, _)| *f == v6)
+            .map(|(_, n)| *n)
+    }
+
+    /// `services`: a remembered ClientIP affinity first, then the balancing
+    /// maps by endpoint count (masquerading ones mark the packet).
+    fn service_rules(&self, r: &RuleMaker, v6: bool) -> Vec<Rule> {
+        let a = words(v6);
+        let g = nfproto_is(v6);
+        let mut rules = Vec::new();
+        for timeout in self.timeouts(v6) {
+            let affinity = SetId::Affinity { v6, timeout };
+            let hit = cat(&[
+                &[load_addr(v6, true, 0)],
+                &daddr_proto_port(v6, a),
+                &[lookup(affinity, 0, Some(0))],
+            ]);
+            // External addresses with policy Cluster are masqueraded.
+            let masq = [lookup(SetId::Masq { v6 }, 0, None)];
+            let external = [&daddr_proto_port(v6, 0)[..], &masq[..]].concat();
+            rules.push(r.rule(cat(&[
+                &g,
+                &external,
+                &hit,
+                &set_mark(a + 1),
+                &[dnat(v6, 0, a)],
+            ])));
+            rules.push(r.rule(cat(&[&g, &hit, &[dnat(v6, 0, a)]])));
+        }
+        let balance = |set: SetId, size: u32, masq: bool| {
+            let numgen = Expr::NumgenRandom {
+                modulus: size,
+                dreg: reg(a + 2),
+            };
+            let mark = if masq { set_mark(a + 1) } else { Vec::new() };
+            let pick = [numgen, lookup(set, 0, Some(0))];
+            r.rule(cat(&[
+                &g,
+                &daddr_proto_port(v6, 0),
+                &pick,
+                &mark,
+                &[dnat(v6, 0, a)],
+            ]))
+        };
+        for size in Self::sizes(&self.lb, v6) {
+            rules.push(balance(SetId::Lb { v6, size }, size, false));
+        }
+        for size in Self::sizes(&self.lb_masq, v6) {
+            rules.push(balance(SetId::LbMasq { v6, size }, size, true));
+        }
+        rules
+    }
+
+    /// `nodeports` (reached for local destinations only): as `services`,
+    /// keyed by protocol and port.
+    fn node_port_rules(&self, r: &RuleMaker, v6: bool) -> Vec<Rule> {
+        let a = words(v6);
+        let g = nfproto_is(v6);
+        let mut rules = Vec::new();
+        for timeout in self.timeouts(v6) {
+            let affinity = SetId::AffinityNodePortMap { v6, timeout };
+            let hit = cat(&[
+                &[load_addr(v6, true, 0)],
+                &proto_port(a),
+                &[lookup(affinity, 0, Some(0))],
+            ]);
+            let masq = [lookup(SetId::NodePortMasq { v6 }, 0, None)];
+            let external = [&proto_port(0)[..], &masq[..]].concat();
+            rules.push(r.rule(cat(&[
+                &g,
+                &external,
+                &hit,
+                &set_mark(a + 1),
+                &[dnat(v6, 0, a)],
+            ])));
+            rules.push(r.rule(cat(&[&g, &hit, &[dnat(v6, 0, a)]])));
+        }
+        let balance = |set: SetId, size: u32, masq: bool| {
+            let numgen = Expr::NumgenRandom {
+                modulus: size,
+                dreg: reg(2),
+            };
+            let mark = if masq { set_mark(a + 1) } else { Vec::new() };
+            let pick = [numgen, lookup(set, 0, Some(0))];
+            r.rule(cat(&[&g, &proto_port(0), &pick, &mark, &[dnat(v6, 0, a)]]))
+        };
+        for size in Self::sizes(&self.node_port_lb, v6) {
+            rules.push(balance(SetId::NodePortLb { v6, size }, size, false));
+        }
+        for size in Self::sizes(&self.node_port_lb_masq, v6) {
+            rules.push(balance(SetId::NodePortLbMasq { v6, size }, size, true));
+        }
+        rules
+    }
+
+    /// `service-filter` (new connections, after DNAT): sources a
+    /// load-balancer address does not allow are dropped; frontends without
+    /// endpoints are rejected; ClientIP affinity is recorded.
+    fn filter_rules(&self, r: &RuleMaker, v6: bool) -> Vec<Rule> {
+        let g = nfproto_is(v6);
+        let mut rules = vec![r.rule(cat(&[&g, &source_not_allowed(v6), &[Expr::Drop]]))];
+        for reset in [true, false] {
+            let frontend = [
+                &daddr_proto_port(v6, 0)[..],
+                &[lookup(SetId::Reject { v6 }, 0, None)],
+            ]
+            .concat();
+            rules.push(r.rule(cat(&[&g, &frontend, &reject(reset)])));
+            let node_port = [
+                &proto_port(0)[..],
+                &[lookup(SetId::NodePortReject { v6 }, 0, None)],
+            ]
+            .concat();
+            rules.push(r.rule(cat(&[&g, &node_port, &local_daddr(), &reject(reset)])));
+        }
+        for timeout in self.timeouts(v6) {
+            // The client, the frontend it asked for (the original
+            // destination), and from `data` on the endpoint DNAT chose.
+            let a = words(v6);
+            let remember = |keys: SetId, map: SetId, frontend: fn(bool, u32) -> Vec<Expr>, data| {
+                r.rule(cat(&[
+                    &ct_status_dnat(),
+                    &g,
+                    &frontend(v6, 0),
+                    &[lookup(keys, 0, None), load_addr(v6, true, 0)],
+                    &frontend(v6, a),
+                    &[load_addr(v6, false, data), dport(data + a)],
+                    &[Expr::DynsetUpdate {
+                        set: map.name(),
+                        sreg_key: reg(0),
+                        sreg_data: reg(data),
+                        timeout_ms: u64::from(timeout) * 1000,
+                    }],
+                ]))
+            };
+            rules.push(remember(
+                SetId::AffinityKeys { v6, timeout },
+                SetId::Affinity { v6, timeout },
+                original_daddr_proto_port,
+                2 * a + 2,
+            ));
+            rules.push(remember(
+                SetId::AffinityNodePorts { v6, timeout },
+                SetId::AffinityNodePortMap { v6, timeout },
+                original_proto_port,
+                a + 2,
+            ));
+        }
+        rules
+    }
+}
+
+/// Rules carrying the layout's fingerprint as their comment.
+struct RuleMaker {
+    comment: String,
+}
+
+impl RuleMaker {
+    fn rule(&self, exprs: Vec<Expr>) -> Rule {
+        Rule {
+            exprs,
+            comment: self.comment.clone(),
+        }
+    }
+}
+
+/// 32-bit register words an address takes.
+fn words(v6: bool) -> u32 {
+    if v6 {
+        4
+    } else {
+        1
+    }
+}
+
+/// The base chains: the hooks into `services` and `service-filter`, and
+/// postrouting's masquerade (marked connections, hairpin traffic).
+fn base_chains(r: &RuleMaker) -> Vec<ChainDef> {
+    let jump = |to: &str| vec![r.rule(vec![Expr::Jump(to.into())])];
+    let new_flow_jump = |to: &str| {
+        let new = [Expr::CtLoad {
+            key: CT_STATE,
+            dir: None,
+            dreg: reg(0),
+        }];
+        vec![r.rule(cat(&[
+            &new,
+            &mask_neq_zero(CT_STATE_NEW),
+            &[Expr::Jump(to.into())],
+        ]))]
+    };
+    let base = |name: &str, ty, hook, priority, rules| ChainDef {
+        name: name.into(),
+        kind: ChainKind::Base { ty, hook, priority },
+        rules,
+    };
+    vec![
+        base(
+            "nat-prerouting",
+            "nat",
+            Hook::Prerouting,
+            -100,
+            jump("services"),
+        ),
+        base("nat-output", "nat", Hook::Output, -100, jump("services")),
+        base(
+            "filter-prerouting",
+            "filter",
+            Hook::Prerouting,
+            -99,
+            new_flow_jump("service-filter"),
+        ),
+        base(
+            "filter-output",
+            "filter",
+            Hook::Output,
+            -99,
+            new_flow_jump("service-filter"),
+        ),
+        base(
+            "nat-postrouting",
+            "nat",
+            Hook::Postrouting,
+            100,
+            postrouting_rules(r),
+        ),
+    ]
+}
+
+/// Marked connections are masqueraded (and the mark cleared); so is a pod
+/// reaching itself through its service (hairpin).
+fn postrouting_rules(r: &RuleMaker) -> Vec<Rule> {
+    let mark = || Expr::MetaLoad {
+        key: META_MARK,
+        dreg: reg(0),
+    };
+    let clear = Expr::Bitwise {
+        reg: reg(0),
+        mask: (!MASQ_MARK).to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    };
+    let mut rules = vec![r.rule(cat(&[
+        &[mark()],
+        &mask_neq_zero(MASQ_MARK),
+        &[
+            mark(),
+            clear,
+            Expr::MetaSetMark { sreg: reg(0) },
+            Expr::Masquerade,
+        ],
+    ]))];
+    for v6 in [false, true] {
+        let a = words(v6);
+        rules.push(r.rule(cat(&[
+            &ct_status_dnat(),
+            &nfproto_is(v6),
+            &[load_addr(v6, true, 0), load_addr(v6, false, a)],
+            &[lookup(SetId::Hairpin { v6 }, 0, None), Expr::Masquerade],
+        ])));
+    }
+    rules
+}
+
+/// A new connection to a restricted load-balancer frontend from a source
+/// its ranges do not allow (matched on the original destination, which
+/// DNAT has rewritten by now).
+fn source_not_allowed(v6: bool) -> Vec<Expr> {
+    let a = words(v6);
+    let mut exprs = original_daddr_proto_port(v6, 0);
+    exprs.push(lookup(SetId::SourceRestricted { v6 }, 0, None));
+    exprs.push(load_addr(v6, true, a + 2));
+    exprs.push(Expr::LookupAbsent {
+        set: SetId::SourceAllowed { v6 }.name(),
+        sreg: reg(0),
+    });
+    exprs
+}
+
+/// `ct original ip daddr . meta l4proto . ct original proto-dst` from `word`.
+fn original_daddr_proto_port(v6: bool, word: u32) -> Vec<Expr> {
+    let mut v = vec![ct_original_daddr(v6, word)];
+    v.extend(original_proto_port(v6, word + words(v6)));
+    v
+}
+
+/// `meta l4proto . ct original proto-dst` from `word`.
+fn original_proto_port(_v6: bool, word: u32) -> Vec<Expr> {
+    vec![
+        Expr::MetaLoad {
+            key: META_L4PROTO,
+            dreg: reg(word),
+        },
+        ct_original_dport(word + 1),
+    ]
 }
 
 /// `meta l4proto . th dport` from `word`.

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use podnet_kernel::nftables::SetElement;
-use podnet_services::select::port_views;
+use podnet_services::select::port_views_of_family;
 use podnet_services::{Backend, Endpoints, Protocol, Service, TrafficPolicy};
 
 use crate::layout::{encode, SetId};
@@ -45,105 +45,194 @@ pub struct Fragment {
     pub flows: BTreeSet<Flow>,
     /// Affinity timeout and frontends with ClientIP affinity.
     pub affinity_frontends: BTreeSet<(u32, Frontend)>,
+    /// The health-check node port and what it reports, when load balancers poll one.
+    pub health_check: Option<HealthCheck>,
 }
 
-/// The elements of `svc` with `eps` on node `node`.
+/// What a node answers on a service's health-check node port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The port (TCP, every local address).
+    pub port: u16,
+    /// Ready endpoints on this node: 200 when any, 503 when none.
+    pub local_endpoints: usize,
+}
+
+/// The elements of `svc` with `eps` on node `node`: per cluster IP (one
+/// per family), its frontends and node ports over the endpoints of that family.
 pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment {
     let mut f = Fragment::default();
     // Headless, ExternalName and another proxy's services are not ours.
-    let Some(cluster_ip) = svc.cluster_ip.filter(|_| svc.proxied()) else {
+    if !svc.proxied() {
         return f;
-    };
-    let v6 = cluster_ip.is_ipv6();
-    let affinity = svc.affinity_timeout();
-    let external_masq = svc.external_traffic_policy == TrafficPolicy::Cluster;
-    for view in port_views(svc, eps, node) {
-        let proto = view.port.protocol;
-        let Ok(port) = u16::try_from(view.port.port) else {
-            continue;
-        };
-        let mut addresses = vec![(cluster_ip, &view.internal, false)];
-        for ip in svc.external_ips.iter().chain(&svc.load_balancer_ips) {
-            if ip.is_ipv6() == v6 {
-                addresses.push((*ip, &view.external, external_masq));
-            }
-        }
-        for (ip, backends, masq) in addresses {
-            let key = encode::service(ip, proto.number(), port);
-            let frontend = Frontend {
-                addr: Some(ip),
-                protocol: proto,
-                port,
-            };
-            let lb = if masq {
-                SetId::LbMasq { v6, size: 0 }
-            } else {
-                SetId::Lb { v6, size: 0 }
-            };
-            f.balance(lb, SetId::Reject { v6 }, key.clone(), backends);
-            // Affinity hits bypass the masquerading map: they learn from here
-            // that they must be marked too.
-            if masq && affinity.is_some() {
-                f.elements
-                    .push((SetId::Masq { v6 }, encode::element(key.clone(), None)));
-            }
-            if let Some(timeout) = affinity {
-                f.elements.push((
-                    SetId::AffinityKeys { v6, timeout },
-                    encode::element(key, None),
-                ));
-                f.affinity_frontends.insert((timeout, frontend));
-            }
-            f.note_flows(frontend, backends, affinity);
-        }
-        let node_port = view
-            .port
-            .node_port
-            .filter(|_| svc.has_node_ports())
-            .and_then(|n| u16::try_from(n).ok());
-        if let Some(np) = node_port {
-            let key = encode::node_port(proto.number(), np);
-            let frontend = Frontend {
-                addr: None,
-                protocol: proto,
-                port: np,
-            };
-            let lb = if external_masq {
-                SetId::NodePortLbMasq { v6, size: 0 }
-            } else {
-                SetId::NodePortLb { v6, size: 0 }
-            };
-            f.balance(
-                lb,
-                SetId::NodePortReject { v6 },
-                key.clone(),
-                &view.external,
-            );
-            if external_masq && affinity.is_some() {
-                f.elements.push((
-                    SetId::NodePortMasq { v6 },
-                    encode::element(key.clone(), None),
-                ));
-            }
-            if let Some(timeout) = affinity {
-                f.elements.push((
-                    SetId::AffinityNodePorts { v6, timeout },
-                    encode::element(key, None),
-                ));
-                f.affinity_frontends.insert((timeout, frontend));
-            }
-            f.note_flows(frontend, &view.external, affinity);
-        }
-        for b in view.internal.iter().chain(&view.external) {
-            if b.local {
-                f.hairpin.insert(b.addr);
-            }
-        }
+    }
+    for cluster_ip in svc.all_cluster_ips() {
+        f.add_family(svc, eps, node, cluster_ip);
+    }
+    if let Some(port) = svc
+        .health_check_node_port
+        .filter(|_| svc.wants_health_check())
+    {
+        f.health_check = Some(HealthCheck {
+            port: u16::try_from(port).unwrap_or(0),
+            local_endpoints: local_ready(eps, node),
+        });
     }
     f
 }
 
+/// Ready endpoints on `node` (what a health check reports).
+fn local_ready(eps: Option<&Endpoints>, node: &str) -> usize {
+    let all = eps.map(|e| e.endpoints.as_slice()).unwrap_or_default();
+    all.iter()
+        .filter(|e| e.node == node && e.ready && !e.terminating)
+        .count()
+}
+
 impl Fragment {
+    /// The frontends of one family: the cluster IP, external and
+    /// load-balancer IPs of that family, and node ports.
+    fn add_family(
+        &mut self,
+        svc: &Service,
+        eps: Option<&Endpoints>,
+        node: &str,
+        cluster_ip: IpAddr,
+    ) {
+        let v6 = cluster_ip.is_ipv6();
+        let affinity = svc.affinity_timeout();
+        let external_masq = svc.external_traffic_policy == TrafficPolicy::Cluster;
+        for view in port_views_of_family(svc, eps, node, Some(v6)) {
+            let Ok(port) = u16::try_from(view.port.port) else {
+                continue;
+            };
+            let proto = view.port.protocol;
+            let mut addresses = vec![(cluster_ip, &view.internal, false)];
+            for ip in svc.external_ips.iter().chain(&svc.load_balancer_ips) {
+                if ip.is_ipv6() == v6 {
+                    addresses.push((*ip, &view.external, external_masq));
+                }
+            }
+            for (ip, backends, masq) in addresses {
+                let frontend = Frontend {
+                    addr: Some(ip),
+                    protocol: proto,
+                    port,
+                };
+                self.address_frontend(frontend, backends, masq, affinity);
+            }
+            for ip in svc.load_balancer_ips.iter().filter(|ip| ip.is_ipv6() == v6) {
+                self.restrict_sources(svc, *ip, proto, port);
+            }
+            let node_port = view
+                .port
+                .node_port
+                .filter(|_| svc.has_node_ports())
+                .and_then(|n| u16::try_from(n).ok());
+            if let Some(np) = node_port {
+                self.node_port_frontend(v6, proto, np, &view.external, external_masq, affinity);
+            }
+            for b in view.internal.iter().chain(&view.external) {
+                if b.local {
+                    self.hairpin.insert(b.addr);
+                }
+            }
+        }
+    }
+
+    /// A cluster, external or load-balancer address and port.
+    fn address_frontend(
+        &mut self,
+        frontend: Frontend,
+        backends: &[Backend],
+        masq: bool,
+        affinity: Option<u32>,
+    ) {
+        let Some(ip) = frontend.addr else { return };
+        let v6 = ip.is_ipv6();
+        let key = encode::service(ip, frontend.protocol.number(), frontend.port);
+        let lb = if masq {
+            SetId::LbMasq { v6, size: 0 }
+        } else {
+            SetId::Lb { v6, size: 0 }
+        };
+        self.balance(lb, SetId::Reject { v6 }, key.clone(), backends);
+        // Affinity hits bypass the masquerading map: they learn from here
+        // that they must be marked too.
+        if masq && affinity.is_some() {
+            self.elements
+                .push((SetId::Masq { v6 }, encode::element(key.clone(), None)));
+        }
+        if let Some(timeout) = affinity {
+            self.elements.push((
+                SetId::AffinityKeys { v6, timeout },
+                encode::element(key, None),
+            ));
+            self.affinity_frontends.insert((timeout, frontend));
+        }
+        self.note_flows(frontend, backends, affinity);
+    }
+
+    /// A node port (any local address).
+    fn node_port_frontend(
+        &mut self,
+        v6: bool,
+        protocol: Protocol,
+        port: u16,
+        backends: &[Backend],
+        masq: bool,
+        affinity: Option<u32>,
+    ) {
+        let key = encode::node_port(protocol.number(), port);
+        let frontend = Frontend {
+            addr: None,
+            protocol,
+            port,
+        };
+        let lb = if masq {
+            SetId::NodePortLbMasq { v6, size: 0 }
+        } else {
+            SetId::NodePortLb { v6, size: 0 }
+        };
+        self.balance(lb, SetId::NodePortReject { v6 }, key.clone(), backends);
+        if masq && affinity.is_some() {
+            self.elements.push((
+                SetId::NodePortMasq { v6 },
+                encode::element(key.clone(), None),
+            ));
+        }
+        if let Some(timeout) = affinity {
+            self.elements.push((
+                SetId::AffinityNodePorts { v6, timeout },
+                encode::element(key, None),
+            ));
+            self.affinity_frontends.insert((timeout, frontend));
+        }
+        self.note_flows(frontend, backends, affinity);
+    }
+
+    /// `loadBalancerSourceRanges`: the load-balancer frontend is restricted
+    /// to the ranges of its family (none of its family: nobody passes).
+    fn restrict_sources(&mut self, svc: &Service, ip: IpAddr, protocol: Protocol, port: u16) {
+        if svc.load_balancer_source_ranges.is_empty() {
+            return;
+        }
+        let v6 = ip.is_ipv6();
+        let key = encode::service(ip, protocol.number(), port);
+        self.elements.push((
+            SetId::SourceRestricted { v6 },
+            encode::element(key.clone(), None),
+        ));
+        for range in svc
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|r| r.addr().is_ipv6() == v6)
+        {
+            let element = encode::source_range(key.clone(), range.network(), range.broadcast());
+            self.elements.push((SetId::SourceAllowed { v6 }, element));
+        }
+    }
+
     /// Elements that balance `key` over `backends`, or reject it when there are none.
     fn balance(&mut self, lb: SetId, reject: SetId, key: Vec<u8>, backends: &[Backend]) {
         if backends.is_empty() {

@@ -11,13 +11,22 @@ use std::fmt;
 use std::net::IpAddr;
 
 use podnet_kernel::nftables::SetElement;
-use podnet_services::{Endpoints, Service};
+use podnet_services::{Endpoints, Service, ServiceName};
 
 use crate::layout::{Layout, SetId};
-use crate::plan::{fragment, hairpin_element};
+use crate::plan::{fragment, hairpin_element, HealthCheck};
 
-/// Key to data (`None` for sets), for one set.
+/// Key to data (`None` for sets), for one set. An interval element's key
+/// is its first key followed by its last ([`content_key`]).
 pub type SetContents = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// An element's key in [`SetContents`]: the key, and for an interval its end.
+pub fn content_key(e: &SetElement) -> Vec<u8> {
+    match &e.key_end {
+        Some(end) => [e.key.as_slice(), end].concat(),
+        None => e.key.clone(),
+    }
+}
 
 /// What the table must hold for some services on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +35,8 @@ pub struct DesiredTable {
     pub sets: HashMap<SetId, SetContents>,
     /// Local endpoint addresses and how many services share each.
     pub hairpin: HashMap<IpAddr, usize>,
+    /// Health-check node ports and what each reports.
+    pub health: HashMap<ServiceName, HealthCheck>,
 }
 
 impl DesiredTable {
@@ -45,8 +56,15 @@ pub fn desired_table(services: &[(Service, Option<Endpoints>)], node: &str) -> D
     let mut t = DesiredTable::default();
     for (s, e) in services {
         let f = fragment(s, e.as_ref(), node);
+        if let Some(h) = f.health_check {
+            t.health.insert(s.key(), h);
+        }
         for (set, el) in f.elements {
-            t.sets.entry(set).or_default().insert(el.key, el.data);
+            let key = match el.key_end {
+                Some(end) => [el.key, end].concat(),
+                None => el.key,
+            };
+            t.sets.entry(set).or_default().insert(key, el.data);
         }
         for ip in f.hairpin {
             *t.hairpin.entry(ip).or_default() += 1;
@@ -93,6 +111,24 @@ impl TableDiff {
     }
 }
 
+impl TableDiff {
+    /// The sets to create and the element changes, as one transaction (the
+    /// caller adds the chains and drops sets after them).
+    pub fn transaction(&self) -> podnet_kernel::nftables::Transaction {
+        use podnet_kernel::nftables::{Family, Transaction};
+        let mut tx = Transaction::new(Family::Inet, crate::layout::TABLE);
+        for (set, elements) in &self.create {
+            tx.add_set(&set.spec());
+            tx.add_elements(&set.name(), elements);
+        }
+        for (set, stale, missing) in &self.change {
+            tx.delete_elements(&set.name(), stale);
+            tx.add_elements(&set.name(), missing);
+        }
+        tx
+    }
+}
+
 impl fmt::Display for TableDiff {
     /// One line per set: `create set lb4-1 (2 elements)`, `set lb4-1 +1 -1`, `delete set reject6`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,7 +157,7 @@ pub fn diff_table(desired: DesiredTable, observed: &ObservedTable) -> TableDiff 
         let name = set.name();
         let want = sets.remove(set).unwrap_or_default();
         if !observed.names.contains(&name) {
-            diff.create.push((*set, into_elements(want)));
+            diff.create.push((*set, into_elements(set, want)));
             continue;
         }
         if set.spec().dynamic {
@@ -130,16 +166,17 @@ pub fn diff_table(desired: DesiredTable, observed: &ObservedTable) -> TableDiff 
         let have = observed.elements.get(&name).map_or(&[][..], Vec::as_slice);
         let stale: Vec<SetElement> = have
             .iter()
-            .filter(|e| want.get(&e.key) != Some(&e.data))
+            .filter(|e| want.get(&content_key(e)) != Some(&e.data))
             .cloned()
             .collect();
         let mut want = want;
         for e in have {
-            if want.get(&e.key) == Some(&e.data) {
-                want.remove(&e.key);
+            let key = content_key(e);
+            if want.get(&key) == Some(&e.data) {
+                want.remove(&key);
             }
         }
-        let missing = into_elements(want);
+        let missing = into_elements(set, want);
         if !stale.is_empty() || !missing.is_empty() {
             diff.change.push((*set, stale, missing));
         }
@@ -150,10 +187,18 @@ pub fn diff_table(desired: DesiredTable, observed: &ObservedTable) -> TableDiff 
 }
 
 /// A set's contents as elements, in key order (so plans read the same every time).
-fn into_elements(contents: SetContents) -> Vec<SetElement> {
+fn into_elements(set: &SetId, contents: SetContents) -> Vec<SetElement> {
+    let spec = set.spec();
+    let interval = !spec.range_fields.is_empty();
+    let key_len = spec.key_len as usize;
     let mut v: Vec<SetElement> = contents
         .into_iter()
-        .map(|(k, d)| SetElement::new(k, d))
+        .map(|(mut k, d)| {
+            let end = (interval && k.len() > key_len).then(|| k.split_off(key_len));
+            let mut e = SetElement::new(k, d);
+            e.key_end = end;
+            e
+        })
         .collect();
     v.sort();
     v

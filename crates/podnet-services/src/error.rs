@@ -124,6 +124,25 @@ pub enum ServiceError {
         /// What is wrong.
         why: String,
     },
+    /// Address families that do not fit (`ipFamilies`, `ipFamilyPolicy`,
+    /// `clusterIPs`) or that the cluster lacks.
+    #[error("service {service}: {detail}")]
+    Family {
+        /// The service.
+        service: String,
+        /// What is wrong, naming the field.
+        detail: String,
+    },
+    /// A field the service's type or policy does not take, or a bad value in it.
+    #[error("service {service}: {field}: {detail}")]
+    Field {
+        /// The service.
+        service: String,
+        /// The field, as Kubernetes spells it.
+        field: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
     /// A configuration problem (service CIDRs, node port range).
     #[error("service settings: {0}")]
     BadSettings(String),

@@ -8,6 +8,7 @@
 //!   external traffic on one node (readiness, terminating fallback, traffic
 //!   policies, named target ports).
 
+mod allocate;
 mod error;
 pub mod model;
 pub mod select;
@@ -15,8 +16,8 @@ pub mod validate;
 
 pub use error::ServiceError;
 pub use model::{
-    Endpoint, EndpointPort, Endpoints, Protocol, Service, ServiceName, ServicePort,
-    ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficDistribution, TrafficPolicy,
-    SERVICE_PROXY_NAME_LABEL,
+    Endpoint, EndpointPort, Endpoints, IpFamily, IpFamilyPolicy, Protocol, Service, ServiceName,
+    ServicePort, ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficDistribution,
+    TrafficPolicy, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 pub use select::{Backend, PortView};

@@ -105,6 +105,38 @@ pub enum TrafficDistribution {
     PreferClose,
 }
 
+/// An address family of a service (`ipFamilies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IpFamily {
+    /// IPv4.
+    IPv4,
+    /// IPv6.
+    IPv6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(ip: &IpAddr) -> Self {
+        if ip.is_ipv6() {
+            IpFamily::IPv6
+        } else {
+            IpFamily::IPv4
+        }
+    }
+}
+
+/// How many address families a service gets (`ipFamilyPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum IpFamilyPolicy {
+    /// One family (the default).
+    #[default]
+    SingleStack,
+    /// Both families when the cluster has both service CIDRs, else one.
+    PreferDualStack,
+    /// Both families; refused where the cluster lacks one.
+    RequireDualStack,
+}
+
 /// External or internal traffic policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TrafficPolicy {
@@ -189,6 +221,25 @@ pub struct Service {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub load_balancer_ips: Vec<IpAddr>,
+    /// Sources allowed to reach the load-balancer IPs (any when empty);
+    /// new connections from others are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<IpNet>,
+    /// Where every node answers load balancers' health checks with its
+    /// local endpoint count (type LoadBalancer with externalTrafficPolicy
+    /// Local; allocated from the node-port range when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_node_port: Option<u32>,
+    /// One cluster IP per family, the first equal to `clusterIP`; stored for
+    /// dual-stack services (a single-stack one has just `clusterIP`).
+    #[serde(default, rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<IpAddr>,
+    /// The families asked for, primary first (stored for dual-stack services).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<IpFamily>,
+    /// How many families (default SingleStack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
     /// Session affinity (default None).
     #[serde(default, skip_serializing_if = "is_default")]
     pub session_affinity: SessionAffinity,
@@ -219,6 +270,9 @@ pub struct Service {
 
 /// The label that hands a service to another proxy (kube-proxy's contract).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The label of headless services' endpoint slices: kube-proxy ignores
+/// services and slices that carry it, and so does podnet.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
 fn default_namespace() -> String {
     "default".to_string()
@@ -254,6 +308,23 @@ impl Service {
         !self.headless
             && self.service_type != ServiceType::ExternalName
             && !self.labels.contains_key(SERVICE_PROXY_NAME_LABEL)
+            && !self.labels.contains_key(HEADLESS_LABEL)
+    }
+
+    /// Every cluster IP, the primary first (two for a dual-stack service).
+    pub fn all_cluster_ips(&self) -> Vec<IpAddr> {
+        if self.cluster_ips.is_empty() {
+            self.cluster_ip.into_iter().collect()
+        } else {
+            self.cluster_ips.clone()
+        }
+    }
+
+    /// Whether load balancers health-check it per node (type LoadBalancer
+    /// with externalTrafficPolicy Local, as in Kubernetes).
+    pub fn wants_health_check(&self) -> bool {
+        self.service_type == ServiceType::LoadBalancer
+            && self.external_traffic_policy == TrafficPolicy::Local
     }
 
     /// Whether it holds a cluster IP: everything but headless and ExternalName.

@@ -42,9 +42,21 @@ pub struct PortView<'a> {
     pub external: Vec<Backend>,
 }
 
-/// The views of every port of `svc` on node `node`.
+/// The views of every port of `svc` on node `node`, for the family of its
+/// primary cluster IP.
 pub fn port_views<'a>(svc: &'a Service, eps: Option<&Endpoints>, node: &str) -> Vec<PortView<'a>> {
-    let family_v4 = svc.cluster_ip.map(|ip| ip.is_ipv4());
+    port_views_of_family(svc, eps, node, svc.cluster_ip.map(|ip| ip.is_ipv6()))
+}
+
+/// The views of every port of `svc` on node `node` for one family (`v6`),
+/// or every endpoint when `None`: a dual-stack service is two of these.
+pub fn port_views_of_family<'a>(
+    svc: &'a Service,
+    eps: Option<&Endpoints>,
+    node: &str,
+    v6: Option<bool>,
+) -> Vec<PortView<'a>> {
+    let family_v4 = v6.map(|v6| !v6);
     let endpoints: Vec<&Endpoint> = eps
         .map(|e| e.endpoints.iter())
         .into_iter()

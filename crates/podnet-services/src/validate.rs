@@ -5,15 +5,13 @@
 //! duplicates. Both run before anything is stored, so refused input writes
 //! nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::error::ServiceError;
-use crate::model::{
-    Endpoints, Protocol, Service, ServiceName, ServiceSettings, ServiceType, TargetPort,
-};
+use crate::model::{Endpoints, Service, ServiceSettings, ServiceType, TargetPort};
 
 /// Checks the service settings: CIDRs (at most one per family) and the node port range.
 pub fn check_settings(settings: &ServiceSettings) -> Result<(), ServiceError> {
@@ -151,20 +149,14 @@ pub fn check_service(svc: &Service, settings: &ServiceSettings) -> Result<(), Se
             }
         }
     }
-    if let Some(ip) = svc.cluster_ip {
-        if !settings.service_cidrs.iter().any(|c| c.contains(&ip)) {
-            return Err(ServiceError::ClusterIpOutsideRange {
-                service: id,
-                ip,
-                cidrs: cidr_list(&settings.service_cidrs),
-            });
-        }
-    }
+    check_cluster_ips(svc, &id, settings)?;
+    check_load_balancer_fields(svc, &id, settings)?;
     if !svc.load_balancer_ips.is_empty()
         && svc.service_type != crate::model::ServiceType::LoadBalancer
     {
         return Err(ServiceError::LoadBalancerIpsOnOtherType(id));
     }
+    let families: Vec<bool> = svc.all_cluster_ips().iter().map(IpAddr::is_ipv4).collect();
     let fields = [
         ("externalIPs", &svc.external_ips),
         ("loadBalancerIPs", &svc.load_balancer_ips),
@@ -173,7 +165,7 @@ pub fn check_service(svc: &Service, settings: &ServiceSettings) -> Result<(), Se
         for ip in ips {
             let why = if settings.service_cidrs.iter().any(|c| c.contains(ip)) {
                 Some("inside the service CIDRs")
-            } else if svc.cluster_ip.is_some_and(|c| c.is_ipv4() != ip.is_ipv4()) {
+            } else if !families.is_empty() && !families.contains(&ip.is_ipv4()) {
                 Some("not of the cluster IP's address family")
             } else if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
                 Some("not a unicast address")
@@ -197,6 +189,106 @@ pub fn check_service(svc: &Service, settings: &ServiceSettings) -> Result<(), Se
                 value: t,
             });
         }
+    }
+    Ok(())
+}
+
+/// Cluster IPs: inside the service CIDRs, at most one per family, the
+/// first equal to `clusterIP`.
+fn check_cluster_ips(
+    svc: &Service,
+    id: &str,
+    settings: &ServiceSettings,
+) -> Result<(), ServiceError> {
+    let family = |detail: &str| ServiceError::Family {
+        service: id.to_string(),
+        detail: detail.to_string(),
+    };
+    if !svc.cluster_ips.is_empty() {
+        if !svc.has_cluster_ip() {
+            return Err(family(
+                "spec.clusterIPs: a headless or ExternalName service has none",
+            ));
+        }
+        if svc.cluster_ip.is_some_and(|ip| svc.cluster_ips[0] != ip) {
+            return Err(family("spec.clusterIPs[0] must equal spec.clusterIP"));
+        }
+        let v4 = svc.cluster_ips.iter().filter(|ip| ip.is_ipv4()).count();
+        if svc.cluster_ips.len() > 2 || v4 > 1 || svc.cluster_ips.len() - v4 > 1 {
+            return Err(family("spec.clusterIPs: at most one address per family"));
+        }
+    }
+    if svc.ip_families.len() > 2
+        || (svc.ip_families.len() == 2 && svc.ip_families[0] == svc.ip_families[1])
+    {
+        return Err(family(
+            "spec.ipFamilies: at most one of each, IPv4 and IPv6",
+        ));
+    }
+    for ip in svc.all_cluster_ips() {
+        if !settings.service_cidrs.iter().any(|c| c.contains(&ip)) {
+            return Err(ServiceError::ClusterIpOutsideRange {
+                service: id.to_string(),
+                ip,
+                cidrs: cidr_list(&settings.service_cidrs),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `loadBalancerSourceRanges` and `healthCheckNodePort`: for type
+/// LoadBalancer only (the latter with externalTrafficPolicy Local), as
+/// Kubernetes has it.
+fn check_load_balancer_fields(
+    svc: &Service,
+    id: &str,
+    settings: &ServiceSettings,
+) -> Result<(), ServiceError> {
+    let field = |field, detail: String| ServiceError::Field {
+        service: id.to_string(),
+        field,
+        detail,
+    };
+    let lb = svc.service_type == ServiceType::LoadBalancer;
+    if !svc.load_balancer_source_ranges.is_empty() && !lb {
+        return Err(field(
+            "spec.loadBalancerSourceRanges",
+            "only for type LoadBalancer".into(),
+        ));
+    }
+    if let Some(range) = svc
+        .load_balancer_source_ranges
+        .iter()
+        .find(|r| r.trunc() != **r)
+    {
+        return Err(field(
+            "spec.loadBalancerSourceRanges",
+            format!(
+                "{range} has host bits set (did you mean {}?)",
+                range.trunc()
+            ),
+        ));
+    }
+    let Some(port) = svc.health_check_node_port else {
+        return Ok(());
+    };
+    if !svc.wants_health_check() {
+        return Err(field(
+            "spec.healthCheckNodePort",
+            "only for type LoadBalancer with externalTrafficPolicy Local".into(),
+        ));
+    }
+    let in_range = u16::try_from(port)
+        .is_ok_and(|p| (settings.node_port_min..=settings.node_port_max).contains(&p));
+    if !in_range {
+        return Err(field(
+            "spec.healthCheckNodePort",
+            format!(
+                "{port} is outside the node port range {}-{}",
+                settings.node_port_min, settings.node_port_max
+            ),
+        ));
     }
     Ok(())
 }
@@ -231,165 +323,12 @@ fn cidr_list(cidrs: &[IpNet]) -> String {
         .join(", ")
 }
 
-/// Every cluster IP and node port in use, and who holds it.
-#[derive(Debug, Default)]
-pub struct Allocations {
-    ips: HashMap<IpAddr, ServiceName>,
-    node_ports: HashMap<(Protocol, u16), ServiceName>,
-    /// Where the search for a free cluster IP goes on from (an offset from
-    /// the first allocatable address), so that admitting many services in
-    /// a row does not rescan the addresses already handed out.
-    ip_cursor: u128,
-}
-
-impl Allocations {
-    /// What `services` hold.
-    pub fn of<'a>(services: impl IntoIterator<Item = &'a Service>) -> Self {
-        let mut a = Allocations::default();
-        for s in services {
-            a.hold(s);
-        }
-        a
-    }
-
-    fn hold(&mut self, svc: &Service) {
-        let key = svc.key();
-        if let Some(ip) = svc.cluster_ip {
-            self.ips.insert(ip, key.clone());
-        }
-        for p in &svc.ports {
-            if let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
-                self.node_ports.insert((p.protocol, np), key.clone());
-            }
-        }
-    }
-
-    /// Forgets what `name` holds (before it is updated or deleted).
-    pub fn release(&mut self, name: &ServiceName) {
-        self.ips.retain(|_, owner| owner != name);
-        self.node_ports.retain(|_, owner| owner != name);
-    }
-
-    /// Checks `svc` and fills in its cluster IP and node ports; records them.
-    ///
-    /// An update keeps what the stored version had: pass the stored service as
-    /// `previous`, and absent fields are taken from it before anything new is
-    /// allocated.
-    pub fn admit(
-        &mut self,
-        mut svc: Service,
-        previous: Option<&Service>,
-        settings: &ServiceSettings,
-    ) -> Result<Service, ServiceError> {
-        check_service(&svc, settings)?;
-        let key = svc.key();
-        let id = key.to_string();
-        if let Some(prev) = previous {
-            if svc.cluster_ip.is_none() {
-                svc.cluster_ip = prev.cluster_ip;
-            }
-            for p in svc.ports.iter_mut().filter(|p| p.node_port.is_none()) {
-                p.node_port = prev
-                    .ports
-                    .iter()
-                    .find(|q| q.protocol == p.protocol && q.port == p.port)
-                    .and_then(|q| q.node_port);
-            }
-            if !svc.has_node_ports() {
-                svc.ports.iter_mut().for_each(|p| p.node_port = None);
-            }
-        }
-        match svc.cluster_ip {
-            Some(ip) => {
-                if let Some(owner) = self.ips.get(&ip).filter(|o| **o != key) {
-                    return Err(ServiceError::DuplicateClusterIp {
-                        service: id,
-                        ip,
-                        owner: owner.to_string(),
-                    });
-                }
-            }
-            None if svc.has_cluster_ip() => svc.cluster_ip = Some(self.free_ip(&id, settings)?),
-            // Headless and ExternalName services hold no address.
-            None => {}
-        }
-        let mut taken_here = HashSet::new();
-        for i in 0..svc.ports.len() {
-            let proto = svc.ports[i].protocol;
-            match svc.ports[i].node_port {
-                Some(np) => {
-                    let np = np as u16; // checked by check_service
-                    let owner = self.node_ports.get(&(proto, np)).filter(|o| **o != key);
-                    if let Some(owner) = owner {
-                        return Err(ServiceError::DuplicateNodePort {
-                            service: id,
-                            protocol: proto.as_str().into(),
-                            port: np,
-                            owner: owner.to_string(),
-                        });
-                    }
-                    taken_here.insert((proto, np));
-                }
-                None if svc.has_node_ports() => {
-                    let free = (settings.node_port_min..=settings.node_port_max)
-                        .find(|p| {
-                            !self.node_ports.contains_key(&(proto, *p))
-                                && !taken_here.contains(&(proto, *p))
-                                && !svc.ports.iter().any(|q| {
-                                    q.protocol == proto && q.node_port == Some(u32::from(*p))
-                                })
-                        })
-                        .ok_or_else(|| ServiceError::NodePortsExhausted(id.clone()))?;
-                    taken_here.insert((proto, free));
-                    svc.ports[i].node_port = Some(u32::from(free));
-                }
-                None => {}
-            }
-        }
-        self.release(&key);
-        self.hold(&svc);
-        Ok(svc)
-    }
-
-    fn free_ip(&mut self, id: &str, settings: &ServiceSettings) -> Result<IpAddr, ServiceError> {
-        let cidr = settings
-            .service_cidrs
-            .first()
-            .ok_or_else(|| ServiceError::BadSettings("no service CIDR".into()))?;
-        // The first address is the network; Kubernetes also keeps .1 for the
-        // API server, so allocation starts at .10 like its DNS convention.
-        let (network, v6) = match cidr.network() {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
-            IpAddr::V6(a) => (u128::from(a), true),
-        };
-        let host_bits = u32::from(cidr.max_prefix_len() - cidr.prefix_len());
-        let size = 1u128.checked_shl(host_bits).unwrap_or(u128::MAX);
-        // IPv4 keeps its broadcast address out.
-        let usable = size.saturating_sub(if v6 { 10 } else { 11 }).min(1 << 20);
-        let at = |offset: u128| -> IpAddr {
-            let n = network + 10 + offset;
-            if v6 {
-                IpAddr::V6(n.into())
-            } else {
-                IpAddr::V4((n as u32).into())
-            }
-        };
-        for step in 0..usable {
-            let offset = (self.ip_cursor + step) % usable;
-            let ip = at(offset);
-            if !self.ips.contains_key(&ip) {
-                self.ip_cursor = offset + 1;
-                return Ok(ip);
-            }
-        }
-        Err(ServiceError::ClusterIpsExhausted(id.to_string()))
-    }
-}
+pub use crate::allocate::Allocations;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ServicePort, ServiceType};
+    use crate::model::{Protocol, ServicePort, ServiceType};
 
     fn svc(name: &str, ty: ServiceType, port: u32, node_port: Option<u32>) -> Service {
         serde_json::from_value(serde_json::json!({
