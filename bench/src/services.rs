@@ -253,6 +253,7 @@ pub(crate) fn to_service(g: &GenService, third: Ipv4Addr) -> (Service, Endpoints
                 ports: Vec::new(),
             })
             .collect(),
+        by_port_name: false,
     };
     (svc, endpoints)
 }

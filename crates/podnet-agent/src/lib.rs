@@ -15,6 +15,7 @@ mod datapath;
 pub mod doctor;
 pub mod drops;
 mod error;
+mod healthcheck;
 mod http;
 pub mod metrics;
 pub mod plan;

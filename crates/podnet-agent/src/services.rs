@@ -51,6 +51,7 @@ pub(crate) fn run_service_proxy(
         Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
     };
     let mut seen: HashMap<Box<str>, Seen> = HashMap::new();
+    let mut health = crate::healthcheck::HealthChecks::default();
     // The changes the last wait delivered with its notice (etcd's watch
     // carries the values), relative to the revision the last pass left.
     let delivered: RefCell<Option<ServiceChanges>> = RefCell::new(None);
@@ -73,6 +74,7 @@ pub(crate) fn run_service_proxy(
             Ok(None) => pass(&store, &mut proxy, &mut seen, full, metrics),
             Err(e) => Err(e),
         };
+        health.set(proxy.health_checks());
         let (services, elements) = proxy.programmed_counts();
         metrics.programmed("services", services);
         metrics.programmed("service_elements", elements);

@@ -4,7 +4,7 @@
 //! `v1 List` holds more). Each document is one object, identified as
 //! `kubectl apply` identifies it: kind, namespace (`default` when absent) and
 //! name. Kinds: `v1 Namespace`, `v1 Pod`, `v1 Service`,
-//! `networking.k8s.io/v1 NetworkPolicy`.
+//! `networking.k8s.io/v1 NetworkPolicy`, `discovery.k8s.io/v1 EndpointSlice`.
 //!
 //! Every field is read strictly: a field podnet implements is read, a field
 //! it ignores on purpose (a container's `image`, resources, probes, ...) is
@@ -17,6 +17,7 @@ pub mod pod;
 pub mod policy;
 mod reader;
 pub mod service;
+pub mod slice;
 
 use std::collections::BTreeMap;
 
@@ -24,7 +25,7 @@ use podnet_policy::validate::{
     check_dns_label, check_dns_subdomain, check_labels, check_namespace, check_pod, check_policy,
 };
 use podnet_policy::{FieldError, FieldErrors, Namespace, NetworkPolicy, Pod};
-use podnet_services::Service;
+use podnet_services::{EndpointSlice, Service};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -42,6 +43,8 @@ pub enum Object {
     Service(Service),
     /// `networking.k8s.io/v1 NetworkPolicy`.
     NetworkPolicy(NetworkPolicy),
+    /// `discovery.k8s.io/v1 EndpointSlice`.
+    EndpointSlice(EndpointSlice),
 }
 
 impl Object {
@@ -52,6 +55,7 @@ impl Object {
             Object::Pod(_) => "Pod",
             Object::Service(_) => "Service",
             Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::EndpointSlice(_) => "EndpointSlice",
         }
     }
 
@@ -62,6 +66,7 @@ impl Object {
             Object::Pod(p) => p.pod.key().to_string(),
             Object::Service(s) => s.key().to_string(),
             Object::NetworkPolicy(p) => p.key().to_string(),
+            Object::EndpointSlice(s) => s.key().to_string(),
         }
     }
 
@@ -81,6 +86,7 @@ impl Object {
             Object::Pod(p) => pod::render(p),
             Object::Service(s) => service::render(s),
             Object::NetworkPolicy(p) => policy::render(p),
+            Object::EndpointSlice(s) => slice::render(s),
         }
     }
 }
@@ -233,8 +239,12 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
             absorb(check_policy(&p), f);
             Object::NetworkPolicy(p)
         }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let s = slice::read(&mut o, meta.name, meta.namespace, meta.labels, f);
+            Object::EndpointSlice(s)
+        }
         _ => {
-            f.error("kind", format!("unknown kind {kind:?} of apiVersion {api:?}: podnet takes v1 Namespace, Pod, Service and networking.k8s.io/v1 NetworkPolicy"));
+            f.error("kind", format!("unknown kind {kind:?} of apiVersion {api:?}: podnet takes v1 Namespace, Pod, Service, networking.k8s.io/v1 NetworkPolicy and discovery.k8s.io/v1 EndpointSlice"));
             return None;
         }
     };

@@ -304,6 +304,10 @@ mod tests {
                 "name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}],
                 "labels": {"service.kubernetes.io/service-proxy-name": "other"}
             })),
+            svc(serde_json::json!({
+                "name": "web", "clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+                "labels": {"service.kubernetes.io/headless": ""}
+            })),
         ] {
             assert_eq!(fragment(&s, Some(&e), "a"), Fragment::default(), "{s:?}");
         }

@@ -16,8 +16,9 @@ pub mod validate;
 
 pub use error::ServiceError;
 pub use model::{
-    Endpoint, EndpointPort, Endpoints, IpFamily, IpFamilyPolicy, Protocol, Service, ServiceName,
-    ServicePort, ServiceSettings, ServiceType, SessionAffinity, TargetPort, TrafficDistribution,
-    TrafficPolicy, HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL,
+    endpoints_of_slices, Endpoint, EndpointPort, EndpointSlice, Endpoints, IpFamily,
+    IpFamilyPolicy, Protocol, Service, ServiceName, ServicePort, ServiceSettings, ServiceType,
+    SessionAffinity, TargetPort, TrafficDistribution, TrafficPolicy, HEADLESS_LABEL,
+    SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 pub use select::{Backend, PortView};

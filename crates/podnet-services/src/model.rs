@@ -392,6 +392,67 @@ pub struct Endpoints {
     /// The endpoints.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Ports are matched to the service's ports by name, as EndpointSlices
+    /// are (a service without a selector); otherwise by its `targetPort`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub by_port_name: bool,
+}
+
+/// `discovery.k8s.io/v1 EndpointSlice`: endpoints of a service given by
+/// hand, for a service without a selector. Several slices of one service
+/// add up to its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSlice {
+    /// The slice's name.
+    pub name: String,
+    /// Namespace (its service's).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The service it belongs to (label `kubernetes.io/service-name`).
+    pub service: String,
+    /// The family of its addresses.
+    pub address_type: IpFamily,
+    /// The endpoints, each with the slice's ports.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Labels (`service.kubernetes.io/headless` makes proxies ignore it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The label naming an EndpointSlice's service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+impl EndpointSlice {
+    /// `namespace/name` of its service.
+    pub fn service_key(&self) -> ServiceName {
+        ServiceName::new(&self.namespace, &self.service)
+    }
+
+    /// `namespace/name` of the slice.
+    pub fn key(&self) -> ServiceName {
+        ServiceName::new(&self.namespace, &self.name)
+    }
+}
+
+/// The endpoints of `service` as its slices give them (those a proxy
+/// reads: not the headless ones), in slice order.
+pub fn endpoints_of_slices<'a>(
+    service: &ServiceName,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Endpoints {
+    let endpoints = slices
+        .into_iter()
+        .filter(|s| s.service_key() == *service && !s.labels.contains_key(HEADLESS_LABEL))
+        .flat_map(|s| s.endpoints.iter().cloned())
+        .collect();
+    Endpoints {
+        name: service.name.clone(),
+        namespace: service.namespace.clone(),
+        endpoints,
+        by_port_name: true,
+    }
 }
 
 impl Endpoints {

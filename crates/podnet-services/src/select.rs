@@ -69,7 +69,10 @@ pub fn port_views_of_family<'a>(
             let resolved: Vec<(&Endpoint, Backend)> = endpoints
                 .iter()
                 .filter_map(|e| {
-                    let p = target_port(port, e)?;
+                    let p = match eps.is_some_and(|e| e.by_port_name) {
+                        true => port_by_name(port, e)?,
+                        false => target_port(port, e)?,
+                    };
                     Some((
                         *e,
                         Backend {
@@ -90,6 +93,16 @@ pub fn port_views_of_family<'a>(
             }
         })
         .collect()
+}
+
+/// The endpoint's port named as the service port is (EndpointSlice
+/// semantics: `targetPort` plays no part).
+fn port_by_name(port: &ServicePort, e: &Endpoint) -> Option<u16> {
+    let p = e
+        .ports
+        .iter()
+        .find(|p| p.name == port.name && p.protocol == port.protocol)?;
+    u16::try_from(p.port).ok().filter(|p| *p != 0)
 }
 
 fn target_port(port: &ServicePort, e: &Endpoint) -> Option<u16> {

@@ -297,7 +297,8 @@ fn check_load_balancer_fields(
 pub fn check_endpoints(eps: &Endpoints) -> Result<(), ServiceError> {
     let id = format!("{}/{}", eps.namespace, eps.name);
     for e in &eps.endpoints {
-        if e.node.is_empty() {
+        // An EndpointSlice may name an endpoint outside the cluster (no node).
+        if e.node.is_empty() && !eps.by_port_name {
             return Err(ServiceError::BadEndpoints {
                 service: id,
                 why: format!("endpoint {} has no node", e.address),
@@ -467,5 +468,69 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, ServiceError::NodePortOnClusterIp("default/a".into()));
+    }
+
+    /// Families: what each policy gets on a dual-stack cluster and on a
+    /// single-stack one, and each wrong combination named by its field.
+    #[test]
+    fn ip_family_policies_and_their_refusals() {
+        let dual = ServiceSettings {
+            service_cidrs: vec![
+                "10.96.0.0/12".parse().unwrap(),
+                "fd00:96::/112".parse().unwrap(),
+            ],
+            ..ServiceSettings::default()
+        };
+        let single = ServiceSettings::default();
+        let admit = |v: serde_json::Value, settings: &ServiceSettings| {
+            let mut s: Service = serde_json::from_value(v).unwrap();
+            s.ports = vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target_port: None,
+                node_port: None,
+            }];
+            Allocations::default().admit(s, None, settings)
+        };
+        let got = admit(
+            serde_json::json!({"name": "a", "ports": [], "ipFamilyPolicy": "RequireDualStack"}),
+            &dual,
+        )
+        .unwrap();
+        assert_eq!(got.cluster_ips.len(), 2);
+        assert_eq!(got.cluster_ip, Some(got.cluster_ips[0]));
+        let got = admit(
+            serde_json::json!({"name": "a", "ports": [], "ipFamilyPolicy": "PreferDualStack"}),
+            &single,
+        )
+        .unwrap();
+        assert!(
+            got.cluster_ips.is_empty(),
+            "one family where the cluster has one"
+        );
+        let got = admit(
+            serde_json::json!({"name": "a", "ports": [], "ipFamilies": ["IPv6"]}),
+            &dual,
+        )
+        .unwrap();
+        assert!(got.cluster_ip.unwrap().is_ipv6());
+        for (v, settings, want) in [
+            (serde_json::json!({"name": "a", "ports": [], "ipFamilyPolicy": "RequireDualStack"}), &single,
+             "RequireDualStack needs an IPv4 and an IPv6 service CIDR"),
+            (serde_json::json!({"name": "a", "ports": [], "ipFamilies": ["IPv4", "IPv6"]}), &dual,
+             "spec.ipFamilyPolicy SingleStack takes one family"),
+            (serde_json::json!({"name": "a", "ports": [], "ipFamilies": ["IPv6"]}), &single,
+             "the cluster has no IPv6 service CIDR"),
+            (serde_json::json!({"name": "a", "ports": [], "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.21"]}), &dual,
+             "spec.clusterIPs[0] must equal spec.clusterIP"),
+            (serde_json::json!({"name": "a", "ports": [], "loadBalancerSourceRanges": ["10.0.0.0/8"]}), &dual,
+             "spec.loadBalancerSourceRanges: only for type LoadBalancer"),
+            (serde_json::json!({"name": "a", "ports": [], "healthCheckNodePort": 30001}), &dual,
+             "spec.healthCheckNodePort: only for type LoadBalancer with externalTrafficPolicy Local"),
+        ] {
+            let e = admit(v.clone(), settings).unwrap_err().to_string();
+            assert!(e.contains(want), "{v}: {e}");
+        }
     }
 }

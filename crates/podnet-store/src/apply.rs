@@ -68,6 +68,10 @@ impl ClusterStore {
                     ("Service", ObjectName::new(&s.namespace, &s.name))
                 }
                 Object::NetworkPolicy(p) => ("NetworkPolicy", p.key()),
+                Object::EndpointSlice(s) => {
+                    self.check_slice(s, objects)?;
+                    ("EndpointSlice", ObjectName::new(&s.namespace, &s.name))
+                }
             };
             if !namespaces.contains(&name.namespace) {
                 return Err(StoreError::NoNamespace {
@@ -89,12 +93,15 @@ impl ClusterStore {
         let mut outcomes = vec![Outcome::Unchanged; objects.len()];
         let mut services = Vec::new();
         let mut at = Vec::new();
+        let mut slices = Vec::new();
         for (i, obj) in objects.iter().enumerate() {
             match obj {
                 Object::Service(s) => {
                     services.push(s.clone());
                     at.push(i);
                 }
+                // After the services: a slice's service may come in the same manifest.
+                Object::EndpointSlice(_) => slices.push(i),
                 other => outcomes[i] = self.apply_object(other)?,
             }
         }
@@ -108,7 +115,33 @@ impl ClusterStore {
                 outcomes[i] = by_key.get(&s.key()).copied().unwrap_or(Outcome::Unchanged);
             }
         }
+        for i in slices {
+            outcomes[i] = self.apply_object(objects[i])?;
+        }
+        self.refresh_sliced_services(objects)?;
         Ok(outcomes)
+    }
+
+    /// Services of the manifest without a selector get their endpoints
+    /// from the slices already stored (a service deleted and applied again).
+    fn refresh_sliced_services(&self, objects: &[&Object]) -> Result<(), StoreError> {
+        let selectorless: Vec<_> = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Service(s) if s.selector.is_empty() => Some(s.key()),
+                _ => None,
+            })
+            .collect();
+        if selectorless.is_empty() {
+            return Ok(());
+        }
+        let slices = self.endpoint_slices()?;
+        for service in selectorless {
+            if slices.iter().any(|s| s.service_key() == service) {
+                self.refresh_slice_endpoints(&service)?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates or replaces one object. A pod needs `spec.nodeName` here
@@ -132,6 +165,7 @@ impl ClusterStore {
             Object::Service(s) => {
                 let old = self.services()?.into_iter().find(|x| x.key() == s.key());
                 let stored = self.put_service(s.clone())?;
+                self.refresh_sliced_services(&[obj])?;
                 Ok(outcome(old, &stored))
             }
             Object::NetworkPolicy(p) => {
@@ -139,6 +173,28 @@ impl ClusterStore {
                 let stored = self.put_policy(p)?;
                 Ok(outcome(old, &stored))
             }
+            Object::EndpointSlice(s) => Ok(outcome(self.put_endpoint_slice(s)?, s)),
+        }
+    }
+
+    /// A slice names a service without a selector: the stored one, unless
+    /// the manifest itself gives the service.
+    fn check_slice(
+        &self,
+        slice: &podnet_services::EndpointSlice,
+        objects: &[&Object],
+    ) -> Result<(), StoreError> {
+        let in_manifest = objects.iter().find_map(|o| match o {
+            Object::Service(s) if s.key() == slice.service_key() => Some(s),
+            _ => None,
+        });
+        match in_manifest {
+            Some(s) if !s.selector.is_empty() => Err(StoreError::SliceForSelector {
+                slice: slice.key().to_string(),
+                service: s.key().to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => self.check_slice_service(slice),
         }
     }
 
@@ -149,6 +205,7 @@ impl ClusterStore {
             Object::Pod(m) => self.delete_pod(&m.pod.key()),
             Object::Service(s) => self.delete_service(&s.key()),
             Object::NetworkPolicy(p) => self.delete_policy(&p.key()),
+            Object::EndpointSlice(s) => self.delete_endpoint_slice(&s.key()),
         }
     }
 

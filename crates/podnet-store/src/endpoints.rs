@@ -9,7 +9,8 @@ use crate::error::StoreError;
 
 /// The endpoints `svc`'s selector picks among `pods` (none without a selector).
 pub fn endpoints_for(svc: &Service, pods: &[Pod]) -> Endpoints {
-    let family_v4 = svc.cluster_ip.map(|c| c.is_ipv4());
+    // Endpoints of every family the service has (both for dual-stack).
+    let families: Vec<bool> = svc.all_cluster_ips().iter().map(|c| c.is_ipv4()).collect();
     let endpoints = pods
         .iter()
         .filter(|p| {
@@ -20,7 +21,7 @@ pub fn endpoints_for(svc: &Service, pods: &[Pod]) -> Endpoints {
         .flat_map(|p| {
             p.ips
                 .iter()
-                .filter(move |ip| family_v4.is_none_or(|v4| ip.is_ipv4() == v4))
+                .filter(|ip| families.is_empty() || families.contains(&ip.is_ipv4()))
                 .map(move |ip| Endpoint {
                     address: *ip,
                     node: p.node.clone(),
@@ -44,6 +45,7 @@ pub fn endpoints_for(svc: &Service, pods: &[Pod]) -> Endpoints {
         name: svc.name.clone(),
         namespace: svc.namespace.clone(),
         endpoints,
+        by_port_name: false,
     }
 }
 

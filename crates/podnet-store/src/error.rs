@@ -114,6 +114,14 @@ pub enum StoreError {
     /// A pod without a node, outside a lab (nothing schedules it).
     #[error("Pod {0}: spec.nodeName is required (podnet does not schedule pods outside a lab)")]
     Unplaced(String),
+    /// An EndpointSlice for a service whose endpoints come from its selector.
+    #[error("EndpointSlice {slice}: service {service} has a selector, so its endpoints come from its pods; remove the selector to give them by hand")]
+    SliceForSelector {
+        /// The slice.
+        slice: String,
+        /// Its service.
+        service: String,
+    },
     /// An object names a namespace the store does not hold.
     #[error("{kind} {name}: namespace {namespace:?} not found (apply a v1 Namespace first)")]
     NoNamespace {

@@ -22,6 +22,7 @@ mod file;
 mod kv;
 mod policy;
 mod services;
+mod slices;
 
 pub use apply::Outcome;
 pub use cluster::{ClusterStore, ClusterView};
