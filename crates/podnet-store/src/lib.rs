@@ -3,8 +3,9 @@
 //! [`ClusterStore`] holds the cluster logic (block allocation in one
 //! transaction, node records, liveness) once, over a small key-value contract,
 //! [`KvBackend`], that two real backends implement:
-//! - [`FileKv`], the embedded default: one JSON file under `flock`, replaced by
-//!   atomic rename, watched with inotify; for one machine and for the lab;
+//! - [`FileKv`], the embedded default: per key root a snapshot and an
+//!   append-only log committed by a tail file, under `flock`, watched with
+//!   inotify; for one machine and for the lab;
 //! - [`EtcdKv`], etcd's v3 API (through its JSON gateway), for clusters that
 //!   span machines: transactions, revisions and leases are etcd's own.
 //!
