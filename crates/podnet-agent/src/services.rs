@@ -259,11 +259,11 @@ fn pass(
         Some((svc, eps))
     };
     if full {
-        let all: Vec<(Service, Option<Endpoints>)> = snap
+        // Parsed one at a time as the sync takes them.
+        let all = snap
             .services
             .into_iter()
-            .filter_map(|(n, raw)| parse(&n, raw))
-            .collect();
+            .filter_map(|(n, raw)| parse(&n, raw));
         let report = proxy.sync(all).map_err(|e| e.to_string())?;
         // At 100,000 services the sync's peak is mostly freed by now.
         podnet_kernel::process::release_freed_memory();

@@ -19,7 +19,8 @@
 use std::collections::HashMap;
 
 use podnet_kernel::conntrack::ConntrackHandle;
-use podnet_kernel::nftables::{Family, NftHandle, Transaction};
+use podnet_kernel::nftables::build::ChainDef;
+use podnet_kernel::nftables::{Family, NftHandle, SetElement, Transaction};
 use podnet_kernel::Netns;
 use podnet_services::{Endpoints, Service, ServiceName};
 
@@ -28,7 +29,7 @@ use crate::error::ProxyError;
 use crate::inspect::observe_table;
 use crate::layout::{Layout, TABLE};
 use crate::plan::HealthCheck;
-use crate::table::{desired_table, diff_table};
+use crate::table::{diff_table, DesiredTable, TableDiff};
 use crate::update::{applied_key, encode_applied, Programmed, UpdatePlan};
 
 /// A change to one service.
@@ -111,6 +112,10 @@ impl ApplyReport {
     }
 }
 
+/// The most elements one transaction of a full sync carries (about a
+/// megabyte of netlink messages).
+const SYNC_BATCH: usize = 10_000;
+
 /// The service proxy of one node.
 pub struct ServiceProxy {
     nft: NftHandle,
@@ -168,7 +173,7 @@ impl ServiceProxy {
             last.insert(c.name(), c);
         }
         if !self.synced {
-            let upserts = last
+            let upserts: Vec<(Service, Option<Endpoints>)> = last
                 .into_values()
                 .filter_map(|c| match c {
                     Change::Upsert(s, e) => Some((*s, e)),
@@ -207,48 +212,90 @@ impl ServiceProxy {
     }
 
     /// Makes the kernel hold exactly `services`, changing only what differs.
+    /// Services are taken one at a time (an iterator that parses as it goes
+    /// never has them all parsed at once).
     pub fn sync(
         &mut self,
-        services: Vec<(Service, Option<Endpoints>)>,
+        services: impl IntoIterator<Item = (Service, Option<Endpoints>)>,
     ) -> Result<ApplyReport, ProxyError> {
+        let mut desired = DesiredTable::default();
+        let mut applied = HashMap::new();
+        for (s, e) in services {
+            desired.add(&s, e.as_ref(), &self.state.node);
+            applied.insert(applied_key(&s.key()), encode_applied(&s, e.as_ref()));
+        }
         let mut report = ApplyReport {
-            services: services.len(),
+            services: applied.len(),
             ..ApplyReport::default()
         };
-        if services.is_empty() {
+        if applied.is_empty() {
             // No services, no table: its hooks would cost every packet of the node.
             report.sets_deleted = self.remove_all()?;
             return Ok(report);
         }
-        let mut desired = desired_table(&services, &self.state.node);
+        let mut desired = desired.finish();
         let (layout, counts) = (desired.layout(), desired.counts());
         let hairpin = std::mem::take(&mut desired.hairpin);
         let health = std::mem::take(&mut desired.health);
         let observed = observe_table(&mut self.nft, &layout)?;
         let diff = diff_table(desired, &observed);
-        let mut tx = diff.transaction();
-        if !self.chains_current(&layout)? {
-            tx.replace_chains(&layout.chains(), &[]);
-            report.chains_written = true;
-        }
-        for name in &diff.drop_sets {
-            tx.delete_set(name);
-        }
         (report.added, report.deleted) = diff.counts();
         report.sets_created = diff.create.len();
         report.sets_deleted = diff.drop_sets.len();
-        if !tx.is_empty() {
-            self.nft.commit(tx, "nft: sync services")?;
-        }
-        self.state.applied = services
-            .into_iter()
-            .map(|(s, e)| (applied_key(&s.key()), encode_applied(&s, e.as_ref())))
-            .collect();
+        let chains = (!self.chains_current(&layout)?).then(|| layout.chains());
+        report.chains_written = chains.is_some();
+        self.commit_sync(diff, chains)?;
+        self.state.applied = applied;
         self.state.counts = counts;
         self.state.hairpin = hairpin;
         self.state.health = health;
         self.synced = true;
         Ok(report)
+    }
+
+    /// Applies a full sync's difference. Up to [`SYNC_BATCH`] elements it is
+    /// one transaction (a drift repair lands all at once); a larger one (the
+    /// first sync of a big cluster) sends the sets, deletions and chains with
+    /// the first elements and the rest in batches, each built from elements
+    /// taken out of the difference as it goes, so the whole table never sits
+    /// in memory twice. Sets nothing needs go in the last batch.
+    fn commit_sync(
+        &mut self,
+        diff: TableDiff,
+        chains: Option<Vec<ChainDef>>,
+    ) -> Result<(), ProxyError> {
+        let mut tx = Transaction::new(Family::Inet, TABLE);
+        let mut adds: Vec<(String, Vec<SetElement>)> = Vec::new();
+        for (set, elements) in diff.create {
+            tx.add_set(&set.spec());
+            adds.push((set.name(), elements));
+        }
+        for (set, stale, missing) in diff.change {
+            tx.delete_elements(&set.name(), &stale);
+            adds.push((set.name(), missing));
+        }
+        if let Some(chains) = &chains {
+            tx.replace_chains(chains, &[]);
+        }
+        let mut in_batch = 0;
+        for (name, elements) in adds {
+            for chunk in elements.chunks(SYNC_BATCH) {
+                if in_batch + chunk.len() > SYNC_BATCH && in_batch > 0 {
+                    let full = std::mem::replace(&mut tx, Transaction::new(Family::Inet, TABLE));
+                    self.nft.commit(full, "nft: sync services")?;
+                    in_batch = 0;
+                }
+                tx.add_elements(&name, chunk);
+                in_batch += chunk.len();
+            }
+        }
+        for name in &diff.drop_sets {
+            tx.delete_set(name);
+        }
+        if !tx.is_empty() {
+            self.nft.commit(tx, "nft: sync services")?;
+        }
+        Ok(())
     }
 
     /// Removes the proxy's table (nothing of it stays in the kernel); returns

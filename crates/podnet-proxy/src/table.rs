@@ -55,27 +55,40 @@ impl DesiredTable {
 pub fn desired_table(services: &[(Service, Option<Endpoints>)], node: &str) -> DesiredTable {
     let mut t = DesiredTable::default();
     for (s, e) in services {
-        let f = fragment(s, e.as_ref(), node);
+        t.add(s, e.as_ref(), node);
+    }
+    t.finish()
+}
+
+impl DesiredTable {
+    /// Adds one service's elements (services may come one at a time, so
+    /// that a caller with 100,000 never holds them all parsed).
+    pub fn add(&mut self, svc: &Service, eps: Option<&Endpoints>, node: &str) {
+        let f = fragment(svc, eps, node);
         if let Some(h) = f.health_check {
-            t.health.insert(s.key(), h);
+            self.health.insert(svc.key(), h);
         }
         for (set, el) in f.elements {
             let key = match el.key_end {
                 Some(end) => [el.key, end].concat(),
                 None => el.key,
             };
-            t.sets.entry(set).or_default().insert(key, el.data);
+            self.sets.entry(set).or_default().insert(key, el.data);
         }
         for ip in f.hairpin {
-            *t.hairpin.entry(ip).or_default() += 1;
+            *self.hairpin.entry(ip).or_default() += 1;
         }
     }
-    for ip in t.hairpin.keys() {
-        let (set, el) = hairpin_element(*ip);
-        t.sets.entry(set).or_default().insert(el.key, el.data);
+
+    /// The table once every service is added: hairpin elements, no empty sets.
+    pub fn finish(mut self) -> Self {
+        for ip in self.hairpin.keys() {
+            let (set, el) = hairpin_element(*ip);
+            self.sets.entry(set).or_default().insert(el.key, el.data);
+        }
+        self.sets.retain(|_, m| !m.is_empty());
+        self
     }
-    t.sets.retain(|_, m| !m.is_empty());
-    t
 }
 
 /// What the kernel's table holds: every set's name, and the elements of
@@ -108,24 +121,6 @@ impl TableDiff {
         let added: usize = self.change.iter().map(|(_, _, a)| a.len()).sum();
         let deleted: usize = self.change.iter().map(|(_, d, _)| d.len()).sum();
         (created + added, deleted)
-    }
-}
-
-impl TableDiff {
-    /// The sets to create and the element changes, as one transaction (the
-    /// caller adds the chains and drops sets after them).
-    pub fn transaction(&self) -> podnet_kernel::nftables::Transaction {
-        use podnet_kernel::nftables::{Family, Transaction};
-        let mut tx = Transaction::new(Family::Inet, crate::layout::TABLE);
-        for (set, elements) in &self.create {
-            tx.add_set(&set.spec());
-            tx.add_elements(&set.name(), elements);
-        }
-        for (set, stale, missing) in &self.change {
-            tx.delete_elements(&set.name(), stale);
-            tx.add_elements(&set.name(), missing);
-        }
-        tx
     }
 }
 

@@ -11,11 +11,17 @@ use crate::error::ServiceError;
 use crate::model::{IpFamily, IpFamilyPolicy, Protocol, Service, ServiceName, ServiceSettings};
 use crate::validate::check_service;
 
+/// The cluster IPs and node ports of one service.
+type Held = (Vec<IpAddr>, Vec<(Protocol, u16)>);
+
 /// Every cluster IP and node port in use, and who holds it.
 #[derive(Debug, Default)]
 pub struct Allocations {
     ips: HashMap<IpAddr, ServiceName>,
     node_ports: HashMap<(Protocol, u16), ServiceName>,
+    /// What each service holds, so that releasing it costs its own
+    /// addresses and ports, not a scan of everyone's.
+    held: HashMap<ServiceName, Held>,
     /// Per family (IPv4, IPv6): where the search for a free cluster IP goes
     /// on from (an offset from the first allocatable address), so that
     /// admitting many services in a row does not rescan the addresses
@@ -35,18 +41,32 @@ impl Allocations {
 
     fn hold(&mut self, svc: &Service) {
         let key = svc.key();
-        for ip in svc.all_cluster_ips() {
-            self.ips.insert(ip, key.clone());
+        let ips = svc.all_cluster_ips();
+        let ports: Vec<(Protocol, u16)> = node_ports_of(svc).collect();
+        for ip in &ips {
+            self.ips.insert(*ip, key.clone());
         }
-        for (proto, np) in node_ports_of(svc) {
-            self.node_ports.insert((proto, np), key.clone());
+        for port in &ports {
+            self.node_ports.insert(*port, key.clone());
         }
+        self.held.insert(key, (ips, ports));
     }
 
     /// Forgets what `name` holds (before it is updated or deleted).
     pub fn release(&mut self, name: &ServiceName) {
-        self.ips.retain(|_, owner| owner != name);
-        self.node_ports.retain(|_, owner| owner != name);
+        let Some((ips, ports)) = self.held.remove(name) else {
+            return;
+        };
+        for ip in ips {
+            if self.ips.get(&ip) == Some(name) {
+                self.ips.remove(&ip);
+            }
+        }
+        for port in ports {
+            if self.node_ports.get(&port) == Some(name) {
+                self.node_ports.remove(&port);
+            }
+        }
     }
 
     /// Checks `svc` and fills in its cluster IPs and node ports; records them.

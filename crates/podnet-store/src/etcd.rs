@@ -329,10 +329,15 @@ impl EtcdKv {
 }
 
 impl EtcdKv {
-    fn list_pages(&self, prefix: &str) -> Result<Listing, StoreError> {
+    /// Every key under `prefix` in pages, all read at `revision` (0: the
+    /// first page's).
+    fn list_pages(&self, prefix: &str, revision: u64) -> Result<Listing, StoreError> {
         let end = b64(&prefix_end(prefix));
         let mut from = prefix.to_string();
-        let mut listing = Listing::default();
+        let mut listing = Listing {
+            revision,
+            ..Listing::default()
+        };
         loop {
             let mut body =
                 json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
@@ -390,17 +395,30 @@ impl KvBackend for EtcdKv {
     /// so the listing is one consistent snapshot however large it is. A
     /// compaction between pages starts the listing over.
     fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let mut attempts = 0;
-        loop {
-            match self.list_pages(prefix) {
-                Err(StoreError::Protocol { detail, .. })
-                    if detail.contains("compacted") && attempts < 3 =>
-                {
-                    attempts += 1;
-                }
-                other => return other,
-            }
-        }
+        self.retry_compacted(|| self.list_pages(prefix, 0))
+    }
+
+    /// Every prefix at one revision (the store's now), each listed by its
+    /// own thread: the gateway's JSON costs more than the round trips, and
+    /// two listings share the two cores.
+    fn list_many(&self, prefixes: &[&str]) -> Result<Vec<Listing>, StoreError> {
+        self.retry_compacted(|| {
+            let revision = self.current_revision(prefixes.first().copied().unwrap_or("/"))?;
+            std::thread::scope(|s| {
+                let threads: Vec<_> = prefixes
+                    .iter()
+                    .map(|p| s.spawn(move || self.list_pages(p, revision)))
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(self.protocol("range", "a listing thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        })
     }
 
     fn transact(&self, txn: &Txn) -> Result<bool, StoreError> {
@@ -538,6 +556,25 @@ impl EtcdKv {
 }
 
 impl EtcdKv {
+    /// Runs a listing again when etcd compacted the revision it was reading
+    /// at between two pages (at most three times).
+    fn retry_compacted<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match read() {
+                Err(StoreError::Protocol { detail, .. })
+                    if detail.contains("compacted") && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A watch of `prefix` from revision `after + 1`, as a stream of JSON
     /// messages that ends after `timeout` without one. An unreachable
     /// member moves calls on to the next.

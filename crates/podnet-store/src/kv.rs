@@ -72,6 +72,12 @@ pub trait KvBackend: Send + Sync {
     fn changes_since(&self, _prefix: &str, _after: u64) -> Result<Option<Changes>, StoreError> {
         Ok(None)
     }
+    /// Several prefixes, read as of one revision where the backend can (the
+    /// listings' revision is then the same); otherwise one after the other,
+    /// each listing saying its own revision.
+    fn list_many(&self, prefixes: &[&str]) -> Result<Vec<Listing>, StoreError> {
+        prefixes.iter().map(|p| self.list(p)).collect()
+    }
     /// Like [`Self::wait`], and with the changes themselves when the backend
     /// has them at hand (etcd's watch carries the values).
     fn wait_changes(

@@ -165,13 +165,19 @@ impl ClusterStore {
     }
 
     /// Services and endpoints, unparsed.
+    /// The claims are not read (a third of the keys at scale, and nothing a
+    /// proxy needs); the revision is the older of the two listings', so a
+    /// change between them is read again, never missed.
     pub fn service_snapshot(&self) -> Result<ServiceSnapshot, StoreError> {
-        let listing = self.kv().list(SERVICES_ROOT)?;
-        let (services, endpoints) = by_kind(listing.entries);
+        let mut listings = self.kv().list_many(&[SERVICES, ENDPOINTS])?.into_iter();
+        let (Some(services), Some(endpoints)) = (listings.next(), listings.next()) else {
+            return Ok(ServiceSnapshot::default());
+        };
+        let revision = services.revision.min(endpoints.revision);
         Ok(ServiceSnapshot {
-            revision: listing.revision,
-            services,
-            endpoints,
+            revision,
+            services: by_kind(services.entries).0,
+            endpoints: by_kind(endpoints.entries).1,
         })
     }
 

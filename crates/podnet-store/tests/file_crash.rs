@@ -19,7 +19,11 @@ const WRITES_PER_CHILD: u64 = 400;
 /// The value of write `seq`: its number, and every fourth one large (so the
 /// log outgrows its snapshot every few writes and compactions are killed too).
 fn value(seq: u64) -> String {
-    let filler = if seq.is_multiple_of(4) { 200 << 10 } else { 100 };
+    let filler = if seq.is_multiple_of(4) {
+        200 << 10
+    } else {
+        100
+    };
     format!("{seq}:{}", "x".repeat(filler))
 }
 

@@ -65,13 +65,15 @@ pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
 
 /// A snapshot keeping only the keys under `prefix` (parsed as it is read,
 /// so a listing of one prefix never holds the others in memory).
+/// Read as a stream: the file's bytes are never held whole beside the keys.
 pub(super) fn read_prefix(path: &Path, prefix: &str) -> Result<Snapshot, StoreError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    let file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
         Err(e) => return Err(io_err(path, "read", e)),
     };
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut de = serde_json::Deserializer::from_reader(reader);
     serde::de::DeserializeSeed::deserialize(PrefixSeed(prefix), &mut de).map_err(|e| {
         StoreError::Corrupt {
             key: path.display().to_string(),
