@@ -19,6 +19,7 @@ mod cleanup;
 mod error;
 pub mod inspect;
 pub mod layout;
+pub mod packed;
 pub mod plan;
 pub mod proxy;
 pub mod table;

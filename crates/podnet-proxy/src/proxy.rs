@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use podnet_kernel::conntrack::ConntrackHandle;
 use podnet_kernel::nftables::build::ChainDef;
-use podnet_kernel::nftables::{Family, NftHandle, SetElement, Transaction};
+use podnet_kernel::nftables::{Family, NftHandle, Transaction};
 use podnet_kernel::Netns;
 use podnet_services::{Endpoints, Service, ServiceName};
 
@@ -28,6 +28,7 @@ use crate::cleanup::Cleanup;
 use crate::error::ProxyError;
 use crate::inspect::observe_table;
 use crate::layout::{Layout, TABLE};
+use crate::packed::PackedSet;
 use crate::plan::HealthCheck;
 use crate::table::{diff_table, DesiredTable, TableDiff};
 use crate::update::{applied_key, encode_applied, Programmed, UpdatePlan};
@@ -265,7 +266,7 @@ impl ServiceProxy {
         chains: Option<Vec<ChainDef>>,
     ) -> Result<(), ProxyError> {
         let mut tx = Transaction::new(Family::Inet, TABLE);
-        let mut adds: Vec<(String, Vec<SetElement>)> = Vec::new();
+        let mut adds: Vec<(String, PackedSet)> = Vec::new();
         for (set, elements) in diff.create {
             tx.add_set(&set.spec());
             adds.push((set.name(), elements));
@@ -278,14 +279,17 @@ impl ServiceProxy {
             tx.replace_chains(chains, &[]);
         }
         let mut in_batch = 0;
-        for (name, elements) in adds {
-            for chunk in elements.chunks(SYNC_BATCH) {
-                if in_batch + chunk.len() > SYNC_BATCH && in_batch > 0 {
+        for (name, packed) in adds {
+            let mut at = 0;
+            while at < packed.len() {
+                if in_batch >= SYNC_BATCH {
                     let full = std::mem::replace(&mut tx, Transaction::new(Family::Inet, TABLE));
                     self.nft.commit(full, "nft: sync services")?;
                     in_batch = 0;
                 }
-                tx.add_elements(&name, chunk);
+                let chunk = packed.elements(at..at + (SYNC_BATCH - in_batch));
+                tx.add_elements(&name, &chunk);
+                at += chunk.len();
                 in_batch += chunk.len();
             }
         }

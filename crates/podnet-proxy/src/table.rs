@@ -14,25 +14,14 @@ use podnet_kernel::nftables::SetElement;
 use podnet_services::{Endpoints, Service, ServiceName};
 
 use crate::layout::{Layout, SetId};
+use crate::packed::PackedSet;
 use crate::plan::{fragment, hairpin_element, HealthCheck};
-
-/// Key to data (`None` for sets), for one set. An interval element's key
-/// is its first key followed by its last ([`content_key`]).
-pub type SetContents = HashMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// An element's key in [`SetContents`]: the key, and for an interval its end.
-pub fn content_key(e: &SetElement) -> Vec<u8> {
-    match &e.key_end {
-        Some(end) => [e.key.as_slice(), end].concat(),
-        None => e.key.clone(),
-    }
-}
 
 /// What the table must hold for some services on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredTable {
-    /// Elements per set; no empty entries.
-    pub sets: HashMap<SetId, SetContents>,
+    /// Elements per set, packed; no empty entries once finished.
+    pub sets: HashMap<SetId, PackedSet>,
     /// Local endpoint addresses and how many services share each.
     pub hairpin: HashMap<IpAddr, usize>,
     /// Health-check node ports and what each reports.
@@ -48,6 +37,18 @@ impl DesiredTable {
     /// The layout (sets and chains) the elements need.
     pub fn layout(&self) -> Layout {
         Layout::from_sets(self.sets.keys())
+    }
+
+    /// The elements of one set, in key order.
+    pub fn elements(&self, set: &SetId) -> Vec<SetElement> {
+        self.sets.get(set).map(PackedSet::all).unwrap_or_default()
+    }
+
+    fn push(&mut self, set: SetId, e: &SetElement) {
+        self.sets
+            .entry(set)
+            .or_insert_with(|| PackedSet::for_set(&set))
+            .push(e);
     }
 }
 
@@ -68,12 +69,8 @@ impl DesiredTable {
         if let Some(h) = f.health_check {
             self.health.insert(svc.key(), h);
         }
-        for (set, el) in f.elements {
-            let key = match el.key_end {
-                Some(end) => [el.key, end].concat(),
-                None => el.key,
-            };
-            self.sets.entry(set).or_default().insert(key, el.data);
+        for (set, el) in &f.elements {
+            self.push(*set, el);
         }
         for ip in f.hairpin {
             *self.hairpin.entry(ip).or_default() += 1;
@@ -82,11 +79,13 @@ impl DesiredTable {
 
     /// The table once every service is added: hairpin elements, no empty sets.
     pub fn finish(mut self) -> Self {
-        for ip in self.hairpin.keys() {
-            let (set, el) = hairpin_element(*ip);
-            self.sets.entry(set).or_default().insert(el.key, el.data);
+        let hairpin: Vec<IpAddr> = self.hairpin.keys().copied().collect();
+        for ip in hairpin {
+            let (set, el) = hairpin_element(ip);
+            self.push(set, &el);
         }
         self.sets.retain(|_, m| !m.is_empty());
+        self.sets.values_mut().for_each(PackedSet::finish);
         self
     }
 }
@@ -107,9 +106,9 @@ pub struct ObservedTable {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableDiff {
     /// Sets to create, with all their elements.
-    pub create: Vec<(SetId, Vec<SetElement>)>,
+    pub create: Vec<(SetId, PackedSet)>,
     /// Per existing set: elements to delete (wrong or foreign) and to add.
-    pub change: Vec<(SetId, Vec<SetElement>, Vec<SetElement>)>,
+    pub change: Vec<(SetId, Vec<SetElement>, PackedSet)>,
     /// Sets nothing needs any more.
     pub drop_sets: Vec<String>,
 }
@@ -150,28 +149,16 @@ pub fn diff_table(desired: DesiredTable, observed: &ObservedTable) -> TableDiff 
     let mut sets = desired.sets;
     for set in &wanted {
         let name = set.name();
-        let want = sets.remove(set).unwrap_or_default();
+        let want = sets.remove(set).unwrap_or_else(|| PackedSet::for_set(set));
         if !observed.names.contains(&name) {
-            diff.create.push((*set, into_elements(set, want)));
+            diff.create.push((*set, want));
             continue;
         }
         if set.spec().dynamic {
             continue;
         }
         let have = observed.elements.get(&name).map_or(&[][..], Vec::as_slice);
-        let stale: Vec<SetElement> = have
-            .iter()
-            .filter(|e| want.get(&content_key(e)) != Some(&e.data))
-            .cloned()
-            .collect();
-        let mut want = want;
-        for e in have {
-            let key = content_key(e);
-            if want.get(&key) == Some(&e.data) {
-                want.remove(&key);
-            }
-        }
-        let missing = into_elements(set, want);
+        let (stale, missing) = want.compare(have);
         if !stale.is_empty() || !missing.is_empty() {
             diff.change.push((*set, stale, missing));
         }
@@ -179,22 +166,4 @@ pub fn diff_table(desired: DesiredTable, observed: &ObservedTable) -> TableDiff 
     let wanted_names: BTreeSet<String> = wanted.iter().map(SetId::name).collect();
     diff.drop_sets = observed.names.difference(&wanted_names).cloned().collect();
     diff
-}
-
-/// A set's contents as elements, in key order (so plans read the same every time).
-fn into_elements(set: &SetId, contents: SetContents) -> Vec<SetElement> {
-    let spec = set.spec();
-    let interval = !spec.range_fields.is_empty();
-    let key_len = spec.key_len as usize;
-    let mut v: Vec<SetElement> = contents
-        .into_iter()
-        .map(|(mut k, d)| {
-            let end = (interval && k.len() > key_len).then(|| k.split_off(key_len));
-            let mut e = SetElement::new(k, d);
-            e.key_end = end;
-            e
-        })
-        .collect();
-    v.sort();
-    v
 }

@@ -139,7 +139,22 @@ fn cluster_ip_balances_rejects_without_endpoints_and_follows_changes() {
 }
 
 /// Every element of every set of the table, as `set: key => data` lines, sorted.
+/// Every element of the table, listed until two listings agree: a dump of a
+/// hash set the kernel is still growing (it resizes in the background after
+/// a bulk insert) can show an element twice and miss another.
 fn table_elements(nft: &mut NftHandle) -> Vec<String> {
+    let mut last = list_elements(nft);
+    for _ in 0..50 {
+        let again = list_elements(nft);
+        if again == last {
+            return again;
+        }
+        last = again;
+    }
+    panic!("the table's listing never settled");
+}
+
+fn list_elements(nft: &mut NftHandle) -> Vec<String> {
     let mut out = Vec::new();
     for set in nft.set_names(Family::Inet, TABLE).unwrap() {
         for e in nft.set_elements(Family::Inet, TABLE, &set).unwrap() {

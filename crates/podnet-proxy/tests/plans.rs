@@ -68,13 +68,7 @@ fn observed(k: Kernel, node: &str) -> ObservedTable {
     }
     let programmed = desired_table(&pairs(k.programmed_for), node);
     for set in programmed.layout().sets() {
-        let mut els: Vec<SetElement> = programmed
-            .sets
-            .get(&set)
-            .into_iter()
-            .flatten()
-            .map(|(k, d)| SetElement::new(k.clone(), d.clone()))
-            .collect();
+        let mut els: Vec<SetElement> = programmed.elements(&set);
         els.sort();
         t.names.insert(set.name());
         t.elements.insert(set.name(), els);
@@ -104,12 +98,12 @@ fn observed(k: Kernel, node: &str) -> ObservedTable {
 fn apply(mut t: ObservedTable, diff: &TableDiff) -> ObservedTable {
     for (set, els) in &diff.create {
         t.names.insert(set.name());
-        t.elements.insert(set.name(), els.clone());
+        t.elements.insert(set.name(), els.all());
     }
     for (set, stale, missing) in &diff.change {
         let list = t.elements.entry(set.name()).or_default();
         list.retain(|e| !stale.contains(e));
-        list.extend(missing.iter().cloned());
+        list.extend(missing.all());
     }
     for name in &diff.drop_sets {
         t.names.remove(name);

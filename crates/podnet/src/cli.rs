@@ -474,6 +474,7 @@ fn read_cluster_spec(path: &PathBuf) -> Result<ClusterSpec, Box<dyn std::error::
 }
 
 fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
+    podnet_kernel::process::use_one_malloc_arena();
     let cluster = args.cluster.as_ref().map(read_cluster_spec).transpose()?;
     let config = AgentConfig {
         node: args.node,
