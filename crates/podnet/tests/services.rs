@@ -517,6 +517,9 @@ fn headless_external_name_and_other_proxies_services_are_stored_not_proxied() {
          apiVersion: v1\nkind: Service\n\
          metadata: {name: theirs, labels: {service.kubernetes.io/service-proxy-name: other-proxy}}\n\
          spec: {clusterIP: 10.96.0.77, selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n---\n\
+         apiVersion: v1\nkind: Service\n\
+         metadata: {name: marked, labels: {service.kubernetes.io/headless: \"\"}}\n\
+         spec: {clusterIP: 10.96.0.79, selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {name: ours}\n\
          spec: {clusterIP: 10.96.0.78, selector: {node: node2}, ports: [{port: 80, targetPort: 7777}]}\n",
     );
@@ -550,6 +553,10 @@ fn headless_external_name_and_other_proxies_services_are_stored_not_proxied() {
         assert!(
             !t.contains("10.96.0.77"),
             "{node} proxies another proxy's service: {t}"
+        );
+        assert!(
+            !t.contains("10.96.0.79"),
+            "{node} proxies a service labelled headless: {t}"
         );
     }
     let doctor = std::process::Command::new(labkit::podnet())
