@@ -10,7 +10,7 @@
 //! service and answers the current count.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,6 @@ use std::time::Duration;
 use podnet_proxy::HealthCheck;
 use podnet_services::ServiceName;
 
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait between checks of a listener's stop flag.
 const SLICE: Duration = Duration::from_millis(250);
 
@@ -123,17 +121,7 @@ fn serve(listener: &TcpListener, port: u16, answers: &Answers, stop: &AtomicBool
 
 /// Reads the request and answers kube-proxy's JSON.
 fn answer(mut stream: TcpStream, current: Option<(ServiceName, usize)>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut buf = [0u8; 1024];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        let n = stream.read(&mut buf[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
+    crate::http::read_request(&mut stream)?;
     let (status, body) = response(current.as_ref());
     let count = current.map_or(0, |(_, n)| n);
     let head = format!(

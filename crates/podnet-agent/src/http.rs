@@ -75,18 +75,7 @@ fn answer(
     metrics: &AgentMetrics,
     expected: &[(&'static str, Duration)],
 ) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut buf = [0u8; 2048];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        let n = stream.read(&mut buf[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    let request = String::from_utf8_lossy(&buf[..len]);
+    let request = read_request(&mut stream)?;
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match endpoint {
         Endpoint::Metrics => route(path, metrics, expected),
@@ -98,6 +87,23 @@ fn answer(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())
+}
+
+/// Reads a request's head (up to its blank line, at most 2 KiB, within
+/// [`READ_TIMEOUT`]) from an accepted connection.
+pub(crate) fn read_request(stream: &mut TcpStream) -> std::io::Result<String> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 fn route(

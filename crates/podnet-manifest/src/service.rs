@@ -103,54 +103,49 @@ pub fn spec(
 
 /// `spec.clusterIPs`: addresses (`None` only as a headless service's).
 fn cluster_ips(o: &mut Obj<'_>, headless: bool, f: &mut Findings) -> Vec<IpAddr> {
-    let at = o.at("clusterIPs");
-    let texts = o.strings("clusterIPs", f);
-    if headless || texts.iter().any(|t| t == "None") {
-        if !headless || texts.len() > 1 {
-            f.error(at, "\"None\" only alone, with clusterIP: None");
-        }
-        return Vec::new();
-    }
-    texts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| addr(&format!("{at}[{i}]"), t, f))
-        .collect()
+    let parsed = each(o, "clusterIPs", f, |t| match (t, headless) {
+        ("None", true) => Ok(None),
+        ("None", false) => Err("\"None\" only with clusterIP: None".into()),
+        _ if headless => Err("a headless service has no cluster IPs".into()),
+        _ => ip(t).map(Some),
+    });
+    parsed.into_iter().flatten().collect()
 }
 
 /// `spec.ipFamilies`: `IPv4` and `IPv6`.
 fn families(o: &mut Obj<'_>, f: &mut Findings) -> Vec<IpFamily> {
-    let at = o.at("ipFamilies");
-    o.strings("ipFamilies", f)
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| match t.as_str() {
-            "IPv4" => Some(IpFamily::IPv4),
-            "IPv6" => Some(IpFamily::IPv6),
-            other => {
-                f.error(
-                    format!("{at}[{i}]"),
-                    format!("{other:?} is not IPv4 or IPv6"),
-                );
-                None
-            }
-        })
-        .collect()
+    each(o, "ipFamilies", f, |t| match t {
+        "IPv4" => Ok(IpFamily::IPv4),
+        "IPv6" => Ok(IpFamily::IPv6),
+        other => Err(format!("{other:?} is not IPv4 or IPv6")),
+    })
 }
 
 /// `spec.loadBalancerSourceRanges`: CIDRs, each bad one named.
 fn source_ranges(o: &mut Obj<'_>, f: &mut Findings) -> Vec<IpNet> {
-    let at = o.at("loadBalancerSourceRanges");
-    o.strings("loadBalancerSourceRanges", f)
+    each(o, "loadBalancerSourceRanges", f, |t| {
+        t.trim().parse().map_err(|_| format!("{t:?} is not a CIDR"))
+    })
+}
+
+/// A list of strings, each parsed; a bad one is named by its index.
+fn each<'a, T>(
+    o: &mut Obj<'a>,
+    field: &'a str,
+    f: &mut Findings,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    let at = o.at(field);
+    o.strings(field, f)
         .iter()
         .enumerate()
-        .filter_map(|(i, t)| {
-            t.trim()
-                .parse()
-                .map_err(|_| f.error(format!("{at}[{i}]"), format!("{t:?} is not a CIDR")))
-                .ok()
-        })
+        .filter_map(|(i, t)| parse(t).map_err(|e| f.error(format!("{at}[{i}]"), e)).ok())
         .collect()
+}
+
+fn ip(text: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
 }
 
 /// `spec.clusterIP`: an address, empty (allocate one), or `None`
@@ -166,12 +161,7 @@ fn cluster_ip(o: &mut Obj<'_>, f: &mut Findings) -> (Option<IpAddr>, bool) {
 
 /// A list of addresses, each bad one named.
 fn addresses(o: &mut Obj<'_>, field: &'static str, f: &mut Findings) -> Vec<IpAddr> {
-    let at = o.at(field);
-    o.strings(field, f)
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| addr(&format!("{at}[{i}]"), s, f))
-        .collect()
+    each(o, field, f, ip)
 }
 
 fn addr(path: &str, text: &str, f: &mut Findings) -> Option<IpAddr> {

@@ -566,90 +566,49 @@ impl Layout {
     /// `services`: a remembered ClientIP affinity first, then the balancing
     /// maps by endpoint count (masquerading ones mark the packet).
     fn service_rules(&self, r: &RuleMaker, v6: bool) -> Vec<Rule> {
-        let a = words(v6);
-        let g = nfproto_is(v6);
-        let mut rules = Vec::new();
-        for timeout in self.timeouts(v6) {
-            let affinity = SetId::Affinity { v6, timeout };
-            let hit = cat(&[
-                &[load_addr(v6, true, 0)],
-                &daddr_proto_port(v6, a),
-                &[lookup(affinity, 0, Some(0))],
-            ]);
-            // External addresses with policy Cluster are masqueraded.
-            let masq = [lookup(SetId::Masq { v6 }, 0, None)];
-            let external = [&daddr_proto_port(v6, 0)[..], &masq[..]].concat();
-            rules.push(r.rule(cat(&[
-                &g,
-                &external,
-                &hit,
-                &set_mark(a + 1),
-                &[dnat(v6, 0, a)],
-            ])));
-            rules.push(r.rule(cat(&[&g, &hit, &[dnat(v6, 0, a)]])));
-        }
-        let balance = |set: SetId, size: u32, masq: bool| {
-            let numgen = Expr::NumgenRandom {
-                modulus: size,
-                dreg: reg(a + 2),
-            };
-            let mark = if masq { set_mark(a + 1) } else { Vec::new() };
-            let pick = [numgen, lookup(set, 0, Some(0))];
-            r.rule(cat(&[
-                &g,
-                &daddr_proto_port(v6, 0),
-                &pick,
-                &mark,
-                &[dnat(v6, 0, a)],
-            ]))
-        };
-        for size in Self::sizes(&self.lb, v6) {
-            rules.push(balance(SetId::Lb { v6, size }, size, false));
-        }
-        for size in Self::sizes(&self.lb_masq, v6) {
-            rules.push(balance(SetId::LbMasq { v6, size }, size, true));
-        }
-        rules
+        self.frontend_rules(r, v6, Frontends::Addresses)
     }
 
     /// `nodeports` (reached for local destinations only): as `services`,
     /// keyed by protocol and port.
     fn node_port_rules(&self, r: &RuleMaker, v6: bool) -> Vec<Rule> {
+        self.frontend_rules(r, v6, Frontends::NodePorts)
+    }
+
+    /// The rules of one kind of frontend: for each affinity timeout, a
+    /// remembered endpoint (marked for masquerade where the frontend is
+    /// external with policy Cluster); then one balancing rule per endpoint
+    /// count in use.
+    fn frontend_rules(&self, r: &RuleMaker, v6: bool, kind: Frontends) -> Vec<Rule> {
         let a = words(v6);
         let g = nfproto_is(v6);
+        let key = |word| kind.key(v6, word);
         let mut rules = Vec::new();
         for timeout in self.timeouts(v6) {
-            let affinity = SetId::AffinityNodePortMap { v6, timeout };
             let hit = cat(&[
                 &[load_addr(v6, true, 0)],
-                &proto_port(a),
-                &[lookup(affinity, 0, Some(0))],
+                &key(a),
+                &[lookup(kind.affinity(v6, timeout), 0, Some(0))],
             ]);
-            let masq = [lookup(SetId::NodePortMasq { v6 }, 0, None)];
-            let external = [&proto_port(0)[..], &masq[..]].concat();
-            rules.push(r.rule(cat(&[
-                &g,
-                &external,
-                &hit,
-                &set_mark(a + 1),
-                &[dnat(v6, 0, a)],
-            ])));
+            let external = cat(&[&key(0), &[lookup(kind.masq(v6), 0, None)]]);
+            let marked = cat(&[&g, &external, &hit, &set_mark(a + 1), &[dnat(v6, 0, a)]]);
+            rules.push(r.rule(marked));
             rules.push(r.rule(cat(&[&g, &hit, &[dnat(v6, 0, a)]])));
         }
-        let balance = |set: SetId, size: u32, masq: bool| {
-            let numgen = Expr::NumgenRandom {
-                modulus: size,
-                dreg: reg(2),
-            };
-            let mark = if masq { set_mark(a + 1) } else { Vec::new() };
-            let pick = [numgen, lookup(set, 0, Some(0))];
-            r.rule(cat(&[&g, &proto_port(0), &pick, &mark, &[dnat(v6, 0, a)]]))
+        let (plain, masqueraded) = match kind {
+            Frontends::Addresses => (&self.lb, &self.lb_masq),
+            Frontends::NodePorts => (&self.node_port_lb, &self.node_port_lb_masq),
         };
-        for size in Self::sizes(&self.node_port_lb, v6) {
-            rules.push(balance(SetId::NodePortLb { v6, size }, size, false));
-        }
-        for size in Self::sizes(&self.node_port_lb_masq, v6) {
-            rules.push(balance(SetId::NodePortLbMasq { v6, size }, size, true));
+        for (counts, masq) in [(plain, false), (masqueraded, true)] {
+            for size in Self::sizes(counts, v6) {
+                let numgen = Expr::NumgenRandom {
+                    modulus: size,
+                    dreg: reg(kind.index_word(v6)),
+                };
+                let pick = [numgen, lookup(kind.lb(v6, size, masq), 0, Some(0))];
+                let mark = if masq { set_mark(a + 1) } else { Vec::new() };
+                rules.push(r.rule(cat(&[&g, &key(0), &pick, &mark, &[dnat(v6, 0, a)]])));
+            }
         }
         rules
     }
@@ -708,6 +667,56 @@ impl Layout {
             ));
         }
         rules
+    }
+}
+
+/// The two kinds of frontend the nat chains balance.
+#[derive(Debug, Clone, Copy)]
+enum Frontends {
+    /// Cluster, external and load-balancer addresses: `daddr . proto . port`.
+    Addresses,
+    /// Node ports, on any local address: `proto . port`.
+    NodePorts,
+}
+
+impl Frontends {
+    /// The key's expressions, loaded from register word `word`.
+    fn key(self, v6: bool, word: u32) -> Vec<Expr> {
+        match self {
+            Frontends::Addresses => daddr_proto_port(v6, word),
+            Frontends::NodePorts => proto_port(word),
+        }
+    }
+
+    /// Where the endpoint index goes: right after the key.
+    fn index_word(self, v6: bool) -> u32 {
+        match self {
+            Frontends::Addresses => words(v6) + 2,
+            Frontends::NodePorts => 2,
+        }
+    }
+
+    fn masq(self, v6: bool) -> SetId {
+        match self {
+            Frontends::Addresses => SetId::Masq { v6 },
+            Frontends::NodePorts => SetId::NodePortMasq { v6 },
+        }
+    }
+
+    fn affinity(self, v6: bool, timeout: u32) -> SetId {
+        match self {
+            Frontends::Addresses => SetId::Affinity { v6, timeout },
+            Frontends::NodePorts => SetId::AffinityNodePortMap { v6, timeout },
+        }
+    }
+
+    fn lb(self, v6: bool, size: u32, masq: bool) -> SetId {
+        match (self, masq) {
+            (Frontends::Addresses, false) => SetId::Lb { v6, size },
+            (Frontends::Addresses, true) => SetId::LbMasq { v6, size },
+            (Frontends::NodePorts, false) => SetId::NodePortLb { v6, size },
+            (Frontends::NodePorts, true) => SetId::NodePortLbMasq { v6, size },
+        }
     }
 }
 

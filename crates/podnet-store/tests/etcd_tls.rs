@@ -63,6 +63,20 @@ impl Pki {
     }
 }
 
+/// Turns etcd's authentication on: `root`, and the user `podnet` with
+/// [`PASSWORD`], allowed podnet's keys.
+fn enable_auth(urls: &str, pki: &Pki) {
+    EtcdKv::with_security(urls, &pki.security(None))
+        .unwrap()
+        .enable_auth(
+            "root-password",
+            "podnet",
+            PASSWORD,
+            podnet_store::KEY_PREFIX,
+        )
+        .unwrap();
+}
+
 fn member(name: &str, port: u16, cluster: Option<String>, pki: &Pki) -> EtcdMember {
     EtcdMember {
         name: name.into(),
@@ -93,15 +107,7 @@ fn etcd_with_tls_and_auth_names_each_wrong_credential_and_changes_nothing() {
             // TLS with a client certificate, before authentication is on.
             let good = store(&url, &pki.security(None)).unwrap();
             good.init_cluster(&spec()).unwrap();
-            EtcdKv::with_security(&url, &pki.security(None))
-                .unwrap()
-                .enable_auth(
-                    "root-password",
-                    "podnet",
-                    PASSWORD,
-                    podnet_store::KEY_PREFIX,
-                )
-                .unwrap();
+            enable_auth(&url, &pki);
             let good = store(&url, &pki.security(Some("podnet"))).unwrap();
             good.register_node("a", ip("198.18.1.1"), None, &[])
                 .unwrap();
@@ -236,15 +242,7 @@ fn etcd_members_fail_over_under_tls() {
         .join(",");
     ns.netns()
         .run(|| {
-            EtcdKv::with_security(&urls, &pki.security(None))
-                .unwrap()
-                .enable_auth(
-                    "root-password",
-                    "podnet",
-                    PASSWORD,
-                    podnet_store::KEY_PREFIX,
-                )
-                .unwrap();
+            enable_auth(&urls, &pki);
             let s = store(&urls, &pki.security(Some("podnet"))).unwrap();
             s.init_cluster(&spec()).unwrap();
             s.register_node("a", ip("198.18.1.1"), None, &[]).unwrap();

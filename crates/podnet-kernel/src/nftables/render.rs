@@ -470,46 +470,38 @@ fn mask_text(mask: &[u8], xor: &[u8]) -> String {
 
 /// The conntrack status flags of a mask, by name.
 fn ct_statuses(mask: &[u8]) -> String {
-    let Ok(bits) = <[u8; 4]>::try_from(mask).map(u32::from_ne_bytes) else {
-        return hex(mask);
-    };
     let names = [
         (0x10, "snat"),
         (0x20, "dnat"),
         (0x8, "confirmed"),
         (0x2, "seen-reply"),
     ];
-    let shown: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if shown.is_empty() {
-        return format!("& 0x{bits:x}");
-    }
-    shown.join(",")
+    flag_names(mask, &names).unwrap_or_else(|| match <[u8; 4]>::try_from(mask) {
+        Ok(b) => format!("& 0x{:x}", u32::from_ne_bytes(b)),
+        Err(_) => hex(mask),
+    })
 }
 
 fn ct_states(mask: &[u8]) -> String {
-    let bits = match <[u8; 4]>::try_from(mask) {
-        Ok(b) => u32::from_ne_bytes(b),
-        Err(_) => return hex(mask),
-    };
     let names = [
         (1, "invalid"),
         (2, "established"),
         (4, "related"),
         (8, "new"),
     ];
+    flag_names(mask, &names).unwrap_or_else(|| hex(mask))
+}
+
+/// The names of the bits a host-order 32-bit mask holds; `None` when it
+/// holds none of them (or is not 32 bits).
+fn flag_names(mask: &[u8], names: &[(u32, &str)]) -> Option<String> {
+    let bits = u32::from_ne_bytes(<[u8; 4]>::try_from(mask).ok()?);
     let shown: Vec<&str> = names
         .iter()
         .filter(|(b, _)| bits & b != 0)
         .map(|(_, n)| *n)
         .collect();
-    if shown.is_empty() {
-        return hex(mask);
-    }
-    shown.join(",")
+    (!shown.is_empty()).then(|| shown.join(","))
 }
 
 #[cfg(test)]
