@@ -60,6 +60,9 @@ pub struct Figures {
     pub end_to_end: (Duration, Duration),
     /// The agent's pass for the last change, as it logged it.
     pub pass: String,
+    /// `podnet cluster apply -f` of as many more services (with selectors,
+    /// in a namespace of their own) into the loaded store.
+    pub apply: Duration,
 }
 
 /// A namespace for the agent (and etcd), removed on drop.
@@ -180,6 +183,34 @@ fn load(node: &Node, url: &str, size: usize) -> Result<Duration, String> {
             .map_err(|e| format!("load services: {e}"))?;
         Ok(t.elapsed())
     })
+}
+
+/// Times `podnet cluster --store URL apply -f` of `size` services (and their
+/// namespace) from a manifest, as an operator loads a cluster.
+fn cluster_apply(node: &Node, url: &str, size: usize, dir: &Path) -> Result<Duration, String> {
+    let file = dir.join("apply.yaml");
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: applied}\n");
+    for i in 0..size {
+        let _ = write!(
+            text,
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: applied}}\n\
+             spec: {{selector: {{app: s{i}}}, ports: [{{port: 80, targetPort: 8080}}]}}\n"
+        );
+    }
+    std::fs::write(&file, text).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(podnet_binary());
+    cmd.args(["cluster", "--store", url, "apply", "-f"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    podnet_kernel::netns::enter_before_exec(&mut cmd, &node.netns());
+    let t = Instant::now();
+    let out = cmd.output().map_err(|e| format!("podnet cluster apply: {e}"))?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        return Err(format!("podnet cluster apply: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(took)
 }
 
 /// Waits until the log has a line containing `needle`; returns it.
@@ -307,7 +338,7 @@ pub fn figures(size: usize, dir: &Path, store: Store) -> Result<Figures, String>
     };
     let load = load(&node, &url, size)?;
     let (mut agent, log) = start_agent(&node, &url, &dir)?;
-    let result = (|| {
+    let result: Result<Figures, String> = (|| {
         let line = wait_for_line(&log, &format!("full sync of {size} services"), LIMIT)?;
         let (rss, hwm) = memory(agent.id());
         let (writes, ends, pass) = changes(&node, &url, &log, size)?;
@@ -319,11 +350,14 @@ pub fn figures(size: usize, dir: &Path, store: Store) -> Result<Figures, String>
             write: quantile(&writes, 0.5),
             end_to_end: (quantile(&ends, 0.5), quantile(&ends, 0.95)),
             pass,
+            apply: Duration::ZERO,
         })
     })();
     let _ = agent.kill();
     let _ = agent.wait();
-    result
+    let mut result = result?;
+    result.apply = cluster_apply(&node, &url, size, &dir)?;
+    Ok(result)
 }
 
 fn sizes() -> Vec<usize> {
@@ -350,9 +384,11 @@ pub fn run() -> String {
     let _ = writeln!(t, "Measured {} on {} (`bench/run.sh agent`; `PODNET_BENCH_AGENT=10000,100000` picks the sizes).", today(), machine());
     let _ = writeln!(t, "ClusterIP services with 3 endpoints each, loaded as `podnet cluster apply` writes them (transactions of");
     let _ = writeln!(t, "at most 120 operations, 8 in flight, on etcd; one transaction on the embedded store); then the real agent (services only) syncs them all, and {CHANGES} endpoint changes of one service are timed from");
-    let _ = writeln!(t, "the start of the store write to the agent's log line saying the change is in the kernel (median, p95 in brackets).\n");
-    let _ = writeln!(t, "| services | store | load | first full sync (agent's log) | VmRSS MiB | VmHWM MiB | one change: write | end to end | agent's pass |");
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "the start of the store write to the agent's log line saying the change is in the kernel (median, p95 in brackets).");
+    let _ = writeln!(t, "Last, as many more services (with selectors, in a namespace of their own) are loaded from a manifest with");
+    let _ = writeln!(t, "`podnet cluster --store URL apply -f` into the loaded store, timed as the command's wall clock.\n");
+    let _ = writeln!(t, "| services | store | load | first full sync (agent's log) | VmRSS MiB | VmHWM MiB | one change: write | end to end | agent's pass | `cluster apply -f` |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
     // PODNET_BENCH_AGENT_STORES=etcd (or embedded) runs one store only.
     let only = std::env::var("PODNET_BENCH_AGENT_STORES").unwrap_or_default();
     let stores: Vec<Store> = [Store::File, Store::Etcd]
@@ -366,7 +402,7 @@ pub fn run() -> String {
                 Ok(f) => {
                     let _ = writeln!(
                         t,
-                        "| {size} | {} | {:.1} s | {} | {:.0} | {:.0} | {} | {} ({}) | {} |",
+                        "| {size} | {} | {:.1} s | {} | {:.0} | {:.0} | {} | {} ({}) | {} | {:.1} s |",
                         store.name(),
                         f.load.as_secs_f64(),
                         f.sync,
@@ -375,11 +411,12 @@ pub fn run() -> String {
                         ms(f.write),
                         ms(f.end_to_end.0),
                         ms(f.end_to_end.1),
-                        f.pass
+                        f.pass,
+                        f.apply.as_secs_f64()
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(t, "| {size} | {} | failed: {e} | | | | | | |", store.name());
+                    let _ = writeln!(t, "| {size} | {} | failed: {e} | | | | | | | |", store.name());
                 }
             }
         }
