@@ -203,7 +203,9 @@ fn cluster_apply(node: &Node, url: &str, size: usize, dir: &Path) -> Result<Dura
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    podnet_kernel::netns::enter_before_exec(&mut cmd, &node.netns());
+    // The namespace stays open until the command has started in it.
+    let netns = node.netns();
+    podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
     let t = Instant::now();
     let out = cmd.output().map_err(|e| format!("podnet cluster apply: {e}"))?;
     let took = t.elapsed();
