@@ -207,10 +207,15 @@ fn cluster_apply(node: &Node, url: &str, size: usize, dir: &Path) -> Result<Dura
     let netns = node.netns();
     podnet_kernel::netns::enter_before_exec(&mut cmd, &netns);
     let t = Instant::now();
-    let out = cmd.output().map_err(|e| format!("podnet cluster apply: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("podnet cluster apply: {e}"))?;
     let took = t.elapsed();
     if !out.status.success() {
-        return Err(format!("podnet cluster apply: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "podnet cluster apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(took)
 }
@@ -418,7 +423,11 @@ pub fn run() -> String {
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(t, "| {size} | {} | failed: {e} | | | | | | | |", store.name());
+                    let _ = writeln!(
+                        t,
+                        "| {size} | {} | failed: {e} | | | | | | | |",
+                        store.name()
+                    );
                 }
             }
         }
