@@ -6,8 +6,9 @@
 # etcd-server is the real etcd the etcd-backend tests and `lab up --store etcd` run;
 # iperf3 and curl are load and probe tools of the benchmarks and tests.
 # graphviz renders `podnet lab graph` (the DOT text is printed without it).
+# bird2 is the BGP speaker the agent runs for `backend: bgp`; frr is the lab's top-of-rack router.
 set -euo pipefail
-packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins etcd-server iperf3 curl graphviz)
+packages=(iproute2 iptables nftables iputils-ping containernetworking-plugins etcd-server iperf3 curl graphviz bird2 frr)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,10 @@
+//! BGP in Calico's model: every node runs BIRD, which the agent configures
+//! from the cluster store and talks to over BIRD's control socket.
+//!
+//! - [`control`]: a client of BIRD's control socket (the line protocol
+//!   `birdc` speaks; no `birdc` subprocess): `configure check`,
+//!   `configure`, `show protocols`.
+
+pub mod control;
+
+pub use control::{BgpError, BirdControl, Protocol, Reply};
