@@ -3,8 +3,11 @@
 //!
 //! - [`control`]: a client of BIRD's control socket (the line protocol
 //!   `birdc` speaks; no `birdc` subprocess): `configure check`,
-//!   `configure`, `show protocols`.
+//!   `configure`, `show protocols`;
+//! - [`config`]: one node's `bird.conf`, rendered from the cluster (pure).
 
+pub mod config;
 pub mod control;
 
+pub use config::{render, NodeBgp, Peer};
 pub use control::{BgpError, BirdControl, Protocol, Reply};

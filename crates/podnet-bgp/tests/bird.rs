@@ -85,3 +85,70 @@ fn bird_is_checked_configured_and_listed_over_its_socket() {
         "{protocols:?}"
     );
 }
+
+/// A node of a mesh with a reflector role and an external peer: the sample
+/// the golden file and BIRD's own check both read.
+fn sample() -> podnet_bgp::NodeBgp {
+    use podnet_bgp::{NodeBgp, Peer};
+    let peer = |name: &str, address: &str, asn, passive, reflector_client| Peer {
+        name: name.into(),
+        address: address.parse().unwrap(),
+        asn,
+        passive,
+        reflector_client,
+    };
+    NodeBgp {
+        node: "node1".into(),
+        router_id: "198.18.1.1".parse().unwrap(),
+        asn: 64512,
+        blocks: vec![
+            "10.244.1.0/24".parse().unwrap(),
+            "fd00:10:244:1::/64".parse().unwrap(),
+        ],
+        reflector_cluster: Some("198.18.1.1".parse().unwrap()),
+        peers: vec![
+            peer("node2", "198.18.1.2", 64512, false, true),
+            peer("node3", "198.18.1.3", 64512, true, true),
+            peer("tor", "198.18.1.254", 64500, false, false),
+        ],
+    }
+}
+
+/// The rendered configuration is what the golden file holds
+/// (`PODNET_BLESS=1` rewrites it), and BIRD accepts it.
+#[test]
+fn rendered_configuration_matches_its_golden_file_and_bird_accepts_it() {
+    require_root();
+    let text = podnet_bgp::render(&sample());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/node1.conf");
+    if std::env::var_os("PODNET_BLESS").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    assert_eq!(
+        text,
+        std::fs::read_to_string(&golden).unwrap_or_default(),
+        "PODNET_BLESS=1 rewrites it"
+    );
+
+    let ns = NetnsGuard::new("birdcf");
+    let dir = TempDir::new("birdcf");
+    std::fs::write(dir.path().join("bird.conf"), BASE).unwrap();
+    let _bird = start(&ns, dir.path());
+    let socket = dir.path().join("bird.ctl");
+    assert!(wait_until(Duration::from_secs(10), || {
+        BirdControl::connect(&socket).is_ok()
+    }));
+    let mut bird = BirdControl::connect(&socket).unwrap();
+    let file = dir.path().join("node1.conf");
+    std::fs::write(&file, &text).unwrap();
+    bird.configure_check(&file)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    bird.configure(&file).unwrap();
+    let protocols = bird.show_protocols().unwrap();
+    let bgp: Vec<_> = protocols
+        .iter()
+        .filter(|p| p.proto == "BGP")
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(bgp, ["node2", "node3", "tor"], "{protocols:?}");
+}

@@ -1,0 +1,162 @@
+//! BIRD's configuration for one node, rendered from what the cluster says
+//! (as Calico's confd renders it): a pure function, checked against golden
+//! files and against BIRD's own `configure check`.
+//!
+//! The routes, in Calico's model:
+//! - the agent keeps a blackhole route (kernel protocol 113) for each of the
+//!   node's blocks; BIRD's kernel protocol learns exactly those and the
+//!   BGP sessions advertise them;
+//! - BIRD exports to the kernel only routes it learned over BGP (they carry
+//!   kernel protocol 12, BIRD's), never one for the node's own blocks;
+//! - sessions import no route for the node's own blocks (a peer reflecting
+//!   them back must not win).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Where a node's session to a peer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The protocol's name in BIRD (`node2`, `tor`); letters, digits, `_`.
+    pub name: String,
+    /// The peer's address.
+    pub address: IpAddr,
+    /// The peer's AS number.
+    pub asn: u32,
+    /// Wait for the peer to connect (one side of each mesh pair), so that
+    /// both sides starting at once do not race.
+    pub passive: bool,
+    /// This node reflects routes to the peer (the node is a route reflector
+    /// and the peer its client).
+    pub reflector_client: bool,
+}
+
+/// Everything one node's BIRD needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBgp {
+    /// The node's name (for the file's header).
+    pub node: String,
+    /// BGP router ID: the node's IPv4 underlay address.
+    pub router_id: std::net::Ipv4Addr,
+    /// The node's AS number.
+    pub asn: u32,
+    /// The node's pod blocks (IPv4 and IPv6).
+    pub blocks: Vec<ipnet::IpNet>,
+    /// The route-reflector cluster ID, when the node is a reflector.
+    pub reflector_cluster: Option<std::net::Ipv4Addr>,
+    /// Its sessions.
+    pub peers: Vec<Peer>,
+}
+
+/// Timers: bounded, so that a new node is reached in about a second and a
+/// restart's graceful wait does not stall the cluster for minutes.
+const CONNECT_DELAY: u32 = 1;
+const CONNECT_RETRY: u32 = 2;
+const HOLD: u32 = 9;
+const KEEPALIVE: u32 = 3;
+const RESTART_TIME: u32 = 60;
+
+/// The node's `bird.conf`.
+pub fn render(n: &NodeBgp) -> String {
+    let mut out = format!(
+        "# BIRD configuration of node {}, written by podnet's agent from the cluster store.\n\
+         # Do not edit: the agent rewrites it on every change.\n\n\
+         router id {};\n\n",
+        n.node, n.router_id
+    );
+    for v6 in [false, true] {
+        let blocks: Vec<String> = n
+            .blocks
+            .iter()
+            .filter(|b| b.addr().is_ipv6() == v6)
+            .map(ToString::to_string)
+            .collect();
+        let name = if v6 { "OWN6" } else { "OWN4" };
+        let set = if blocks.is_empty() {
+            // A prefix set may not be empty: one no address matches.
+            if v6 {
+                "::/128{128,128}".to_string()
+            } else {
+                "0.0.0.0/32{32,32}".to_string()
+            }
+        } else {
+            blocks.join(", ")
+        };
+        let _ = writeln!(out, "define {name} = [ {set} ];");
+    }
+    out += FIXED;
+    for (family, own) in [("ipv4", "OWN4"), ("ipv6", "OWN6")] {
+        let _ = write!(
+            out,
+            "\nfilter podnet_import_{family} {{\n\
+             \tif net ~ {own} then reject;\n\
+             \taccept;\n}}\n\
+             \nfilter podnet_export_{family} {{\n\
+             \tif net ~ {own} && source = RTS_INHERIT then accept;\n\
+             \tif source = RTS_BGP then accept;\n\
+             \treject;\n}}\n"
+        );
+    }
+    let _ = write!(
+        out,
+        "\ntemplate bgp podnet_peer {{\n\
+         \tlocal as {asn};\n\
+         \tconnect delay time {CONNECT_DELAY};\n\
+         \tconnect retry time {CONNECT_RETRY};\n\
+         \thold time {HOLD};\n\
+         \tkeepalive time {KEEPALIVE};\n\
+         \tgraceful restart on;\n\
+         \tgraceful restart time {RESTART_TIME};\n\
+         \tipv4 {{ import filter podnet_import_ipv4; export filter podnet_export_ipv4; next hop self; }};\n\
+         \tipv6 {{ import filter podnet_import_ipv6; export filter podnet_export_ipv6; next hop self; }};\n}}\n",
+        asn = n.asn
+    );
+    for p in &n.peers {
+        let _ = write!(
+            out,
+            "\nprotocol bgp {} from podnet_peer {{\n\tneighbor {} as {};\n",
+            p.name, p.address, p.asn
+        );
+        if p.passive {
+            out += "\tpassive on;\n";
+        }
+        if p.reflector_client {
+            out += "\trr client;\n";
+            if let Some(id) = n.reflector_cluster {
+                let _ = writeln!(out, "\trr cluster id {id};");
+            }
+        }
+        out += "}\n";
+    }
+    out
+}
+
+/// What every node has: the interfaces, and the kernel tables in both
+/// directions (learning only the agent's blackholes, exporting only BGP).
+const FIXED: &str = "
+protocol device {
+\tscan time 10;
+}
+
+# The agent's blackhole routes for the node's blocks (protocol 113) are the
+# only kernel routes BIRD learns; what BIRD learned over BGP is all it writes.
+protocol kernel kernel4 {
+\tlearn;
+\tmerge paths on;
+\tgraceful restart on;
+\tipv4 {
+\t\timport where net ~ OWN4 && krt_source = 113;
+\t\texport where source = RTS_BGP && !(net ~ OWN4);
+\t};
+}
+
+protocol kernel kernel6 {
+\tlearn;
+\tmerge paths on;
+\tgraceful restart on;
+\tipv6 {
+\t\timport where net ~ OWN6 && krt_source = 113;
+\t\texport where source = RTS_BGP && !(net ~ OWN6);
+\t};
+}
+";
