@@ -317,14 +317,20 @@ fn exec_plugin(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| fail(format!("cannot run IPAM plugin {}: {e}", path.display())))?;
-    if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin)
-            .map_err(|e| fail(format!("writing to IPAM plugin {name}: {e}")))?;
-    }
+    // The input is dropped (closed) before the wait. A plugin may exit
+    // without reading it (VERSION needs none): a broken pipe is then no
+    // error, its exit status and output say how it went. The child is
+    // reaped whatever happened.
+    let written = child.stdin.take().map(|mut input| input.write_all(stdin));
     let out = child
         .wait_with_output()
         .map_err(|e| fail(format!("waiting for IPAM plugin {name}: {e}")))?;
+    match written {
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(fail(format!("writing to IPAM plugin {name}: {e}")));
+        }
+        _ => {}
+    }
     let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
     if !out.status.success() {
         let mut err = fail(format!(
