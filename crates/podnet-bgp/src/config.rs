@@ -85,6 +85,19 @@ pub fn render(n: &NodeBgp) -> String {
         let _ = writeln!(out, "define {name} = [ {set} ];");
     }
     out += FIXED;
+    for (n, family, own) in [(4, "ipv4", "OWN4"), (6, "ipv6", "OWN6")] {
+        let _ = write!(
+            out,
+            "\nprotocol kernel kernel{n} {{\n\
+             \tlearn;\n\
+             \tmerge paths on;\n\
+             \tgraceful restart on;\n\
+             \t{family} {{\n\
+             \t\timport where net ~ {own} && krt_source = 113;\n\
+             \t\texport where source = RTS_BGP && !(net ~ {own});\n\
+             \t}};\n}}\n"
+        );
+    }
     for (family, own) in [("ipv4", "OWN4"), ("ipv6", "OWN6")] {
         let _ = write!(
             out,
@@ -131,32 +144,12 @@ pub fn render(n: &NodeBgp) -> String {
     out
 }
 
-/// What every node has: the interfaces, and the kernel tables in both
-/// directions (learning only the agent's blackholes, exporting only BGP).
+/// What every node has: the interfaces (the kernel protocols, learning only
+/// the agent's blackholes and exporting only BGP, follow per family).
 const FIXED: &str = "
 protocol device {
 \tscan time 10;
 }
 
 # The agent's blackhole routes for the node's blocks (protocol 113) are the
-# only kernel routes BIRD learns; what BIRD learned over BGP is all it writes.
-protocol kernel kernel4 {
-\tlearn;
-\tmerge paths on;
-\tgraceful restart on;
-\tipv4 {
-\t\timport where net ~ OWN4 && krt_source = 113;
-\t\texport where source = RTS_BGP && !(net ~ OWN4);
-\t};
-}
-
-protocol kernel kernel6 {
-\tlearn;
-\tmerge paths on;
-\tgraceful restart on;
-\tipv6 {
-\t\timport where net ~ OWN6 && krt_source = 113;
-\t\texport where source = RTS_BGP && !(net ~ OWN6);
-\t};
-}
-";
+# only kernel routes BIRD learns; what BIRD learned over BGP is all it writes.";

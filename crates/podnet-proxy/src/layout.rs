@@ -670,9 +670,9 @@ impl Layout {
     }
 }
 
-/// The two kinds of frontend the nat chains balance.
+/// The two kinds of frontend the nat chains balance, and their sets.
 #[derive(Debug, Clone, Copy)]
-enum Frontends {
+pub(crate) enum Frontends {
     /// Cluster, external and load-balancer addresses: `daddr . proto . port`.
     Addresses,
     /// Node ports, on any local address: `proto . port`.
@@ -696,7 +696,24 @@ impl Frontends {
         }
     }
 
-    fn masq(self, v6: bool) -> SetId {
+    /// Where the frontend goes when it has no endpoints.
+    pub(crate) fn reject(self, v6: bool) -> SetId {
+        match self {
+            Frontends::Addresses => SetId::Reject { v6 },
+            Frontends::NodePorts => SetId::NodePortReject { v6 },
+        }
+    }
+
+    /// Frontends whose new connections record their ClientIP affinity.
+    pub(crate) fn affinity_keys(self, v6: bool, timeout: u32) -> SetId {
+        match self {
+            Frontends::Addresses => SetId::AffinityKeys { v6, timeout },
+            Frontends::NodePorts => SetId::AffinityNodePorts { v6, timeout },
+        }
+    }
+
+    /// Frontends whose affinity hits are masqueraded.
+    pub(crate) fn masq(self, v6: bool) -> SetId {
         match self {
             Frontends::Addresses => SetId::Masq { v6 },
             Frontends::NodePorts => SetId::NodePortMasq { v6 },
@@ -710,7 +727,8 @@ impl Frontends {
         }
     }
 
-    fn lb(self, v6: bool, size: u32, masq: bool) -> SetId {
+    /// The balancing map for `size` endpoints.
+    pub(crate) fn lb(self, v6: bool, size: u32, masq: bool) -> SetId {
         match (self, masq) {
             (Frontends::Addresses, false) => SetId::Lb { v6, size },
             (Frontends::Addresses, true) => SetId::LbMasq { v6, size },

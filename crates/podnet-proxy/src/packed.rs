@@ -145,11 +145,13 @@ impl PackedSet {
     pub fn compare(&self, have: &[SetElement]) -> (Vec<SetElement>, PackedSet) {
         let mut matched = vec![false; self.len()];
         let mut stale = Vec::new();
+        // One record-sized buffer, refilled for each element looked up.
+        let mut probe = PackedSet {
+            bytes: Vec::with_capacity(self.record_len()),
+            ..*self
+        };
         for e in have {
-            let mut probe = PackedSet {
-                bytes: Vec::new(),
-                ..*self
-            };
+            probe.bytes.clear();
             probe.push(e);
             let (content, data) = probe.record(0);
             match self.find(content) {

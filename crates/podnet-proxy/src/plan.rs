@@ -7,7 +7,7 @@ use podnet_kernel::nftables::SetElement;
 use podnet_services::select::port_views_of_family;
 use podnet_services::{Backend, Endpoints, Protocol, Service, TrafficPolicy};
 
-use crate::layout::{encode, SetId};
+use crate::layout::{encode, Frontends, SetId};
 
 /// Where a client sends a service's traffic: an address and port, or a node port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,7 +119,7 @@ impl Fragment {
                     protocol: proto,
                     port,
                 };
-                self.address_frontend(frontend, backends, masq, affinity);
+                self.add_frontend(frontend, v6, backends, masq, affinity);
             }
             for ip in svc.load_balancer_ips.iter().filter(|ip| ip.is_ipv6() == v6) {
                 self.restrict_sources(svc, *ip, proto, port);
@@ -130,7 +130,12 @@ impl Fragment {
                 .filter(|_| svc.has_node_ports())
                 .and_then(|n| u16::try_from(n).ok());
             if let Some(np) = node_port {
-                self.node_port_frontend(v6, proto, np, &view.external, external_masq, affinity);
+                let frontend = Frontend {
+                    addr: None,
+                    protocol: proto,
+                    port: np,
+                };
+                self.add_frontend(frontend, v6, &view.external, external_masq, affinity);
             }
             for b in view.internal.iter().chain(&view.external) {
                 if b.local {
@@ -140,72 +145,47 @@ impl Fragment {
         }
     }
 
-    /// A cluster, external or load-balancer address and port.
-    fn address_frontend(
+    /// A frontend (an address and port, or a node port) balanced over
+    /// `backends`, or rejected without any; with ClientIP affinity, its
+    /// frontend is recorded, and affinity hits on a masquerading frontend
+    /// (which bypass the masquerading map) learn that they must be marked.
+    fn add_frontend(
         &mut self,
         frontend: Frontend,
+        v6: bool,
         backends: &[Backend],
         masq: bool,
         affinity: Option<u32>,
     ) {
-        let Some(ip) = frontend.addr else { return };
-        let v6 = ip.is_ipv6();
-        let key = encode::service(ip, frontend.protocol.number(), frontend.port);
-        let lb = if masq {
-            SetId::LbMasq { v6, size: 0 }
-        } else {
-            SetId::Lb { v6, size: 0 }
+        let (kind, key) = match frontend.addr {
+            Some(ip) => (
+                Frontends::Addresses,
+                encode::service(ip, frontend.protocol.number(), frontend.port),
+            ),
+            None => (
+                Frontends::NodePorts,
+                encode::node_port(frontend.protocol.number(), frontend.port),
+            ),
         };
-        self.balance(lb, SetId::Reject { v6 }, key.clone(), backends);
-        // Affinity hits bypass the masquerading map: they learn from here
-        // that they must be marked too.
+        if backends.is_empty() {
+            self.elements
+                .push((kind.reject(v6), encode::element(key.clone(), None)));
+        }
+        let set = kind.lb(v6, backends.len() as u32, masq);
+        for (i, b) in backends.iter().enumerate() {
+            let element = encode::element(
+                encode::indexed(key.clone(), i as u32),
+                Some(encode::endpoint(b.addr, b.port)),
+            );
+            self.elements.push((set, element));
+        }
         if masq && affinity.is_some() {
             self.elements
-                .push((SetId::Masq { v6 }, encode::element(key.clone(), None)));
+                .push((kind.masq(v6), encode::element(key.clone(), None)));
         }
         if let Some(timeout) = affinity {
-            self.elements.push((
-                SetId::AffinityKeys { v6, timeout },
-                encode::element(key, None),
-            ));
-            self.affinity_frontends.insert((timeout, frontend));
-        }
-        self.note_flows(frontend, backends, affinity);
-    }
-
-    /// A node port (any local address).
-    fn node_port_frontend(
-        &mut self,
-        v6: bool,
-        protocol: Protocol,
-        port: u16,
-        backends: &[Backend],
-        masq: bool,
-        affinity: Option<u32>,
-    ) {
-        let key = encode::node_port(protocol.number(), port);
-        let frontend = Frontend {
-            addr: None,
-            protocol,
-            port,
-        };
-        let lb = if masq {
-            SetId::NodePortLbMasq { v6, size: 0 }
-        } else {
-            SetId::NodePortLb { v6, size: 0 }
-        };
-        self.balance(lb, SetId::NodePortReject { v6 }, key.clone(), backends);
-        if masq && affinity.is_some() {
-            self.elements.push((
-                SetId::NodePortMasq { v6 },
-                encode::element(key.clone(), None),
-            ));
-        }
-        if let Some(timeout) = affinity {
-            self.elements.push((
-                SetId::AffinityNodePorts { v6, timeout },
-                encode::element(key, None),
-            ));
+            self.elements
+                .push((kind.affinity_keys(v6, timeout), encode::element(key, None)));
             self.affinity_frontends.insert((timeout, frontend));
         }
         self.note_flows(frontend, backends, affinity);
@@ -230,31 +210,6 @@ impl Fragment {
         {
             let element = encode::source_range(key.clone(), range.network(), range.broadcast());
             self.elements.push((SetId::SourceAllowed { v6 }, element));
-        }
-    }
-
-    /// Elements that balance `key` over `backends`, or reject it when there are none.
-    fn balance(&mut self, lb: SetId, reject: SetId, key: Vec<u8>, backends: &[Backend]) {
-        if backends.is_empty() {
-            self.elements.push((reject, encode::element(key, None)));
-            return;
-        }
-        let size = backends.len() as u32;
-        let set = match lb {
-            SetId::Lb { v6, .. } => SetId::Lb { v6, size },
-            SetId::LbMasq { v6, .. } => SetId::LbMasq { v6, size },
-            SetId::NodePortLb { v6, .. } => SetId::NodePortLb { v6, size },
-            SetId::NodePortLbMasq { v6, .. } => SetId::NodePortLbMasq { v6, size },
-            other => other,
-        };
-        for (i, b) in backends.iter().enumerate() {
-            self.elements.push((
-                set,
-                encode::element(
-                    encode::indexed(key.clone(), i as u32),
-                    Some(encode::endpoint(b.addr, b.port)),
-                ),
-            ));
         }
     }
 

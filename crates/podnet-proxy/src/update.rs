@@ -58,6 +58,8 @@ pub struct UpdatePlan {
     pub gone_affinity: Vec<(u32, Frontend)>,
     /// Elements deleted, counting those that go with their set.
     pub deleted: usize,
+    /// Each changed service's health check after the change (none: gone).
+    health: Vec<(ServiceName, Option<HealthCheck>)>,
     counts: HashMap<SetId, usize>,
     hairpin: HashMap<IpAddr, usize>,
     remaining: usize,
@@ -153,6 +155,7 @@ impl Programmed {
                 Change::Delete(_) => Fragment::default(),
             };
             plan.note_elements(&old, &new);
+            plan.health.push((name.clone(), new.health_check));
             for ip in old.hairpin.difference(&new.hairpin) {
                 *hairpin_delta.entry(*ip).or_default() -= 1;
             }
@@ -226,18 +229,19 @@ impl Programmed {
         for (name, change) in changes {
             match change {
                 Change::Upsert(s, e) => {
-                    match fragment(&s, e.as_ref(), &self.node).health_check {
-                        Some(h) => self.health.insert(name.clone(), h),
-                        None => self.health.remove(&name),
-                    };
                     self.applied
                         .insert(applied_key(&name), encode_applied(&s, e.as_ref()));
                 }
                 Change::Delete(_) => {
-                    self.health.remove(&name);
                     self.applied.remove(&applied_key(&name));
                 }
             }
+        }
+        for (name, health) in plan.health {
+            match health {
+                Some(h) => self.health.insert(name, h),
+                None => self.health.remove(&name),
+            };
         }
         self.counts = plan.counts;
         self.hairpin = plan.hairpin;

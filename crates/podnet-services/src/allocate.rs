@@ -141,20 +141,17 @@ impl Allocations {
         let mut taken_here: HashSet<(Protocol, u16)> = HashSet::new();
         let given: Vec<(Protocol, u16)> = node_ports_of(svc).collect();
         for (proto, np) in &given {
-            if let Some(owner) = self.node_ports.get(&(*proto, *np)).filter(|o| **o != key) {
+            // Taken by another service, or twice by this one.
+            let owner = match self.node_ports.get(&(*proto, *np)).filter(|o| **o != key) {
+                Some(other) => Some(other.to_string()),
+                None => (!taken_here.insert((*proto, *np))).then(|| id.to_string()),
+            };
+            if let Some(owner) = owner {
                 return Err(ServiceError::DuplicateNodePort {
                     service: id.to_string(),
                     protocol: proto.as_str().into(),
                     port: *np,
-                    owner: owner.to_string(),
-                });
-            }
-            if !taken_here.insert((*proto, *np)) {
-                return Err(ServiceError::DuplicateNodePort {
-                    service: id.to_string(),
-                    protocol: proto.as_str().into(),
-                    port: *np,
-                    owner: id.to_string(),
+                    owner,
                 });
             }
         }

@@ -163,7 +163,7 @@ impl ClusterStore {
                 Ok(outcome(old, &m.pod))
             }
             Object::Service(s) => {
-                let old = self.services()?.into_iter().find(|x| x.key() == s.key());
+                let old = self.service(&s.key())?;
                 let stored = self.put_service(s.clone())?;
                 self.refresh_sliced_services(&[obj])?;
                 Ok(outcome(old, &stored))

@@ -145,6 +145,18 @@ impl EtcdKv {
         op: &'static str,
         body: Value,
     ) -> Result<T, StoreError> {
+        self.send(path, op, body, true)
+    }
+
+    /// One call as [`Self::call_as`] describes, with the auth token when
+    /// `authenticated` (the authentication call itself goes without).
+    fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        op: &'static str,
+        body: Value,
+        authenticated: bool,
+    ) -> Result<T, StoreError> {
         let text = body.to_string();
         let mut last = None;
         let mut renewed = false;
@@ -153,7 +165,7 @@ impl EtcdKv {
         // One more try than members: a pooled connection the member (or a
         // middlebox) closed fails once and is then replaced.
         while tries <= self.endpoints.len() {
-            let token = self.token()?;
+            let token = if authenticated { self.token()? } else { None };
             match self
                 .post(&self.agent, path, token.as_deref())
                 .send_string(&text)
@@ -203,23 +215,7 @@ impl EtcdKv {
             return Ok(Some(token));
         }
         let body = json!({ "name": credentials.user, "password": credentials.password });
-        let reply = self
-            .agent
-            .post(&format!("{}/v3/auth/authenticate", self.base()))
-            .send_string(&body.to_string());
-        let reply: Value = match reply {
-            Ok(r) => serde_json::from_reader(BufReader::new(r.into_reader()))
-                .map_err(|e| self.protocol("authenticate", e.to_string()))?,
-            Err(ureq::Error::Status(code, r)) => {
-                let body = r.into_string().unwrap_or_default();
-                return Err(self.status_error("authenticate", code, &body));
-            }
-            Err(ureq::Error::Transport(t)) => {
-                let error = self.transport_error(&t);
-                self.fail_over();
-                return Err(error);
-            }
-        };
+        let reply: Value = self.send("/v3/auth/authenticate", "authenticate", body, false)?;
         let token = reply["token"]
             .as_str()
             .ok_or_else(|| self.protocol("authenticate", reply.to_string()))?
@@ -271,7 +267,12 @@ impl EtcdKv {
                 "{message} (drop --etcd-username, or enable auth in etcd)"
             ))
         } else {
-            self.protocol(op, format!("HTTP {code}: {message}"))
+            let status = if code == 0 {
+                String::new()
+            } else {
+                format!("HTTP {code}: ")
+            };
+            self.protocol(op, format!("{status}{message}"))
         }
     }
 

@@ -157,6 +157,15 @@ impl ClusterStore {
             .collect()
     }
 
+    /// One stored service, parsed (only the keys starting with its name are read).
+    pub fn service(&self, name: &ServiceName) -> Result<Option<Service>, StoreError> {
+        self.stored_services(&name.to_string())?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(n, raw)| parse_service(&n, &raw))
+            .transpose()
+    }
+
     /// The stored text of the services whose `namespace/name` starts with
     /// `prefix` (endpoints and claims are not read).
     fn stored_services(&self, prefix: &str) -> Result<Vec<(ServiceName, String)>, StoreError> {

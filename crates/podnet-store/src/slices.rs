@@ -82,20 +82,20 @@ impl ClusterStore {
     /// Rewrites the endpoints of a service without a selector from its
     /// slices (after the service was created again, or a slice moved away).
     pub fn refresh_slice_endpoints(&self, service: &ServiceName) -> Result<(), StoreError> {
-        let selected = self
-            .services()?
-            .into_iter()
-            .any(|s| s.key() == *service && !s.selector.is_empty());
-        if selected {
+        if self
+            .service(service)?
+            .is_some_and(|s| !s.selector.is_empty())
+        {
             return Ok(());
         }
         let slices = self.endpoint_slices()?;
         self.put_endpoints(&endpoints_of_slices(service, &slices))
     }
 
+    /// Refuses a slice whose stored service has a selector.
     pub(crate) fn check_slice_service(&self, slice: &EndpointSlice) -> Result<(), StoreError> {
         let service = slice.service_key();
-        match self.services()?.into_iter().find(|s| s.key() == service) {
+        match self.service(&service)? {
             Some(s) if !s.selector.is_empty() => Err(StoreError::SliceForSelector {
                 slice: slice.key().to_string(),
                 service: service.to_string(),

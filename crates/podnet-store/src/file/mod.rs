@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::kv::{Changes, KvBackend, Listing, Txn};
 use log::Record;
-use snapshot::{read_json, read_prefix, write_json, Snapshot, Tail};
+use snapshot::{read_json, read_prefix, write_json, Snapshot, SnapshotRef, Tail};
 
 const LEASES: &str = "leases.json";
 /// A log is compacted once it is larger than this and than its snapshot.
@@ -152,16 +152,16 @@ impl FileKv {
         Ok(max)
     }
 
-    /// A root's keys under `prefix` and its last revision, read consistently
-    /// (a compaction meanwhile makes the read start over).
+    /// A root's keys under one of `prefixes` and its last revision, read
+    /// consistently (a compaction meanwhile makes the read start over).
     fn read_root(
         &self,
         root: &str,
-        prefix: &str,
+        prefixes: &[&str],
     ) -> Result<(BTreeMap<String, String>, Tail), StoreError> {
         let mut last = None;
         for _ in 0..READ_ATTEMPTS {
-            match self.try_read_root(root, prefix) {
+            match self.try_read_root(root, prefixes) {
                 Err(e) if is_gone(&e) => last = Some(e),
                 other => return other,
             }
@@ -172,7 +172,7 @@ impl FileKv {
     fn try_read_root(
         &self,
         root: &str,
-        prefix: &str,
+        prefixes: &[&str],
     ) -> Result<(BTreeMap<String, String>, Tail), StoreError> {
         let tail = self.tail(root)?;
         if tail.generation == 0 {
@@ -182,9 +182,9 @@ impl FileKv {
         if !snap_path.exists() {
             return Err(log::gone(&snap_path));
         }
-        let Snapshot { mut entries, .. } = read_prefix(&snap_path, prefix)?;
+        let Snapshot { mut entries, .. } = read_prefix(&snap_path, prefixes)?;
         for (record, _) in log::read(&self.log_path(root, tail.generation), 0, tail.length)? {
-            apply(&mut entries, &record, Some(prefix));
+            apply(&mut entries, &record, Some(prefixes));
         }
         Ok((entries, tail))
     }
@@ -218,13 +218,15 @@ impl FileKv {
         Ok(done)
     }
 
-    /// The root's keys as of `tail`, from what this client holds plus the
-    /// records appended since (all of them the first time).
-    fn current_state(
+    /// Runs `f` on the root's keys as of `tail`: what this client holds,
+    /// brought up to date with the records appended since (all of them the
+    /// first time). The keys stay in the client, never copied.
+    fn with_state<T>(
         &self,
         root: &str,
         tail: &Tail,
-    ) -> Result<BTreeMap<String, String>, StoreError> {
+        f: impl FnOnce(&BTreeMap<String, String>) -> T,
+    ) -> Result<T, StoreError> {
         let mut cache = self.cache.lock().map_err(|_| poisoned(&self.dir))?;
         let entry = cache.entry(root.to_string()).or_default();
         let (mut entries, from) = match entry.state.take() {
@@ -238,8 +240,9 @@ impl FileKv {
         for (record, _) in log::read(&self.log_path(root, tail.generation), from, tail.length)? {
             apply(&mut entries, &record, None);
         }
-        entry.state = Some((tail.generation, tail.length, entries.clone()));
-        Ok(entries)
+        let out = f(&entries);
+        entry.state = Some((tail.generation, tail.length, entries));
+        Ok(out)
     }
 
     /// Remembers a record this client committed, so its next write need not read it back.
@@ -260,14 +263,16 @@ impl FileKv {
     /// Writes generation `tail.generation + 1`: a snapshot of every key at
     /// `tail.revision`, then its tail (the switch), then removes the old files.
     fn compact(&self, root: &str, tail: &Tail) -> Result<Tail, StoreError> {
-        let entries = self.current_state(root, tail)?;
         let generation = tail.generation + 1;
-        let snap = Snapshot {
-            revision: tail.revision,
-            generation,
-            entries,
-        };
-        write_json(&self.snapshot_path(root, generation), &snap)?;
+        let path = self.snapshot_path(root, generation);
+        self.with_state(root, tail, |entries| {
+            let snap = SnapshotRef {
+                revision: tail.revision,
+                generation,
+                entries,
+            };
+            write_json(&path, &snap)
+        })??;
         let next = Tail {
             generation,
             length: 0,
@@ -275,9 +280,11 @@ impl FileKv {
             base: tail.revision,
         };
         write_json(&self.tail_path(root), &next)?;
+        // The client's keys are the new snapshot's: only where they stand moves.
         if let Ok(mut cache) = self.cache.lock() {
-            let entry = cache.entry(root.to_string()).or_default();
-            entry.state = Some((generation, 0, snap.entries));
+            if let Some((g, at, _)) = cache.get_mut(root).and_then(|c| c.state.as_mut()) {
+                (*g, *at) = (generation, 0);
+            }
         }
         self.remove_generation(root, tail.generation);
         Ok(next)
@@ -308,22 +315,63 @@ impl FileKv {
 
 impl KvBackend for FileKv {
     fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        let mut revision = self.revision()?;
-        let mut entries = BTreeMap::new();
-        for root in self.roots_of(prefix)? {
-            let (keys, tail) = self.read_root(&root, prefix)?;
-            revision = revision.max(tail.revision);
-            entries.extend(keys.into_iter().filter(|(k, _)| k.starts_with(prefix)));
+        let mut listings = self.list_many(&[prefix])?;
+        Ok(listings.pop().unwrap_or_default())
+    }
+
+    /// Every root the prefixes reach is read once, for all of them (the
+    /// services and the endpoints of a full sync share one snapshot).
+    fn list_many(&self, prefixes: &[&str]) -> Result<Vec<Listing>, StoreError> {
+        let revision = self.revision()?;
+        let mut out: Vec<(u64, BTreeMap<String, String>)> = prefixes
+            .iter()
+            .map(|_| (revision, BTreeMap::new()))
+            .collect();
+        let mut roots = BTreeSet::new();
+        for p in prefixes {
+            roots.extend(self.roots_of(p)?);
         }
-        for (k, l) in self.live_leases()? {
-            if k.starts_with(prefix) {
-                entries.insert(k, l.value);
+        for root in roots {
+            let mut reaching = Vec::new();
+            for (i, p) in prefixes.iter().enumerate() {
+                if self.roots_of(p)?.contains(&root) {
+                    reaching.push(i);
+                }
+            }
+            let wanted: Vec<&str> = reaching.iter().map(|i| prefixes[*i]).collect();
+            let (keys, tail) = self.read_root(&root, &wanted)?;
+            for &i in &reaching {
+                out[i].0 = out[i].0.max(tail.revision);
+            }
+            // Moved into the listing of the first prefix that holds it,
+            // copied only for a nested prefix that holds it too.
+            for (k, v) in keys {
+                let holding: Vec<usize> = reaching
+                    .iter()
+                    .copied()
+                    .filter(|i| k.starts_with(prefixes[*i]))
+                    .collect();
+                if let Some((&first, more)) = holding.split_first() {
+                    for &i in more {
+                        out[i].1.insert(k.clone(), v.clone());
+                    }
+                    out[first].1.insert(k, v);
+                }
             }
         }
-        Ok(Listing {
-            revision,
-            entries: entries.into_iter().collect(),
-        })
+        let leases = self.live_leases()?;
+        for (i, p) in prefixes.iter().enumerate() {
+            for (k, l) in leases.iter().filter(|(k, _)| k.starts_with(p)) {
+                out[i].1.insert(k.clone(), l.value.clone());
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(revision, entries)| Listing {
+                revision,
+                entries: entries.into_iter().collect(),
+            })
+            .collect())
     }
 
     fn transact(&self, txn: &Txn) -> Result<bool, StoreError> {
@@ -331,9 +379,10 @@ impl KvBackend for FileKv {
         let _lock = self.lock()?;
         let tail = self.recover(&root)?;
         if !txn.absent.is_empty() || !txn.equal.is_empty() {
-            let state = self.current_state(&root, &tail)?;
-            let holds = txn.absent.iter().all(|k| !state.contains_key(k))
-                && txn.equal.iter().all(|(k, v)| state.get(k) == Some(v));
+            let holds = self.with_state(&root, &tail, |state| {
+                txn.absent.iter().all(|k| !state.contains_key(k))
+                    && txn.equal.iter().all(|(k, v)| state.get(k) == Some(v))
+            })?;
             if !holds {
                 return Ok(false);
             }
@@ -476,9 +525,9 @@ impl KvBackend for FileKv {
     }
 }
 
-/// Applies a record's writes to `entries` (only keys under `prefix`, when given).
-fn apply(entries: &mut BTreeMap<String, String>, record: &Record, prefix: Option<&str>) {
-    let wanted = |k: &str| prefix.is_none_or(|p| k.starts_with(p));
+/// Applies a record's writes to `entries` (only keys under one of `prefixes`, when given).
+fn apply(entries: &mut BTreeMap<String, String>, record: &Record, prefixes: Option<&[&str]>) {
+    let wanted = |k: &str| prefixes.is_none_or(|ps| ps.iter().any(|p| k.starts_with(p)));
     for k in &record.deletes {
         entries.remove(k);
     }

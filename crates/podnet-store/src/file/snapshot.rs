@@ -21,6 +21,14 @@ pub(super) struct Snapshot {
     pub entries: BTreeMap<String, String>,
 }
 
+/// A snapshot written from keys held elsewhere (the same file as [`Snapshot`]).
+#[derive(Debug, Serialize)]
+pub(super) struct SnapshotRef<'a> {
+    pub revision: u64,
+    pub generation: u64,
+    pub entries: &'a BTreeMap<String, String>,
+}
+
 /// The commit point of a root: what of its log counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Tail {
@@ -63,10 +71,10 @@ pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
     fs::rename(&tmp, path).map_err(|e| io_err(path, "rename", e))
 }
 
-/// A snapshot keeping only the keys under `prefix` (parsed as it is read,
-/// so a listing of one prefix never holds the others in memory).
+/// A snapshot keeping only the keys under one of `prefixes` (parsed as it
+/// is read, so a listing never holds the other keys in memory).
 /// Read as a stream: the file's bytes are never held whole beside the keys.
-pub(super) fn read_prefix(path: &Path, prefix: &str) -> Result<Snapshot, StoreError> {
+pub(super) fn read_prefix(path: &Path, prefixes: &[&str]) -> Result<Snapshot, StoreError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
@@ -74,7 +82,7 @@ pub(super) fn read_prefix(path: &Path, prefix: &str) -> Result<Snapshot, StoreEr
     };
     let reader = std::io::BufReader::with_capacity(1 << 16, file);
     let mut de = serde_json::Deserializer::from_reader(reader);
-    serde::de::DeserializeSeed::deserialize(PrefixSeed(prefix), &mut de).map_err(|e| {
+    serde::de::DeserializeSeed::deserialize(PrefixSeed(prefixes), &mut de).map_err(|e| {
         StoreError::Corrupt {
             key: path.display().to_string(),
             detail: e.to_string(),
@@ -82,8 +90,8 @@ pub(super) fn read_prefix(path: &Path, prefix: &str) -> Result<Snapshot, StoreEr
     })
 }
 
-/// Parses a snapshot keeping only the entries whose key starts with a prefix.
-struct PrefixSeed<'a>(&'a str);
+/// Parses a snapshot keeping only the entries whose key starts with one of the prefixes.
+struct PrefixSeed<'a>(&'a [&'a str]);
 
 impl<'de> serde::de::DeserializeSeed<'de> for PrefixSeed<'_> {
     type Value = Snapshot;
@@ -117,7 +125,7 @@ impl<'de> serde::de::Visitor<'de> for PrefixSeed<'_> {
 }
 
 /// The `entries` object, filtered by prefix as it is read.
-struct EntriesSeed<'a>(&'a str);
+struct EntriesSeed<'a>(&'a [&'a str]);
 
 impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
     type Value = BTreeMap<String, String>;
@@ -137,7 +145,7 @@ impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = BTreeMap::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key.starts_with(self.0) {
+            if self.0.iter().any(|p| key.starts_with(p)) {
                 out.insert(key.into_owned(), map.next_value()?);
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;

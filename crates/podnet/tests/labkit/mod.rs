@@ -250,9 +250,12 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         for pid in &self.pids {
-            let _ = Command::new("kill")
+            let resumed = Command::new("kill")
                 .args(["-CONT", &pid.to_string()])
                 .status();
+            if !resumed.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!("could not resume process {pid} (SIGCONT): {resumed:?}");
+            }
         }
     }
 }
