@@ -14,11 +14,25 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-/// Where a node's session to a peer stands.
+/// What a session is to the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// iBGP (same AS), routes not reflected.
+    Internal,
+    /// iBGP to a client of this node, a route reflector.
+    ReflectorClient,
+    /// eBGP (another AS): accepts routes carrying the node's own AS, since
+    /// every node of a cluster may share one AS behind one router.
+    External,
+}
+
+/// One of a node's BGP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
-    /// The protocol's name in BIRD (`node2`, `tor`); letters, digits, `_`.
+    /// The protocol's name in BIRD (`node_node2`, `peer_tor`); letters, digits, `_`.
     pub name: String,
+    /// What the peer is called in the cluster (BIRD's `description`).
+    pub description: String,
     /// The peer's address.
     pub address: IpAddr,
     /// The peer's AS number.
@@ -26,9 +40,10 @@ pub struct Peer {
     /// Wait for the peer to connect (one side of each mesh pair), so that
     /// both sides starting at once do not race.
     pub passive: bool,
-    /// This node reflects routes to the peer (the node is a route reflector
-    /// and the peer its client).
-    pub reflector_client: bool,
+    /// iBGP, reflector client or eBGP.
+    pub kind: PeerKind,
+    /// An eBGP peer beyond the node's segments (iBGP is multihop anyway).
+    pub multihop: bool,
 }
 
 /// Everything one node's BIRD needs.
@@ -44,6 +59,9 @@ pub struct NodeBgp {
     pub blocks: Vec<ipnet::IpNet>,
     /// The route-reflector cluster ID, when the node is a reflector.
     pub reflector_cluster: Option<std::net::Ipv4Addr>,
+    /// The next hop of its IPv6 routes (its global IPv6 underlay address);
+    /// none: IPv6 routes are not exchanged.
+    pub next_hop_v6: Option<std::net::Ipv6Addr>,
     /// Its sessions.
     pub peers: Vec<Peer>,
 }
@@ -55,13 +73,17 @@ const CONNECT_RETRY: u32 = 2;
 const HOLD: u32 = 9;
 const KEEPALIVE: u32 = 3;
 const RESTART_TIME: u32 = 60;
+/// How long a BIRD started with `-R` waits for its peers before it prunes
+/// the kernel routes it did not learn again (BIRD's default is 240 s).
+const RESTART_WAIT: u32 = 20;
 
 /// The node's `bird.conf`.
 pub fn render(n: &NodeBgp) -> String {
     let mut out = format!(
         "# BIRD configuration of node {}, written by podnet's agent from the cluster store.\n\
          # Do not edit: the agent rewrites it on every change.\n\n\
-         router id {};\n\n",
+         router id {};\n\
+         graceful restart wait {RESTART_WAIT};\n\n",
         n.node, n.router_id
     );
     for v6 in [false, true] {
@@ -93,7 +115,7 @@ pub fn render(n: &NodeBgp) -> String {
              \tmerge paths on;\n\
              \tgraceful restart on;\n\
              \t{family} {{\n\
-             \t\timport where net ~ {own} && krt_source = 113;\n\
+             \t\timport where krt_source != 12;\n\
              \t\texport where source = RTS_BGP && !(net ~ {own});\n\
              \t}};\n}}\n"
         );
@@ -120,28 +142,48 @@ pub fn render(n: &NodeBgp) -> String {
          \tkeepalive time {KEEPALIVE};\n\
          \tgraceful restart on;\n\
          \tgraceful restart time {RESTART_TIME};\n\
-         \tipv4 {{ import filter podnet_import_ipv4; export filter podnet_export_ipv4; next hop self; }};\n\
-         \tipv6 {{ import filter podnet_import_ipv6; export filter podnet_export_ipv6; next hop self; }};\n}}\n",
+         \tipv4 {{ import filter podnet_import_ipv4; export filter podnet_export_ipv4; }};\n",
         asn = n.asn
     );
-    for p in &n.peers {
-        let _ = write!(
+    if let Some(v6) = n.next_hop_v6 {
+        let _ = writeln!(
             out,
-            "\nprotocol bgp {} from podnet_peer {{\n\tneighbor {} as {};\n",
-            p.name, p.address, p.asn
+            "\tipv6 {{ import filter podnet_import_ipv6; export filter podnet_export_ipv6; next hop address {v6}; }};"
         );
-        if p.passive {
-            out += "\tpassive on;\n";
-        }
-        if p.reflector_client {
-            out += "\trr client;\n";
-            if let Some(id) = n.reflector_cluster {
+    }
+    out += "}\n";
+    for p in &n.peers {
+        render_peer(&mut out, p, n.reflector_cluster);
+    }
+    out
+}
+
+fn render_peer(out: &mut String, p: &Peer, cluster: Option<std::net::Ipv4Addr>) {
+    let _ = write!(
+        out,
+        "\nprotocol bgp {} from podnet_peer {{\n\tdescription \"{}\";\n\tneighbor {} as {};\n",
+        p.name,
+        p.description.replace('"', ""),
+        p.address,
+        p.asn
+    );
+    if p.passive {
+        *out += "\tpassive on;\n";
+    }
+    if p.multihop {
+        *out += "\tmultihop;\n";
+    }
+    match p.kind {
+        PeerKind::Internal => {}
+        PeerKind::ReflectorClient => {
+            *out += "\trr client;\n";
+            if let Some(id) = cluster {
                 let _ = writeln!(out, "\trr cluster id {id};");
             }
         }
-        out += "}\n";
+        PeerKind::External => *out += "\tallow local as;\n",
     }
-    out
+    *out += "}\n";
 }
 
 /// What every node has: the interfaces (the kernel protocols, learning only
@@ -151,5 +193,12 @@ protocol device {
 \tscan time 10;
 }
 
-# The agent's blackhole routes for the node's blocks (protocol 113) are the
-# only kernel routes BIRD learns; what BIRD learned over BGP is all it writes.";
+# Connected networks, so that next hops resolve; never exported anywhere.
+protocol direct {
+\tipv4;
+\tipv6;
+}
+
+# BIRD learns the kernel's routes (the agent's blackholes for the node's
+# blocks, protocol 113, and the routes next hops resolve through); it
+# advertises only the blackholes and writes only what it learned over BGP.";

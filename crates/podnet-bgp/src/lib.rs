@@ -4,10 +4,13 @@
 //! - [`control`]: a client of BIRD's control socket (the line protocol
 //!   `birdc` speaks; no `birdc` subprocess): `configure check`,
 //!   `configure`, `show protocols`;
-//! - [`config`]: one node's `bird.conf`, rendered from the cluster (pure).
+//! - [`config`]: one node's `bird.conf`, rendered from the cluster (pure);
+//! - [`topology`]: who peers with whom, from the cluster (pure).
 
 pub mod config;
 pub mod control;
+pub mod topology;
 
-pub use config::{render, NodeBgp, Peer};
+pub use config::{render, NodeBgp, Peer, PeerKind};
+pub use topology::{node_bgp, TopologyError};
 pub use control::{BgpError, BirdControl, Protocol, Reply};

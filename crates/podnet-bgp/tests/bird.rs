@@ -89,13 +89,15 @@ fn bird_is_checked_configured_and_listed_over_its_socket() {
 /// A node of a mesh with a reflector role and an external peer: the sample
 /// the golden file and BIRD's own check both read.
 fn sample() -> podnet_bgp::NodeBgp {
-    use podnet_bgp::{NodeBgp, Peer};
-    let peer = |name: &str, address: &str, asn, passive, reflector_client| Peer {
+    use podnet_bgp::{NodeBgp, Peer, PeerKind};
+    let peer = |name: &str, address: &str, asn, passive, kind| Peer {
         name: name.into(),
+        description: name.into(),
         address: address.parse().unwrap(),
         asn,
         passive,
-        reflector_client,
+        kind,
+        multihop: false,
     };
     NodeBgp {
         node: "node1".into(),
@@ -106,10 +108,11 @@ fn sample() -> podnet_bgp::NodeBgp {
             "fd00:10:244:1::/64".parse().unwrap(),
         ],
         reflector_cluster: Some("198.18.1.1".parse().unwrap()),
+        next_hop_v6: Some("fd00:198:18:1::1".parse().unwrap()),
         peers: vec![
-            peer("node2", "198.18.1.2", 64512, false, true),
-            peer("node3", "198.18.1.3", 64512, true, true),
-            peer("tor", "198.18.1.254", 64500, false, false),
+            peer("node2", "198.18.1.2", 64512, false, PeerKind::ReflectorClient),
+            peer("node3", "198.18.1.3", 64512, true, PeerKind::ReflectorClient),
+            peer("tor", "198.18.1.254", 64500, false, PeerKind::External),
         ],
     }
 }

@@ -64,4 +64,12 @@ pub enum ClusterError {
     /// A VXLAN setting out of range.
     #[error("VXLAN VNI {0} is out of range (1-16777215)")]
     BadVni(u32),
+    /// A BGP setting or peer that cannot be used.
+    #[error("{field}: {message}")]
+    BadBgp {
+        /// The field, as a path (`bgp.peers[0].asNumber`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }

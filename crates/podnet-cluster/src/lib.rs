@@ -5,11 +5,13 @@
 //! family), a cross-node backend, and nodes that each own a block.
 //! [`plan`] turns the cluster's nodes into the routes one node needs.
 
+pub mod bgp;
 pub mod blocks;
 pub mod error;
 pub mod plan;
 pub mod spec;
 
+pub use bgp::{Advertise, BgpPeer, BgpSettings, ReflectorCluster};
 pub use blocks::allocate_blocks;
 pub use error::ClusterError;
 pub use plan::{plan_remote_nodes, RemoteNode, RemotePath};

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::bgp::BgpSettings;
 use crate::error::ClusterError;
 
 /// How pod traffic crosses from one node to another.
@@ -18,6 +19,9 @@ pub enum Backend {
     /// host-gw to nodes on the same L2 segment, VXLAN to the others (Flannel's DirectRouting).
     #[default]
     Auto,
+    /// Every node a BGP speaker (BIRD): blocks advertised, routes learned,
+    /// nothing encapsulated (Calico's BGP mode).
+    Bgp,
 }
 
 impl Backend {
@@ -27,12 +31,13 @@ impl Backend {
             Backend::HostGw => "host-gw",
             Backend::Vxlan => "vxlan",
             Backend::Auto => "auto",
+            Backend::Bgp => "bgp",
         }
     }
 
     /// Whether this backend may encapsulate, so pods need the smaller MTU.
     pub fn may_encapsulate(self) -> bool {
-        !matches!(self, Backend::HostGw)
+        !matches!(self, Backend::HostGw | Backend::Bgp)
     }
 }
 
@@ -108,6 +113,9 @@ pub struct ClusterSpec {
     /// Node port range, `MIN-MAX` (default 30000-32767).
     #[serde(default = "default_node_port_range")]
     pub node_port_range: String,
+    /// BGP settings (backend `bgp`; defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpSettings>,
 }
 
 fn default_service_cidrs() -> Vec<IpNet> {
@@ -132,7 +140,13 @@ impl ClusterSpec {
             anti_spoofing: true,
             service_cidrs: default_service_cidrs(),
             node_port_range: default_node_port_range(),
+            bgp: None,
         }
+    }
+
+    /// The BGP settings: the spec's, or the defaults.
+    pub fn bgp_settings(&self) -> BgpSettings {
+        self.bgp.clone().unwrap_or_default()
     }
 
     /// Checks CIDRs (one per family, no overlap), block sizes and VXLAN settings.
@@ -167,6 +181,15 @@ impl ClusterSpec {
             }
         }
         self.node_ports()?;
+        if let Some(bgp) = &self.bgp {
+            if self.backend != Backend::Bgp {
+                return Err(ClusterError::BadBgp {
+                    field: "bgp".into(),
+                    message: format!("BGP settings need backend bgp, not {}", self.backend.name()),
+                });
+            }
+            bgp.validate()?;
+        }
         Ok(())
     }
 

@@ -215,12 +215,19 @@ impl AsFd for Netns {
 /// namespace before the kernel has closed its files, so leaving is not
 /// enough: it has exited (a zombie, or reaped) once its files are closed.
 pub fn kill_processes_in(netns: &Netns) {
+    kill_selected_in(netns, |_| true);
+}
+
+/// Like [`kill_processes_in`], for the processes whose command name
+/// (`/proc/PID/comm`) `select` accepts: the agent of a node, not the BGP
+/// daemon beside it.
+pub fn kill_selected_in(netns: &Netns, select: impl Fn(&str) -> bool) {
     let Ok(id) = netns.id() else { return };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut pause = std::time::Duration::from_millis(1);
     let mut killed = std::collections::BTreeSet::new();
     loop {
-        killed.extend(signal_processes_in(id));
+        killed.extend(signal_processes_in(id, &select));
         killed.retain(|pid| !exited(*pid));
         if killed.is_empty() || std::time::Instant::now() >= deadline {
             return;
@@ -250,7 +257,7 @@ fn exited(pid: u32) -> bool {
 }
 
 /// Sends SIGKILL to every other process in namespace `id`; returns their pids.
-fn signal_processes_in(id: NetnsId) -> Vec<u32> {
+fn signal_processes_in(id: NetnsId, select: &dyn Fn(&str) -> bool) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -265,7 +272,8 @@ fn signal_processes_in(id: NetnsId) -> Vec<u32> {
             continue;
         };
         let path = format!("/proc/{pid}/ns/net");
-        if pid != me && netns_id_at(Path::new(&path)) == Some(id) {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if pid != me && netns_id_at(Path::new(&path)) == Some(id) && select(comm.trim_end()) {
             // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             found.push(pid);

@@ -59,6 +59,8 @@ pub struct Route {
     pub protocol: u8,
     /// `onlink`: the gateway is on the link even without a covering prefix.
     pub onlink: bool,
+    /// `blackhole`: packets to `dst` are dropped (no gateway, no interface).
+    pub blackhole: bool,
 }
 
 impl Route {
@@ -71,6 +73,21 @@ impl Route {
             scope: RouteScope::Link,
             protocol,
             onlink: false,
+            blackhole: false,
+        }
+    }
+
+    /// `ip route add blackhole DST`: packets to `dst` are dropped. A BGP
+    /// speaker originates a node's block from it.
+    pub fn blackhole(dst: IpNet, protocol: u8) -> Self {
+        Route {
+            dst,
+            gateway: None,
+            oif: None,
+            scope: RouteScope::Universe,
+            protocol,
+            onlink: false,
+            blackhole: true,
         }
     }
 
@@ -83,6 +100,7 @@ impl Route {
             scope: RouteScope::Universe,
             protocol,
             onlink: false,
+            blackhole: false,
         }
     }
 
@@ -97,7 +115,11 @@ impl Route {
         } else {
             self.scope.raw()
         };
-        h[7] = libc::RTN_UNICAST;
+        h[7] = if self.blackhole {
+            libc::RTN_BLACKHOLE
+        } else {
+            libc::RTN_UNICAST
+        };
         let flags = if self.onlink { RTNH_F_ONLINK } else { 0 };
         h[8..12].copy_from_slice(&flags.to_ne_bytes());
         h
@@ -116,6 +138,9 @@ impl Route {
 
     fn describe(&self) -> String {
         let mut s = self.dst.to_string();
+        if self.blackhole {
+            s.insert_str(0, "blackhole ");
+        }
         if let Some(gw) = self.gateway {
             s.push_str(&format!(" via {gw}"));
         }
@@ -154,7 +179,7 @@ impl RouteHandle {
         }
     }
 
-    /// `ip route show` and `ip -6 route show`: unicast routes of the main table.
+    /// `ip route show` and `ip -6 route show`: unicast and blackhole routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>> {
         let mut out = Vec::new();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
@@ -175,7 +200,7 @@ fn parse_route(p: &[u8]) -> Option<Route> {
     let h = p.get(0..12)?;
     let (family, dst_len, table, protocol, scope, rtype) = (h[0], h[1], h[4], h[5], h[6], h[7]);
     let flags = u32::from_ne_bytes(h[8..12].try_into().ok()?);
-    if rtype != libc::RTN_UNICAST {
+    if rtype != libc::RTN_UNICAST && rtype != libc::RTN_BLACKHOLE {
         return None;
     }
     let mut table = table as u32;
@@ -206,6 +231,7 @@ fn parse_route(p: &[u8]) -> Option<Route> {
         scope: RouteScope::from_raw(scope),
         protocol,
         onlink: flags & RTNH_F_ONLINK != 0,
+        blackhole: rtype == libc::RTN_BLACKHOLE,
     })
 }
 
