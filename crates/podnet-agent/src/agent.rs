@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, ClusterSpec, Node};
+use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, Backend, ClusterSpec, Node};
 use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
 use podnet_kernel::rtnl::{Removal, RTPROT_PODNET_NODES};
 use podnet_kernel::{sysctl, RouteHandle};
 use podnet_store::{ClusterStore, StoreError};
 
+use crate::bgp::Speaker;
 use crate::cniconf::{render_conflist, write_if_changed, NETWORK_NAME};
 use crate::datapath::{DatapathChanges, NodeDatapath};
 use crate::drops::run_drop_log;
@@ -62,6 +63,10 @@ pub struct AgentConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Serve kube-proxy's health contract (`/healthz`, `/livez`) here; none: no endpoint.
     pub healthz_addr: Option<std::net::SocketAddr>,
+    /// Backend `bgp`: BIRD's directory (configuration, control socket, log).
+    pub bird_dir: PathBuf,
+    /// Backend `bgp`: the BIRD binary (a path, or a name looked up in `PATH`).
+    pub bird: PathBuf,
 }
 
 /// A started agent: registered, configured, ready to reconcile.
@@ -83,6 +88,8 @@ pub struct Agent {
     metrics_listener: Option<std::net::TcpListener>,
     /// The health endpoint's socket, bound at start.
     healthz_listener: Option<std::net::TcpListener>,
+    /// The node's BGP speaker (backend `bgp`).
+    speaker: Option<Speaker>,
 }
 
 impl Agent {
@@ -113,6 +120,10 @@ impl Agent {
             Some(spec) => store.init_cluster(spec)?,
             None => store.cluster()?.ok_or(StoreError::NoCluster)?,
         };
+        let speaker = match cluster.backend {
+            Backend::Bgp => Some(Speaker::new(&config.bird_dir, &config.bird)?),
+            _ => None,
+        };
         let node = store.register_node(
             &config.node,
             config.address,
@@ -142,6 +153,7 @@ impl Agent {
             metrics,
             metrics_listener,
             healthz_listener,
+            speaker,
         })
     }
 
@@ -170,6 +182,9 @@ impl Agent {
             .datapath
             .allow_forwarding(NETWORK_NAME, &self.node.pod_cidrs)?;
         changes.removed += self.datapath.sweep_antispoof(self.config.model)?;
+        if self.sync_speaker(&view)? {
+            changes.added += 1;
+        }
         self.revision = view.revision;
         if !changes.is_empty() {
             tracing::info!(
@@ -186,6 +201,41 @@ impl Agent {
             );
         }
         Ok(Some(changes))
+    }
+
+    /// Gives BIRD the sessions the cluster wants now (backend `bgp`); true
+    /// when its configuration changed.
+    fn sync_speaker(&mut self, view: &podnet_store::ClusterView) -> Result<bool, AgentError> {
+        let Some(speaker) = self.speaker.as_mut() else {
+            return Ok(false);
+        };
+        let settings = self.cluster.bgp_settings();
+        let mut peers = view.bgp_peers.clone();
+        for p in &settings.peers {
+            if !peers.iter().any(|q| q.name == p.name) {
+                peers.push(p.clone());
+            }
+        }
+        let has_v6 = self.node.pod_cidrs.iter().any(|b| b.addr().is_ipv6());
+        let node = podnet_bgp::node_bgp(
+            &settings,
+            &view.nodes,
+            &peers,
+            &self.node.name,
+            &self.underlay.segments,
+            self.underlay.global_v6.filter(|_| has_v6),
+        )
+        .map_err(crate::bgp::SpeakerError::from)?;
+        let changed = speaker.sync(&node)?;
+        if changed {
+            tracing::info!(target: "podnet-agent",
+                "BIRD configured: AS {}, {} sessions ({})",
+                node.asn,
+                node.peers.len(),
+                node.peers.iter().map(|p| p.description.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(changed)
     }
 
     /// Reconciles on every store change, on every removal of part of the
@@ -300,6 +350,9 @@ impl Agent {
             Ok(Some(_)) => self.backoff = Duration::from_millis(100),
             Ok(None) => {
                 tracing::info!(target: "podnet-agent", "this node was removed from the cluster; stopping");
+                if let Some(Err(e)) = self.speaker.as_ref().map(Speaker::shut_down) {
+                    tracing::warn!(target: "podnet-agent", "stop BIRD: {e}");
+                }
                 return false;
             }
             Err(e) => {

@@ -243,6 +243,7 @@ impl NodeDatapath {
             Dev::Underlay => underlay.index,
             Dev::Vxlan => self.vxlan(what)?,
             Dev::Other(i) => i,
+            Dev::Blackhole => return Ok(Route::blackhole(route.dst, RTPROT_PODNET_NODES)),
         };
         let mut r = match route.gateway {
             Some(gw) => Route::via(route.dst, gw, oif, RTPROT_PODNET_NODES),
@@ -318,6 +319,7 @@ pub fn observe(h: &mut RouteHandle, underlay: &Underlay) -> Result<ObservedDatap
             dst: r.dst,
             gateway: r.gateway,
             dev: match r.oif {
+                _ if r.blackhole => Dev::Blackhole,
                 Some(i) if i == underlay.index => Dev::Underlay,
                 Some(i) if Some(i) == vxlan => Dev::Vxlan,
                 other => Dev::Other(other.unwrap_or(0)),

@@ -33,6 +33,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The node's BGP speaker (BIRD) could not be run or configured.
+    #[error("BGP: {0}")]
+    Bgp(#[from] crate::bgp::SpeakerError),
     /// Reading what a node holds, for `podnet doctor`, failed.
     #[error("{what}: {detail}")]
     Inspect {

@@ -10,6 +10,7 @@
 //! left is removed.
 
 mod agent;
+pub mod bgp;
 mod cniconf;
 mod datapath;
 pub mod doctor;

@@ -30,6 +30,9 @@ pub enum Dev {
     Vxlan,
     /// Any other interface, by index (a route the agent did not mean).
     Other(u32),
+    /// No interface: a blackhole (backend `bgp`: the node's own blocks,
+    /// which BIRD advertises; packets to unassigned addresses are dropped).
+    Blackhole,
 }
 
 /// A route of the node's datapath (kernel protocol podnet-nodes).
@@ -225,6 +228,7 @@ impl fmt::Display for Dev {
             Dev::Underlay => write!(f, "underlay"),
             Dev::Vxlan => write!(f, "{VXLAN_DEVICE}"),
             Dev::Other(i) => write!(f, "if{i}"),
+            Dev::Blackhole => write!(f, "none (blackhole)"),
         }
     }
 }
@@ -306,6 +310,18 @@ pub fn desired(
             add_remote_block(&mut d, remote, cidr);
         }
     }
+    if cluster.backend == Backend::Bgp {
+        // BIRD originates the node's blocks from these (Calico's model);
+        // the routes to other nodes' blocks are BIRD's (protocol 12).
+        for block in &local.pod_cidrs {
+            d.routes.insert(PlannedRoute {
+                dst: *block,
+                gateway: None,
+                dev: Dev::Blackhole,
+                onlink: false,
+            });
+        }
+    }
     if services {
         for cidr in &cluster.service_cidrs {
             d.routes.insert(PlannedRoute {
@@ -321,7 +337,7 @@ pub fn desired(
 
 /// The VXLAN device for backends that may encapsulate; none for host-gw.
 fn wanted_vxlan(cluster: &ClusterSpec, local: &Node, underlay: &Underlay) -> Option<WantedVxlan> {
-    if cluster.backend == Backend::HostGw {
+    if !cluster.backend.may_encapsulate() {
         return None;
     }
     // The device holds the first address of each local block (as Flannel

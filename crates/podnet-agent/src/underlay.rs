@@ -25,6 +25,10 @@ pub struct Underlay {
     /// Its IPv6 link-local address, if it has one.
     #[serde(default)]
     pub link_local: Option<Ipv6Addr>,
+    /// Its first global IPv6 address, if any: the next hop BGP gives the
+    /// node's IPv6 blocks.
+    #[serde(default)]
+    pub global_v6: Option<Ipv6Addr>,
 }
 
 impl Underlay {
@@ -41,10 +45,15 @@ impl Underlay {
             .map_err(kernel("look up the underlay interface"))?
             .ok_or(AgentError::NoUnderlay(address))?;
         let mut link_local = None;
+        let mut global_v6 = None;
         let mut segments = Vec::new();
         for a in addrs.iter().filter(|a| a.index == index) {
             match a.net.addr() {
                 IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => link_local = Some(v6),
+                IpAddr::V6(v6) => {
+                    global_v6 = global_v6.or(Some(v6));
+                    segments.push(a.net.trunc());
+                }
                 _ if a.net.prefix_len() < a.net.max_prefix_len() => segments.push(a.net.trunc()),
                 _ => {}
             }
@@ -56,6 +65,7 @@ impl Underlay {
             mtu: link.mtu,
             segments,
             link_local,
+            global_v6,
         })
     }
 }

@@ -159,6 +159,29 @@ impl BirdControl {
         Err(self.protocol(format!("`{command}` answered {reply:?}")))
     }
 
+    /// `down`: BIRD shuts down, telling its peers (a Cease), so they drop
+    /// its routes at once. BIRD may close the socket before it answers.
+    pub fn down(&mut self) -> Result<(), BgpError> {
+        match self.request("down") {
+            Ok(_) => Ok(()),
+            Err(BgpError::Protocol { detail, .. }) if detail.starts_with("closed") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A command's reply as text, one line per reply line (for people:
+    /// `show route`, `show protocols all NAME`).
+    pub fn text(&mut self, command: &str) -> Result<String, BgpError> {
+        let reply = self.request(command)?;
+        let lines: Vec<&str> = reply
+            .lines
+            .iter()
+            .filter(|(code, _)| *code >= 1000 || *code == 0)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        Ok(lines.join("\n"))
+    }
+
     /// `show protocols`: every protocol and its state.
     pub fn show_protocols(&mut self) -> Result<Vec<Protocol>, BgpError> {
         Ok(parse_protocols(&self.request("show protocols")?))

@@ -12,5 +12,5 @@ pub mod control;
 pub mod topology;
 
 pub use config::{render, NodeBgp, Peer, PeerKind};
-pub use topology::{node_bgp, TopologyError};
 pub use control::{BgpError, BirdControl, Protocol, Reply};
+pub use topology::{node_bgp, TopologyError};

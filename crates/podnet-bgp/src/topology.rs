@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(peers(&two)[0], ("node1".into(), true, PeerKind::Internal));
         assert_eq!(one.blocks, n[0].pod_cidrs);
         assert_eq!(one.router_id, "198.18.1.1".parse::<Ipv4Addr>().unwrap());
-        assert!(one.peers.iter().all(|p| !p.multihop), "iBGP is multihop by default");
+        assert!(
+            one.peers.iter().all(|p| !p.multihop),
+            "iBGP is multihop by default"
+        );
     }
 
     #[test]
@@ -254,7 +257,10 @@ mod tests {
             ]
         );
         let client = node_bgp(&s, &n, &[], "node3", &seg1(), None).unwrap();
-        assert_eq!(peers(&client), [("node1".into(), false, PeerKind::Internal)]);
+        assert_eq!(
+            peers(&client),
+            [("node1".into(), false, PeerKind::Internal)]
+        );
     }
 
     #[test]
@@ -277,9 +283,19 @@ mod tests {
         assert_eq!(peers(&one), [("tor-1".into(), false, PeerKind::External)]);
         assert_eq!(one.peers[0].name, "peer_tor_1");
         assert!(!one.peers[0].multihop);
-        let far = node_bgp(&s, &nodes(), &[tor("far", "192.0.2.1", &[])], "node1", &seg1(), None)
-            .unwrap();
-        assert!(far.peers[0].multihop, "an eBGP peer off the segment is several hops away");
+        let far = node_bgp(
+            &s,
+            &nodes(),
+            &[tor("far", "192.0.2.1", &[])],
+            "node1",
+            &seg1(),
+            None,
+        )
+        .unwrap();
+        assert!(
+            far.peers[0].multihop,
+            "an eBGP peer off the segment is several hops away"
+        );
     }
 
     #[test]

@@ -110,8 +110,20 @@ fn sample() -> podnet_bgp::NodeBgp {
         reflector_cluster: Some("198.18.1.1".parse().unwrap()),
         next_hop_v6: Some("fd00:198:18:1::1".parse().unwrap()),
         peers: vec![
-            peer("node2", "198.18.1.2", 64512, false, PeerKind::ReflectorClient),
-            peer("node3", "198.18.1.3", 64512, true, PeerKind::ReflectorClient),
+            peer(
+                "node2",
+                "198.18.1.2",
+                64512,
+                false,
+                PeerKind::ReflectorClient,
+            ),
+            peer(
+                "node3",
+                "198.18.1.3",
+                64512,
+                true,
+                PeerKind::ReflectorClient,
+            ),
             peer("tor", "198.18.1.254", 64500, false, PeerKind::External),
         ],
     }

@@ -126,10 +126,7 @@ impl BgpPeer {
         if !name_ok {
             return Err(ClusterError::BadBgp {
                 field: format!("{at}.name"),
-                message: format!(
-                    "{:?} must be 1-40 characters of a-z, 0-9 or '-'",
-                    self.name
-                ),
+                message: format!("{:?} must be 1-40 characters of a-z, 0-9 or '-'", self.name),
             });
         }
         check_as(&format!("{at}.asNumber"), self.as_number)?;
@@ -273,16 +270,21 @@ mod tests {
             r#"{"routeReflectors":[{"clusterID":"244.0.0.1","nodes":["a"]},
                                    {"clusterID":"244.0.0.1","nodes":["c"]}]}"#,
         );
-        assert_eq!(field(same_id.validate()), "bgp.routeReflectors[1].clusterID");
-        let peer_as = settings(r#"{"peers":[{"name":"tor","peerIP":"198.18.1.254","asNumber":0}]}"#);
+        assert_eq!(
+            field(same_id.validate()),
+            "bgp.routeReflectors[1].clusterID"
+        );
+        let peer_as =
+            settings(r#"{"peers":[{"name":"tor","peerIP":"198.18.1.254","asNumber":0}]}"#);
         assert_eq!(field(peer_as.validate()), "bgp.peers[0].asNumber");
         let twice = settings(
             r#"{"peers":[{"name":"tor","peerIP":"198.18.1.254","asNumber":65000},
                          {"name":"tor","peerIP":"198.18.2.254","asNumber":65000}]}"#,
         );
         assert_eq!(field(twice.validate()), "bgp.peers[1].name");
-        let not_an_address =
-            serde_json::from_str::<BgpSettings>(r#"{"peers":[{"name":"tor","peerIP":"tor.example","asNumber":65000}]}"#);
+        let not_an_address = serde_json::from_str::<BgpSettings>(
+            r#"{"peers":[{"name":"tor","peerIP":"tor.example","asNumber":65000}]}"#,
+        );
         assert!(not_an_address.is_err());
     }
 

@@ -256,30 +256,34 @@ fn exited(pid: u32) -> bool {
     })
 }
 
-/// Sends SIGKILL to every other process in namespace `id`; returns their pids.
+/// Sends SIGKILL to every other process in namespace `id` that `select`
+/// accepts (by command name); returns their pids.
 fn signal_processes_in(id: NetnsId, select: &dyn Fn(&str) -> bool) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let me = std::process::id();
     let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let path = format!("/proc/{pid}/ns/net");
+    for pid in processes_in(id) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if pid != me && netns_id_at(Path::new(&path)) == Some(id) && select(comm.trim_end()) {
+        if select(comm.trim_end()) && !exited(pid) {
             // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             found.push(pid);
         }
     }
     found
+}
+
+/// The processes, other than this one, whose network namespace is `id`
+/// and that have not exited.
+pub fn processes_in(id: NetnsId) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| netns_id_at(Path::new(&format!("/proc/{pid}/ns/net"))) == Some(id))
+        .filter(|pid| !exited(*pid))
+        .collect()
 }
 
 /// Makes `cmd` start inside `netns` (`ip netns exec`): the child calls `setns` before `exec`.

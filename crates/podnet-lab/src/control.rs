@@ -247,6 +247,7 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         drop_log(lab, &node.name).display().to_string(),
     );
     let store_args = agent_store_args(lab, &store);
+    let bird_arg = lab.bird_dir(&node.name).display().to_string();
     let mut args = vec![
         "agent",
         "--node",
@@ -271,6 +272,8 @@ pub(crate) fn start_agent(lab: &Lab, state: &LabState, node: &LabNode) -> Result
         "5",
         "--policy-resync-secs",
         "5",
+        "--bird-dir",
+        &bird_arg,
     ];
     args.extend(store_args.iter().map(String::as_str));
     let log = dir.join("agent.log");
@@ -337,6 +340,15 @@ fn cluster_file(lab: &Lab) -> PathBuf {
 pub(crate) fn write_cluster_file(lab: &Lab, state: &LabState) -> Result<(), LabError> {
     let json = serde_json::to_string(&state.spec.cluster()).unwrap_or_default();
     std::fs::write(cluster_file(lab), json).map_err(|e| LabError::io("write cluster.json", e))
+}
+
+/// Waits (up to `deadline`) until no process is left in `netns`.
+pub(crate) fn wait_for_exit(netns: &Netns, deadline: Duration) {
+    let Ok(id) = netns.id() else { return };
+    let alone = || podnet_kernel::netns::processes_in(id).is_empty();
+    if wait_for(deadline, "the node's processes to exit", alone).is_err() {
+        tracing::warn!(target: "podnet-lab", "processes still in {id:?} after {deadline:?}; killing them");
+    }
 }
 
 /// Polls `ready` with growing pauses until it holds or `deadline` passes.

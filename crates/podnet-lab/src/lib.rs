@@ -11,10 +11,12 @@
 //! Several labs can coexist: each has a name (default `lab`) that prefixes
 //! everything it makes (`podnet-NAME-node1`, `podnet-NAME-seg1`, ...).
 
+mod bgp;
 mod control;
 pub mod echo;
 pub mod error;
 pub mod fabric;
+pub mod frr;
 pub mod get;
 pub mod graph;
 mod hosts;
@@ -134,12 +136,16 @@ impl Lab {
             spec.fabric.mtu,
         )?;
         hosts::build(self, &mut state)?;
+        if let Some(role) = spec.router_bgp() {
+            frr::start(self, role, spec.fabric.segments.len())?;
+        }
         control::start_store(self, &state)?;
         for (s, seg) in spec.fabric.segments.iter().enumerate() {
             for _ in 0..seg.nodes {
                 self.join_node(&mut state, s + 1)?;
             }
         }
+        self.sync_router_peers(&state)?;
         hosts::sync_router_routes(self)?;
         for node in state.nodes.clone() {
             pods::create(self, &mut state, &node.name, spec.pods_per_node)?;
@@ -158,6 +164,7 @@ impl Lab {
             return Err(LabError::Spec(format!("the lab has no segment {segment}")));
         }
         let name = self.join_node(&mut state, segment)?;
+        self.sync_router_peers(&state)?;
         hosts::sync_router_routes(self)?;
         Ok(name)
     }
@@ -200,14 +207,21 @@ impl Lab {
         let mut state = state::read(self)?;
         let n = state.node(node)?.clone();
         pods::delete_on(self, &mut state, node)?;
+        state.nodes.retain(|x| x.name != node);
+        state::write(self, &state)?;
+        // Out of the router's peers first (a peer names registered nodes only).
+        self.sync_router_peers(&state)?;
+        let name = n.name.clone();
+        self.with_store(state.spec.store, move |s| Ok(s.remove_node(&name)?))?;
         if let Ok(ns) = Netns::open_named(&n.ns) {
+            if state.spec.backend == Backend::Bgp {
+                // The agent sees its node removed and stops BIRD, which tells
+                // its peers (a Cease) before anything is killed.
+                control::wait_for_exit(&ns, STOP_DEADLINE);
+            }
             podnet_kernel::netns::kill_processes_in(&ns);
         }
         Netns::remove_named(&n.ns)?;
-        let name = n.name.clone();
-        self.with_store(state.spec.store, move |s| Ok(s.remove_node(&name)?))?;
-        state.nodes.retain(|x| x.name != node);
-        state::write(self, &state)?;
         hosts::sync_router_routes(self)?;
         self.sync_endpoints()
     }
@@ -221,8 +235,10 @@ impl Lab {
     /// Kills node `node`'s agent (SIGKILL); the node's datapath stays as it is.
     pub fn stop_agent(&self, node: &str) -> Result<(), LabError> {
         let state = state::read(self)?;
-        // Only the agent runs in a node's namespace (echo servers run in pods).
-        podnet_kernel::netns::kill_processes_in(&Netns::open_named(&state.node(node)?.ns)?);
+        // The agent and, with BGP, BIRD run in a node's namespace (echo
+        // servers run in pods); BIRD outlives its agent, as on a real node.
+        let ns = Netns::open_named(&state.node(node)?.ns)?;
+        podnet_kernel::netns::kill_selected_in(&ns, |comm| comm != "bird");
         Ok(())
     }
 
@@ -257,9 +273,11 @@ impl Lab {
                 let Ok(routes) = RouteHandle::in_netns(&ns).and_then(|mut h| h.routes()) else {
                     return false;
                 };
+                // The agent's routes, or with BGP the ones BIRD learned.
                 let have: Vec<IpNet> = routes
                     .iter()
-                    .filter(|r| r.protocol == RTPROT_PODNET_NODES)
+                    .filter(|r| r.protocol == RTPROT_PODNET_NODES || r.protocol == RTPROT_BIRD)
+                    .filter(|r| !r.blackhole)
                     .map(|r| r.dst)
                     .collect();
                 let remote = view.nodes.iter().filter(|r| r.name != n.name);
@@ -311,6 +329,9 @@ impl Lab {
                 pods.join(" ")
             );
         }
+        if state.spec.backend == Backend::Bgp {
+            print!("{}", self.bgp_summary(&state));
+        }
         println!();
         let world = self.with_store(state.spec.store, |s| Ok(s.policy_snapshot()?.world))?;
         let failures = matrix::print(&state, &world)? + self.print_services()?;
@@ -349,6 +370,12 @@ impl Lab {
         Ok(names.len())
     }
 }
+
+/// Kernel protocol of the routes BIRD installs.
+pub const RTPROT_BIRD: u8 = 12;
+
+/// How long a removed node's agent may take to stop BIRD and exit.
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long `up` waits for every node to route to every other node.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);

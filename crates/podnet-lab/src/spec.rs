@@ -114,8 +114,71 @@ pub struct LabSpec {
     /// Hosts outside the cluster, behind the router (network 192.0.2.0/24).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_hosts: Vec<ExternalHostSpec>,
+    /// BGP (backend `bgp`): topology and advertised addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<LabBgpSpec>,
     /// The fabric.
     pub fabric: FabricSpec,
+}
+
+/// How the lab's nodes exchange routes (backend `bgp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BgpTopology {
+    /// Every node peers with the lab router, a top-of-rack router (FRR,
+    /// AS 65000, eBGP); no node-to-node sessions.
+    #[default]
+    Tor,
+    /// A full iBGP mesh between nodes; with several segments the router
+    /// (FRR) peers with every node too, so that it can route between them.
+    Mesh,
+    /// Route reflectors: chosen nodes (BIRD) or the router (FRR).
+    Reflector,
+}
+
+/// Which daemon reflects routes in the `reflector` topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflectorKind {
+    /// Chosen nodes' BIRD.
+    #[default]
+    Bird,
+    /// The lab router's FRR.
+    Frr,
+}
+
+/// BGP in the lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabBgpSpec {
+    /// `tor` (default), `mesh` or `reflector`.
+    #[serde(default)]
+    pub topology: BgpTopology,
+    /// `bird` (default: nodes reflect) or `frr` (the router reflects).
+    #[serde(default)]
+    pub reflector: ReflectorKind,
+    /// Nodes that reflect (`reflector: bird`); default: the first node of each segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reflectors: Vec<String>,
+    /// Service addresses the nodes advertise.
+    #[serde(default)]
+    pub advertise: podnet_cluster::Advertise,
+}
+
+/// The AS of the lab router as a top-of-rack router.
+pub const TOR_AS: u32 = 65000;
+/// The cluster ID of the lab's route reflectors.
+pub const REFLECTOR_CLUSTER_ID: std::net::Ipv4Addr = std::net::Ipv4Addr::new(244, 0, 0, 1);
+
+/// What the lab router is to BGP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterBgp {
+    /// A top-of-rack router in its own AS (eBGP to every node).
+    Tor,
+    /// A member of the cluster's AS that learns every node's blocks (iBGP).
+    Member,
+    /// The cluster's route reflector (iBGP, every node its client).
+    Reflector,
 }
 
 /// A host outside the cluster (a client on the internet).
@@ -167,7 +230,68 @@ impl LabSpec {
             node_port_range: None,
             services: Vec::new(),
             external_hosts: Vec::new(),
+            bgp: None,
             fabric,
+        }
+    }
+
+    /// The lab's BGP settings (defaults when the spec gives none).
+    pub fn bgp_spec(&self) -> LabBgpSpec {
+        self.bgp.clone().unwrap_or_default()
+    }
+
+    /// What the router does in BGP, if it speaks it: always for `tor` and an
+    /// FRR reflector; as a member when several segments need it to route.
+    pub fn router_bgp(&self) -> Option<RouterBgp> {
+        if self.backend != Backend::Bgp {
+            return None;
+        }
+        let b = self.bgp_spec();
+        match (b.topology, b.reflector) {
+            (BgpTopology::Tor, _) => Some(RouterBgp::Tor),
+            (BgpTopology::Reflector, ReflectorKind::Frr) => Some(RouterBgp::Reflector),
+            _ if self.fabric.segments.len() > 1 => Some(RouterBgp::Member),
+            _ => None,
+        }
+    }
+
+    /// The nodes that reflect (BIRD reflectors): as given, or the first
+    /// node of each segment (nodes are named in segment order).
+    pub fn reflector_nodes(&self) -> Vec<String> {
+        let b = self.bgp_spec();
+        if b.topology != BgpTopology::Reflector || b.reflector != ReflectorKind::Bird {
+            return Vec::new();
+        }
+        if !b.reflectors.is_empty() {
+            return b.reflectors;
+        }
+        let mut first = 1;
+        let mut out = Vec::new();
+        for seg in &self.fabric.segments {
+            if seg.nodes > 0 {
+                out.push(format!("node{first}"));
+            }
+            first += seg.nodes;
+        }
+        out
+    }
+
+    /// The cluster's BGP settings for this lab's topology.
+    fn bgp_settings(&self) -> podnet_cluster::BgpSettings {
+        let b = self.bgp_spec();
+        let reflectors = self.reflector_nodes();
+        podnet_cluster::BgpSettings {
+            node_to_node_mesh: b.topology == BgpTopology::Mesh,
+            route_reflectors: if reflectors.is_empty() {
+                Vec::new()
+            } else {
+                vec![podnet_cluster::ReflectorCluster {
+                    cluster_id: REFLECTOR_CLUSTER_ID,
+                    nodes: reflectors,
+                }]
+            },
+            advertise: b.advertise,
+            ..podnet_cluster::BgpSettings::default()
         }
     }
 
@@ -188,6 +312,9 @@ impl LabSpec {
         }
         if let Some(range) = &self.node_port_range {
             c.node_port_range = range.clone();
+        }
+        if self.backend == Backend::Bgp {
+            c.bgp = Some(self.bgp_settings());
         }
         c
     }
@@ -223,9 +350,12 @@ impl LabSpec {
         Ok(())
     }
 
-    /// Whether the lab has a router: several segments, or hosts outside the cluster.
+    /// Whether the lab has a router: several segments, hosts outside the
+    /// cluster, or a BGP topology that peers with it.
     pub fn has_router(&self) -> bool {
-        self.fabric.segments.len() > 1 || !self.external_hosts.is_empty()
+        self.fabric.segments.len() > 1
+            || !self.external_hosts.is_empty()
+            || self.router_bgp().is_some()
     }
 
     /// Total number of nodes.
@@ -249,6 +379,9 @@ impl LabSpec {
         }
         if self.pods_per_node > 100 {
             return Err(LabError::Spec("at most 100 pods per node".into()));
+        }
+        if self.bgp.is_some() && self.backend != Backend::Bgp {
+            return Err(LabError::Spec("bgp: needs backend: bgp".into()));
         }
         if self.etcd_tls && self.store != StoreKind::Etcd {
             return Err(LabError::Spec("etcdTLS: needs store: etcd".into()));

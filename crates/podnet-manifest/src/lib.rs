@@ -4,7 +4,8 @@
 //! `v1 List` holds more). Each document is one object, identified as
 //! `kubectl apply` identifies it: kind, namespace (`default` when absent) and
 //! name. Kinds: `v1 Namespace`, `v1 Pod`, `v1 Service`,
-//! `networking.k8s.io/v1 NetworkPolicy`, `discovery.k8s.io/v1 EndpointSlice`.
+//! `networking.k8s.io/v1 NetworkPolicy`, `discovery.k8s.io/v1 EndpointSlice`,
+//! and podnet's own `podnet.io/v1 BGPPeer`.
 //!
 //! Every field is read strictly: a field podnet implements is read, a field
 //! it ignores on purpose (a container's `image`, resources, probes, ...) is
@@ -13,6 +14,7 @@
 //! also checked as the API server checks them ([`podnet_policy::validate`]).
 //! One refused document refuses the whole file: nothing is half-applied.
 
+pub mod bgp;
 pub mod pod;
 pub mod policy;
 mod reader;
@@ -45,6 +47,8 @@ pub enum Object {
     NetworkPolicy(NetworkPolicy),
     /// `discovery.k8s.io/v1 EndpointSlice`.
     EndpointSlice(EndpointSlice),
+    /// `podnet.io/v1 BGPPeer` (cluster-scoped).
+    BgpPeer(podnet_cluster::BgpPeer),
 }
 
 impl Object {
@@ -56,6 +60,7 @@ impl Object {
             Object::Service(_) => "Service",
             Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::BgpPeer(_) => "BGPPeer",
         }
     }
 
@@ -67,6 +72,7 @@ impl Object {
             Object::Service(s) => s.key().to_string(),
             Object::NetworkPolicy(p) => p.key().to_string(),
             Object::EndpointSlice(s) => s.key().to_string(),
+            Object::BgpPeer(p) => p.name.clone(),
         }
     }
 
@@ -87,6 +93,7 @@ impl Object {
             Object::Service(s) => service::render(s),
             Object::NetworkPolicy(p) => policy::render(p),
             Object::EndpointSlice(s) => slice::render(s),
+            Object::BgpPeer(p) => bgp::render(p),
         }
     }
 }
@@ -194,7 +201,7 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
     let mut o = Obj::new("", Some(v), f);
     let api = o.string("apiVersion", f).unwrap_or_default();
     let kind = o.string("kind", f).unwrap_or_default();
-    let namespaced = kind != "Namespace";
+    let namespaced = kind != "Namespace" && kind != "BGPPeer";
     let meta = metadata(o.take("metadata"), namespaced, f);
     let spec = o.take("spec");
     let status = o.take("status");
@@ -243,12 +250,18 @@ fn read_object(v: &Value, f: &mut Findings) -> Option<Object> {
             let s = slice::read(&mut o, meta.name, meta.namespace, meta.labels, f);
             Object::EndpointSlice(s)
         }
+        ("podnet.io/v1", "BGPPeer") => Object::BgpPeer(bgp::spec("spec", spec, meta.name, f)),
         _ => {
-            f.error("kind", format!("unknown kind {kind:?} of apiVersion {api:?}: podnet takes v1 Namespace, Pod, Service, networking.k8s.io/v1 NetworkPolicy and discovery.k8s.io/v1 EndpointSlice"));
+            f.error("kind", format!("unknown kind {kind:?} of apiVersion {api:?}: podnet takes v1 Namespace, Pod, Service, networking.k8s.io/v1 NetworkPolicy, discovery.k8s.io/v1 EndpointSlice and podnet.io/v1 BGPPeer"));
             return None;
         }
     };
-    if status.is_some() && matches!(object, Object::Namespace(_) | Object::NetworkPolicy(_)) {
+    if status.is_some()
+        && matches!(
+            object,
+            Object::Namespace(_) | Object::NetworkPolicy(_) | Object::BgpPeer(_)
+        )
+    {
         f.ignored.push("status".into());
     }
     o.finish(f);

@@ -72,6 +72,10 @@ impl ClusterStore {
                     self.check_slice(s, objects)?;
                     ("EndpointSlice", ObjectName::new(&s.namespace, &s.name))
                 }
+                Object::BgpPeer(p) => {
+                    self.check_bgp_peer(p)?;
+                    continue;
+                }
             };
             if !namespaces.contains(&name.namespace) {
                 return Err(StoreError::NoNamespace {
@@ -174,6 +178,7 @@ impl ClusterStore {
                 Ok(outcome(old, &stored))
             }
             Object::EndpointSlice(s) => Ok(outcome(self.put_endpoint_slice(s)?, s)),
+            Object::BgpPeer(p) => Ok(outcome(self.put_bgp_peer(p)?, p)),
         }
     }
 
@@ -206,6 +211,7 @@ impl ClusterStore {
             Object::Service(s) => self.delete_service(&s.key()),
             Object::NetworkPolicy(p) => self.delete_policy(&p.key()),
             Object::EndpointSlice(s) => self.delete_endpoint_slice(&s.key()),
+            Object::BgpPeer(p) => self.delete_bgp_peer(&p.name),
         }
     }
 

@@ -32,6 +32,8 @@ pub struct ClusterView {
     pub nodes: Vec<Node>,
     /// Names of nodes whose liveness lease is current.
     pub alive: BTreeSet<String>,
+    /// BGP peers outside the cluster (`BGPPeer` objects), by name.
+    pub bgp_peers: Vec<podnet_cluster::BgpPeer>,
 }
 
 /// The cluster store: cluster spec, nodes, blocks and liveness over one backend.
@@ -97,6 +99,8 @@ impl ClusterStore {
                 view.nodes.push(from_json(key, value)?);
             } else if let Some(name) = key.strip_prefix(ALIVE) {
                 view.alive.insert(name.to_string());
+            } else if key.starts_with(crate::bgp::BGP_PEERS) {
+                view.bgp_peers.push(from_json(key, value)?);
             }
         }
         view.nodes.sort_by(|a, b| a.name.cmp(&b.name));

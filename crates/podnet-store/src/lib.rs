@@ -14,6 +14,7 @@
 //! nothing: whatever happened meanwhile is in the next snapshot.
 
 mod apply;
+mod bgp;
 mod cluster;
 mod endpoints;
 mod error;

@@ -138,6 +138,12 @@ struct AgentArgs {
     /// Do not serve the health contract.
     #[arg(long)]
     no_healthz: bool,
+    /// Backend bgp: BIRD's directory (bird.conf, control socket bird.ctl, log).
+    #[arg(long, default_value = "/run/podnet/bird")]
+    bird_dir: PathBuf,
+    /// Backend bgp: the BIRD binary (Debian's bird2).
+    #[arg(long, default_value = "bird")]
+    bird: PathBuf,
 }
 
 /// `-f FILE|-`: the manifest of `apply` and `delete`.
@@ -234,6 +240,12 @@ enum LabAction {
     RemoveNode {
         /// Node name.
         node: String,
+    },
+    /// BGP sessions, their state and the routes learned: every node's
+    /// (from BIRD's control socket) and the router's (from FRR's vtysh).
+    Bgp {
+        /// Only this node.
+        node: Option<String>,
     },
     /// Kill a node's agent and start a new one.
     RestartAgent {
@@ -410,6 +422,27 @@ struct LabUpArgs {
     /// Hosts outside the cluster, behind the router (`ext1`, `ext2`, ... in 192.0.2.0/24).
     #[arg(long, default_value_t = 0)]
     external_hosts: usize,
+    /// With `--backend bgp`: `tor` (the router is an FRR top-of-rack router,
+    /// eBGP to every node), `mesh` (node-to-node iBGP) or `reflector`.
+    #[arg(long, value_enum, default_value = "tor")]
+    bgp_topology: BgpTopologyArg,
+    /// With `--bgp-topology reflector`: BIRD on the first node of each
+    /// segment, or FRR on the router.
+    #[arg(long, value_enum, default_value = "bird")]
+    bgp_reflector: BgpReflectorArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BgpTopologyArg {
+    Tor,
+    Mesh,
+    Reflector,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BgpReflectorArg {
+    Bird,
+    Frr,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -423,6 +456,7 @@ enum BackendArg {
     HostGw,
     Vxlan,
     Auto,
+    Bgp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -446,6 +480,7 @@ impl From<BackendArg> for Backend {
             BackendArg::HostGw => Backend::HostGw,
             BackendArg::Vxlan => Backend::Vxlan,
             BackendArg::Auto => Backend::Auto,
+            BackendArg::Bgp => Backend::Bgp,
         }
     }
 }
@@ -494,6 +529,8 @@ fn run_agent(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         drop_log: (!args.no_drop_log).then_some(args.drop_log),
         metrics_addr: args.metrics_addr,
         healthz_addr: (!args.no_healthz).then_some(args.healthz_addr),
+        bird_dir: args.bird_dir,
+        bird: args.bird,
     };
     let mut agent = Agent::start(config)?;
     agent.run(&AtomicBool::new(false));
@@ -613,6 +650,21 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
                     };
                     spec.etcd_tls = args.etcd_tls;
                     spec.fabric.mtu = args.fabric_mtu;
+                    if matches!(args.backend, BackendArg::Bgp) {
+                        use podnet_lab::spec::{BgpTopology, LabBgpSpec, ReflectorKind};
+                        spec.bgp = Some(LabBgpSpec {
+                            topology: match args.bgp_topology {
+                                BgpTopologyArg::Tor => BgpTopology::Tor,
+                                BgpTopologyArg::Mesh => BgpTopology::Mesh,
+                                BgpTopologyArg::Reflector => BgpTopology::Reflector,
+                            },
+                            reflector: match args.bgp_reflector {
+                                BgpReflectorArg::Bird => ReflectorKind::Bird,
+                                BgpReflectorArg::Frr => ReflectorKind::Frr,
+                            },
+                            ..LabBgpSpec::default()
+                        });
+                    }
                     spec.external_hosts = (1..=args.external_hosts)
                         .map(|i| podnet_lab::spec::ExternalHostSpec {
                             name: format!("ext{i}"),
@@ -634,6 +686,7 @@ fn run_lab(name: &str, action: LabAction) -> Result<(), Box<dyn std::error::Erro
         }
         LabAction::RemoveNode { node } => lab.remove_node(&node)?,
         LabAction::RestartAgent { node } => lab.restart_agent(&node)?,
+        LabAction::Bgp { node } => print!("{}", lab.bgp_report(node.as_deref())?),
         LabAction::Apply(ManifestFile { file }) => {
             lab_cmd::print(lab.apply(&manifests::read(&file)?)?)
         }

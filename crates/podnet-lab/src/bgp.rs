@@ -1,0 +1,128 @@
+//! BGP in the lab (backend `bgp`): the router's sessions as `BGPPeer`
+//! objects, and what nodes and router say about their sessions and routes.
+
+use std::fmt::Write as _;
+
+use podnet_bgp::BirdControl;
+use podnet_cluster::BgpPeer;
+
+use crate::error::LabError;
+use crate::fabric::router_address;
+use crate::frr::{router_as, vtysh};
+use crate::spec::RouterBgp;
+use crate::state::LabState;
+use crate::Lab;
+
+impl Lab {
+    /// Node `node`'s BIRD directory (bird.conf, bird.ctl, bird.log).
+    pub fn bird_dir(&self, node: &str) -> std::path::PathBuf {
+        self.node_dir(node).join("bird")
+    }
+
+    /// Makes the router's `BGPPeer` objects match the nodes: one per
+    /// segment, for the nodes on it, at the router's address there. Nodes
+    /// whose peer did not change keep their sessions.
+    pub(crate) fn sync_router_peers(&self, state: &LabState) -> Result<(), LabError> {
+        let Some(role) = state.spec.router_bgp() else {
+            return Ok(());
+        };
+        let peers = router_peers(state, role);
+        self.with_store(state.spec.store, move |s| {
+            for p in &peers {
+                if p.nodes.is_empty() {
+                    s.delete_bgp_peer(&p.name)?;
+                } else if s.bgp_peer(&p.name)?.as_ref() != Some(p) {
+                    s.put_bgp_peer(p)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sessions and routes of `node` (every node when `None`) from BIRD's
+    /// socket, and the router's from FRR's `vtysh`.
+    pub fn bgp_report(&self, node: Option<&str>) -> Result<String, LabError> {
+        let state = self.state()?;
+        let mut out = String::new();
+        for n in state
+            .nodes
+            .iter()
+            .filter(|n| node.is_none_or(|want| want == n.name))
+        {
+            let _ = writeln!(out, "== {} ({}, BIRD)", n.name, n.address);
+            match self.bird_text(&n.name, &["show protocols", "show route"]) {
+                Ok(text) => out += &text,
+                Err(e) => {
+                    let _ = writeln!(out, "  {e}");
+                }
+            }
+        }
+        if node.is_none() && state.spec.router_bgp().is_some() {
+            let _ = writeln!(out, "== router (FRR)");
+            for command in ["show bgp summary", "show ip route bgp"] {
+                out += &vtysh(self, command)?;
+            }
+        }
+        if node.is_some() && out.is_empty() {
+            return Err(LabError::Spec(format!("no node {}", node.unwrap_or(""))));
+        }
+        Ok(out)
+    }
+
+    fn bird_text(&self, node: &str, commands: &[&str]) -> Result<String, LabError> {
+        let socket = self.bird_dir(node).join("bird.ctl");
+        let mut bird = BirdControl::connect(&socket).map_err(|e| LabError::Spec(e.to_string()))?;
+        let mut out = String::new();
+        for command in commands {
+            let text = bird
+                .text(command)
+                .map_err(|e| LabError::Spec(e.to_string()))?;
+            for line in text.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        Ok(out)
+    }
+
+    /// One line per node: its BGP sessions and their states (for `lab check`).
+    pub(crate) fn bgp_summary(&self, state: &LabState) -> String {
+        let mut out = String::new();
+        for n in &state.nodes {
+            let socket = self.bird_dir(&n.name).join("bird.ctl");
+            let sessions = BirdControl::connect(&socket).and_then(|mut b| b.show_protocols());
+            let line = match sessions {
+                Ok(list) => list
+                    .iter()
+                    .filter(|p| p.proto == "BGP")
+                    .map(|p| format!("{} {}", p.name, p.info))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => format!("BIRD unreachable: {e}"),
+            };
+            let _ = writeln!(out, "  {} BGP: {line}", n.name);
+        }
+        out
+    }
+}
+
+/// The router's peers: one per segment, naming the nodes on it.
+fn router_peers(state: &LabState, role: RouterBgp) -> Vec<BgpPeer> {
+    let prefix = if role == RouterBgp::Tor {
+        "tor"
+    } else {
+        "router"
+    };
+    (1..=state.spec.fabric.segments.len())
+        .map(|s| BgpPeer {
+            name: format!("{prefix}-s{s}"),
+            peer_ip: router_address(s),
+            as_number: router_as(role),
+            nodes: state
+                .nodes
+                .iter()
+                .filter(|n| n.segment == s)
+                .map(|n| n.name.clone())
+                .collect(),
+        })
+        .collect()
+}
