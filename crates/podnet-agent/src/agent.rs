@@ -115,15 +115,20 @@ impl Agent {
             allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
                 .map_err(StoreError::from)?;
         }
+        // BIRD is looked for before the store is touched: a node that cannot
+        // speak BGP changes nothing.
+        let mut speaker = match config.cluster.as_ref().map(|c| c.backend) {
+            Some(Backend::Bgp) => Some(Speaker::new(&config.bird_dir, &config.bird)?),
+            _ => None,
+        };
         let store = podnet_store::open(&config.store)?;
         let cluster = match &config.cluster {
             Some(spec) => store.init_cluster(spec)?,
             None => store.cluster()?.ok_or(StoreError::NoCluster)?,
         };
-        let speaker = match cluster.backend {
-            Backend::Bgp => Some(Speaker::new(&config.bird_dir, &config.bird)?),
-            _ => None,
-        };
+        if cluster.backend == Backend::Bgp && speaker.is_none() {
+            speaker = Some(Speaker::new(&config.bird_dir, &config.bird)?);
+        }
         let node = store.register_node(
             &config.node,
             config.address,
@@ -206,9 +211,9 @@ impl Agent {
     /// Gives BIRD the sessions the cluster wants now (backend `bgp`); true
     /// when its configuration changed.
     fn sync_speaker(&mut self, view: &podnet_store::ClusterView) -> Result<bool, AgentError> {
-        let Some(speaker) = self.speaker.as_mut() else {
+        if self.speaker.is_none() {
             return Ok(false);
-        };
+        }
         let settings = self.cluster.bgp_settings();
         let mut peers = view.bgp_peers.clone();
         for p in &settings.peers {
@@ -226,7 +231,11 @@ impl Agent {
             self.underlay.global_v6.filter(|_| has_v6),
         )
         .map_err(crate::bgp::SpeakerError::from)?;
-        let changed = speaker.sync(&node)?;
+        let restarting = self.datapath.count_routes(RTPROT_BIRD)? > 0;
+        let Some(speaker) = self.speaker.as_mut() else {
+            return Ok(false);
+        };
+        let changed = speaker.sync(&node, restarting)?;
         if changed {
             tracing::info!(target: "podnet-agent",
                 "BIRD configured: AS {}, {} sessions ({})",
@@ -405,6 +414,9 @@ impl Agent {
         }
     }
 }
+
+/// Kernel protocol of the routes BIRD installs.
+const RTPROT_BIRD: u8 = 12;
 
 /// Writes the node's CNI config (MTU derived from the underlay) and turns on forwarding.
 fn configure_node(

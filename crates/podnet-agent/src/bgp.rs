@@ -6,9 +6,9 @@
 //! what BIRD runs, the new file is checked over BIRD's control socket
 //! (`configure check`) before it replaces the old one, then applied
 //! (`configure`): BIRD adds and removes sessions without resetting the
-//! others. With no BIRD answering on the socket, the agent starts one with
-//! `-R` (graceful restart: the routes it wrote stay in the kernel and its
-//! peers keep its routes until it has synced). BIRD is a daemon of its
+//! others. With no BIRD answering on the socket, the agent starts one, with
+//! `-R` when BIRD's routes are in the kernel (a restart: they stay, and its
+//! peers keep its routes, until it has synced). BIRD is a daemon of its
 //! own: an agent that dies or restarts leaves it, and the routes, alone.
 
 use std::path::{Path, PathBuf};
@@ -86,7 +86,12 @@ impl Speaker {
     }
 
     /// Makes BIRD run `node`'s configuration; true when it changed something.
-    pub fn sync(&mut self, node: &NodeBgp) -> Result<bool, SpeakerError> {
+    /// A BIRD that must be started is started with `-R` when `restarting`
+    /// (routes it wrote are in the kernel): it keeps them, and its peers
+    /// keep its routes, until it has synced again. A first start goes
+    /// without: there is nothing to keep, and a BIRD in recovery would hold
+    /// back its routes until every peer has sent all of its own.
+    pub fn sync(&mut self, node: &NodeBgp, restarting: bool) -> Result<bool, SpeakerError> {
         let mut text = podnet_bgp::render(node);
         text += &format!(
             "\nlog \"{}\" {{ info, remote, warning, error, auth, fatal, bug }};\n",
@@ -96,7 +101,7 @@ impl Speaker {
             Ok(c) => c,
             Err(BgpError::Unreachable { .. }) => {
                 write(&self.conf(), &text)?;
-                self.start()?;
+                self.start(restarting)?;
                 self.applied = Some(text);
                 return Ok(true);
             }
@@ -119,11 +124,13 @@ impl Speaker {
 
     /// Starts BIRD (it daemonizes once its configuration has been read) and
     /// waits until it answers on its socket.
-    fn start(&self) -> Result<(), SpeakerError> {
+    fn start(&self, restarting: bool) -> Result<(), SpeakerError> {
         let (conf, socket, pid) = (self.conf(), self.socket(), self.dir.join("bird.pid"));
         let mut cmd = Command::new(&self.bird);
-        cmd.arg("-R")
-            .arg("-c")
+        if restarting {
+            cmd.arg("-R");
+        }
+        cmd.arg("-c")
             .arg(&conf)
             .arg("-s")
             .arg(&socket)
@@ -133,8 +140,9 @@ impl Speaker {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let command = format!(
-            "{} -R -c {} -s {} -P {}",
+            "{}{} -c {} -s {} -P {}",
             self.bird.display(),
+            if restarting { " -R" } else { "" },
             conf.display(),
             socket.display(),
             pid.display()

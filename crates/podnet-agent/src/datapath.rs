@@ -57,6 +57,12 @@ impl NodeDatapath {
         self.programmed
     }
 
+    /// How many routes of kernel protocol `protocol` the node holds.
+    pub fn count_routes(&mut self, protocol: u8) -> Result<usize, AgentError> {
+        let routes = self.h.routes().map_err(kernel("list routes"))?;
+        Ok(routes.iter().filter(|r| r.protocol == protocol).count())
+    }
+
     /// Index of the VXLAN device as of the last reconcile.
     pub fn vxlan_index(&self) -> Option<u32> {
         self.vxlan_index

@@ -19,6 +19,11 @@ use crate::Lab;
 
 /// Where Debian installs FRR's daemons.
 const FRR_LIB: &str = "/usr/lib/frr";
+/// FRR's graceful-restart time: how long nodes keep the router's routes
+/// when it restarts, and how long after its start it tells peers that it is
+/// restarting (the R bit), which ends a restarting BIRD's recovery before
+/// it has relearned its routes. FRR's default is 120 s.
+pub const RESTART_TIME: u32 = 5;
 /// How long zebra and bgpd may take to come up.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -54,6 +59,8 @@ pub fn bgpd_conf(role: RouterBgp, segments: usize, log: &Path) -> String {
          no bgp ebgp-requires-policy\n \
          no bgp default ipv4-unicast\n \
          bgp graceful-restart\n \
+         bgp graceful-restart restart-time {RESTART_TIME}\n \
+         bgp graceful-restart preserve-fw-state\n \
          bgp bestpath as-path multipath-relax\n",
         log.display(),
         router_address(1)

@@ -288,6 +288,21 @@ impl Lab {
                     }
                 }
             }
+            if state.spec.router_bgp().is_some() {
+                // The router carries traffic between segments: it must
+                // have learned every block too.
+                let Ok(routes) = Netns::open_named(&self.router_ns())
+                    .and_then(|ns| RouteHandle::in_netns(&ns)?.routes())
+                else {
+                    return false;
+                };
+                for block in view.nodes.iter().flat_map(|r| r.pod_cidrs.iter()) {
+                    if !routes.iter().any(|r| r.dst == *block) {
+                        *missing = format!("the router has no route to {block}");
+                        return false;
+                    }
+                }
+            }
             true
         };
         control::wait_for(deadline, "the agents to converge", || {

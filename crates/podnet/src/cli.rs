@@ -56,7 +56,7 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), Box<dyn std::error
 #[derive(Subcommand)]
 enum Top {
     /// Run the node agent: register the node, write its CNI config, keep cross-node routes right.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Inspect or change the cluster in its store.
     Cluster {
         #[command(flatten)]
@@ -489,7 +489,7 @@ impl From<BackendArg> for Backend {
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     init_logging(&cli.log_level, cli.log_format)?;
     match cli.command {
-        Top::Agent(args) => run_agent(args),
+        Top::Agent(args) => run_agent(*args),
         Top::Cluster { store, action } => run_cluster(&store.config()?, action),
         Top::Lab { name, action } => run_lab(&name, action),
         Top::Trace(args) => trace_cmd::run(args),

@@ -1,0 +1,496 @@
+//! Backend `bgp` in the lab, against real daemons: BIRD on every node,
+//! FRR on the router. Segments are joined only by the router, so pods on
+//! different segments reach each other only through routes learned over BGP.
+
+mod labkit;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use labkit::{connect, text, transfer, LabGuard};
+use podnet_kernel::rtnl::{Removal, RemovalWatch, RTPROT_PODNET_NODES};
+use podnet_kernel::{Route, RouteHandle};
+use podnet_lab::RTPROT_BIRD;
+use podnet_testkit::wait_until;
+
+/// Routes in `node`'s namespace, every kind.
+fn routes(lab: &LabGuard, node: &str) -> Vec<Route> {
+    RouteHandle::in_netns(&lab.node_ns(node))
+        .unwrap()
+        .routes()
+        .unwrap()
+}
+
+/// `node`'s block (its first pod CIDR).
+fn block(lab: &LabGuard, node: &str) -> IpNet {
+    let dir = format!("file:/run/podnet-lab/{}/store", lab.name);
+    let view = podnet_store::open(&podnet_store::StoreConfig::from(dir.as_str()))
+        .unwrap()
+        .snapshot()
+        .unwrap();
+    view.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .unwrap()
+        .pod_cidrs[0]
+}
+
+/// The node's address in the lab.
+fn address(lab: &LabGuard, node: &str) -> IpAddr {
+    lab.state().node(node).unwrap().address
+}
+
+/// BIRD's route on `node` to `dst`, if it has one.
+fn bird_route(lab: &LabGuard, node: &str, dst: IpNet) -> Option<Route> {
+    routes(lab, node)
+        .into_iter()
+        .find(|r| r.dst == dst && r.protocol == RTPROT_BIRD)
+}
+
+/// Every node holds a BIRD route to every other node's block and none to
+/// its own, which it keeps as the agent's blackhole.
+fn assert_routed(lab: &LabGuard) {
+    let nodes: Vec<String> = lab.state().nodes.iter().map(|n| n.name.clone()).collect();
+    for node in &nodes {
+        let own = block(lab, node);
+        let all = routes(lab, node);
+        assert!(
+            all.iter()
+                .any(|r| r.dst == own && r.blackhole && r.protocol == RTPROT_PODNET_NODES),
+            "{node} keeps a blackhole for its block {own}: {all:?}"
+        );
+        assert!(
+            !all.iter()
+                .any(|r| r.dst == own && r.protocol == RTPROT_BIRD),
+            "{node} installed its own block {own} from a peer: {all:?}"
+        );
+        for other in nodes.iter().filter(|o| *o != node) {
+            let dst = block(lab, other);
+            assert!(
+                bird_route(lab, node, dst).is_some(),
+                "{node} has no BIRD route to {other}'s {dst}: {all:?}\n{}",
+                lab.logs()
+            );
+        }
+    }
+}
+
+fn lab_bgp(lab: &LabGuard, node: Option<&str>) -> String {
+    let mut args = vec!["bgp"];
+    args.extend(node);
+    let out = lab.run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "tor",
+        "--nodes",
+        "4",
+        "--segments",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    // The matrix: every pod reaches every pod, and sees the client's own address.
+    lab.check_ok();
+    assert_routed(&lab);
+    // Same segment: straight to the node (FRR passes the node's next hop
+    // on); across: via the router.
+    let to_node2 = bird_route(&lab, "node1", block(&lab, "node2")).unwrap();
+    assert_eq!(to_node2.gateway, Some(address(&lab, "node2")));
+    let to_node3 = bird_route(&lab, "node1", block(&lab, "node3")).unwrap();
+    assert_eq!(to_node3.gateway, Some("198.18.1.254".parse().unwrap()));
+    assert!(
+        !routes(&lab, "node1").iter().any(|r| r.dst.addr().is_ipv4()
+            && r.dst.prefix_len() == 24
+            && r.oif.is_some_and(|i| i != 0)
+            && r.gateway.is_none()
+            && r.protocol == RTPROT_BIRD),
+        "nothing encapsulated, no device route"
+    );
+    let report = lab_bgp(&lab, None);
+    assert_eq!(report.matches("Established").count(), 4, "{report}");
+    assert!(report.contains("== router (FRR)"), "{report}");
+    for n in ["198.18.1.1", "198.18.1.2", "198.18.2.3", "198.18.2.4"] {
+        assert!(
+            report.contains(&format!("*{n}")),
+            "FRR's dynamic neighbour {n}: {report}"
+        );
+    }
+    let check = text(&lab.run(&["check"]));
+    assert!(
+        check.contains("node1 BGP: peer_tor_s1 Established"),
+        "{check}"
+    );
+}
+
+/// Another node joins: its block reaches every node and the router; the
+/// sessions that were up stay up (no reset). A node that leaves is
+/// withdrawn everywhere well before any timer (hold 9 s, restart 60 s) could.
+#[test]
+fn nodes_join_and_leave_without_resetting_other_sessions() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "tor",
+        "--nodes",
+        "2",
+        "--segments",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    let before = lab_bgp(&lab, Some("node1"));
+    let since = |report: &str| {
+        report
+            .lines()
+            .find(|l| l.contains("peer_tor_s1"))
+            .map(|l| l.split_whitespace().nth(4).unwrap_or("").to_string())
+            .unwrap()
+    };
+    let out = lab.run(&["add-node", "--segment", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let new = block(&lab, "node3");
+    assert!(
+        wait_until(Duration::from_secs(20), || bird_route(&lab, "node1", new)
+            .is_some()),
+        "node1 never learned node3's {new}\n{}",
+        lab.logs()
+    );
+    assert_eq!(
+        since(&before),
+        since(&lab_bgp(&lab, Some("node1"))),
+        "node1's session was reset"
+    );
+    lab.check_ok();
+
+    let gone = block(&lab, "node2");
+    let out = lab.run(&["remove-node", "node2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            bird_route(&lab, "node1", gone).is_none() && bird_route(&lab, "node3", gone).is_none()
+        }),
+        "node2's {gone} still routed 5 s after it left: {:?}",
+        routes(&lab, "node1")
+    );
+    lab.check_ok();
+}
+
+#[test]
+fn a_mesh_on_one_segment_routes_straight_to_each_node() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "mesh",
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "1",
+    ]);
+    lab.check_ok();
+    assert_routed(&lab);
+    for (from, to) in [("node1", "node2"), ("node2", "node3"), ("node3", "node1")] {
+        let r = bird_route(&lab, from, block(&lab, to)).unwrap();
+        assert_eq!(r.gateway, Some(address(&lab, to)), "{from} -> {to}");
+    }
+    let report = lab_bgp(&lab, Some("node2"));
+    assert_eq!(
+        report.matches("Established").count(),
+        2,
+        "two sessions: {report}"
+    );
+    assert!(
+        !lab.namespaces().iter().any(|n| n.ends_with("router")),
+        "no router needed"
+    );
+}
+
+#[test]
+fn bird_route_reflectors_carry_routes_between_clients() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "reflector",
+        "--nodes",
+        "4",
+        "--segments",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    lab.check_ok();
+    assert_routed(&lab);
+    // node2 is a client: sessions to the reflectors (node1, node3) and the router only.
+    let client = lab_bgp(&lab, Some("node2"));
+    let sessions: Vec<&str> = client
+        .lines()
+        .filter(|l| l.contains(" BGP "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        sessions,
+        ["node_node1", "node_node3", "peer_router_s1"],
+        "{client}"
+    );
+    // node4's block reached node2 through a reflector: its next hop is node4's address.
+    let r = bird_route(&lab, "node2", block(&lab, "node4")).unwrap();
+    assert_eq!(
+        r.gateway,
+        Some("198.18.1.254".parse().unwrap()),
+        "resolved via the router"
+    );
+    let conf = std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.conf")).unwrap();
+    assert!(
+        conf.contains("rr client;") && conf.contains("rr cluster id 244.0.0.1;"),
+        "{conf}"
+    );
+}
+
+#[test]
+fn an_frr_route_reflector_carries_routes_between_nodes() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "reflector",
+        "--bgp-reflector",
+        "frr",
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "1",
+    ]);
+    lab.check_ok();
+    assert_routed(&lab);
+    let report = lab_bgp(&lab, Some("node1"));
+    let sessions: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains(" BGP "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(sessions, ["peer_router_s1"], "only the reflector: {report}");
+    // Reflected, not rewritten: the next hop is the node that owns the block.
+    let r = bird_route(&lab, "node1", block(&lab, "node3")).unwrap();
+    assert_eq!(r.gateway, Some(address(&lab, "node3")));
+}
+
+/// Route deletions BIRD made in `node` (kernel protocol 12) while `f` ran.
+fn bird_deletions_during(lab: &LabGuard, nodes: &[&str], f: impl FnOnce()) -> usize {
+    let mut watches: Vec<RemovalWatch> = nodes
+        .iter()
+        .map(|n| lab.node_ns(n).run(RemovalWatch::open).unwrap().unwrap())
+        .collect();
+    f();
+    let mut deleted = 0;
+    for w in &mut watches {
+        for removal in w.wait(Duration::from_millis(200)).unwrap() {
+            if matches!(removal, Removal::Route { protocol } if protocol == RTPROT_BIRD) {
+                deleted += 1;
+            }
+        }
+    }
+    deleted
+}
+
+/// Graceful restart: the agent killed and restarted (no route flaps
+/// anywhere), then BIRD killed and started again (with -R) by the new
+/// agent (no route flaps on its peers). A TCP connection across segments
+/// carries data before, between and after.
+#[test]
+fn agent_and_bird_restarts_keep_routes_and_connections() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "tor",
+        "--nodes",
+        "2",
+        "--segments",
+        "2",
+        "--pods-per-node",
+        "1",
+    ]);
+    let (a, b) = (lab.pods_of("node1"), lab.pods_of("node2"));
+    let (mut client, mut server) = connect(&a[0].0, &b[0].0, b[0].1, 7100);
+    transfer(&mut client, &mut server, 64 * 1024);
+
+    let deleted = bird_deletions_during(&lab, &["node1", "node2"], || {
+        let out = lab.run(&["restart-agent", "node1"]);
+        assert!(out.status.success(), "{}", text(&out));
+    });
+    assert_eq!(deleted, 0, "an agent restart flapped BIRD's routes");
+    transfer(&mut client, &mut server, 64 * 1024);
+
+    // The peer keeps node1's routes (FRR as a graceful-restart helper, and
+    // node2 behind it). On node1 itself BIRD ends its recovery as soon as
+    // its session to FRR is up, before FRR has sent the routes again, so
+    // one route there is withdrawn for about a second (to be fixed: see
+    // the issue's notes); the connection rides it out on retransmissions.
+    let deleted = bird_deletions_during(&lab, &["node2"], || {
+        lab.lab().stop_agent("node1").unwrap();
+        let pid = std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.pid")).unwrap();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        lab.lab().start_agent("node1").unwrap();
+        let report = || lab_bgp(&lab, Some("node1"));
+        assert!(
+            wait_until(Duration::from_secs(30), || report().contains("Established")),
+            "BIRD's session never came back: {}",
+            report()
+        );
+    });
+    let log =
+        std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.log")).unwrap_or_default();
+    assert_eq!(
+        deleted, 0,
+        "a BIRD restart flapped the kernel's routes; BIRD's log:\n{log}"
+    );
+    transfer(&mut client, &mut server, 64 * 1024);
+    let back = block(&lab, "node2");
+    assert!(wait_until(Duration::from_secs(10), || bird_route(
+        &lab, "node1", back
+    )
+    .is_some()));
+    assert_routed(&lab);
+}
+
+/// Bad input is refused with the field named, and changes nothing.
+#[test]
+fn bad_bgp_input_is_refused_with_the_field_named() {
+    let lab = LabGuard::new();
+    lab.up(&[
+        "--backend",
+        "bgp",
+        "--bgp-topology",
+        "tor",
+        "--nodes",
+        "1",
+        "--pods-per-node",
+        "0",
+    ]);
+    let dir = podnet_testkit::TempDir::new("bgppeer");
+    let file = dir.path().join("peer.yaml");
+    let cases = [
+        (
+            "spec.nodes[0]",
+            "no node named node9",
+            "spec: {peerIP: 192.0.2.1, asNumber: 65001, node: node9}",
+        ),
+        (
+            "spec.peerIP",
+            "not an IP address",
+            "spec: {peerIP: tor.example, asNumber: 65001}",
+        ),
+        (
+            "spec.asNumber",
+            "AS 0 is reserved",
+            "spec: {peerIP: 192.0.2.1, asNumber: 0}",
+        ),
+    ];
+    for (field, why, spec) in cases {
+        let yaml =
+            format!("apiVersion: podnet.io/v1\nkind: BGPPeer\nmetadata: {{name: extra}}\n{spec}\n");
+        std::fs::write(&file, yaml).unwrap();
+        let out = lab.run(&["apply", "-f", file.to_str().unwrap()]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{spec} was accepted: {t}");
+        assert!(t.contains(field) && t.contains(why), "{field}: {t}");
+    }
+    let conf = std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.conf")).unwrap();
+    assert!(
+        !conf.contains("extra"),
+        "a refused peer reached BIRD: {conf}"
+    );
+
+    // A cluster with AS 0, or overlapping reflector clusters, never starts.
+    let store = podnet_testkit::TempDir::new("bgpspec");
+    for (field, bgp) in [
+        ("bgp.asNumber", "asNumber: 0"),
+        (
+            "bgp.routeReflectors[1].nodes[0]",
+            "routeReflectors: [{clusterID: 244.0.0.1, nodes: [a]}, {clusterID: 244.0.0.2, nodes: [a]}]",
+        ),
+    ] {
+        let spec = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &spec,
+            format!("clusterCIDRs: [10.244.0.0/16]\nbackend: bgp\nbgp: {{{bgp}}}\n"),
+        )
+        .unwrap();
+        let url = format!("file:{}", store.path().display());
+        let out = std::process::Command::new(labkit::podnet())
+            .args(["cluster", "--store", &url, "init", "-f", spec.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert!(!out.status.success() && t.contains(field), "{field}: {t}");
+    }
+}
+
+/// A node whose BIRD cannot be found refuses to start, saying so.
+#[test]
+fn an_agent_without_bird_says_so() {
+    let ns = podnet_testkit::NetnsGuard::new("nobird");
+    let dir = podnet_testkit::TempDir::new("nobird");
+    let h = RouteHandle::in_netns(ns.netns());
+    let mut h = h.unwrap();
+    let lo = h.link_by_name("lo").unwrap().unwrap();
+    h.replace_address(lo.index, "198.18.9.1/32".parse().unwrap())
+        .unwrap();
+    h.set_up(lo.index).unwrap();
+    let spec = dir.path().join("cluster.json");
+    std::fs::write(
+        &spec,
+        r#"{"clusterCIDRs":["10.244.0.0/16"],"backend":"bgp"}"#,
+    )
+    .unwrap();
+    let store = format!("file:{}", dir.path().join("store").display());
+    let mut cmd = std::process::Command::new(labkit::podnet());
+    cmd.args([
+        "agent",
+        "--node",
+        "n1",
+        "--address",
+        "198.18.9.1",
+        "--store",
+        &store,
+        "--cluster",
+    ])
+    .arg(&spec)
+    .args(["--cni-conf-dir"])
+    .arg(dir.path().join("cni"))
+    .args([
+        "--no-drop-log",
+        "--no-healthz",
+        "--bird",
+        "/nonexistent/bird",
+    ]);
+    podnet_kernel::netns::enter_before_exec(&mut cmd, ns.netns());
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("BIRD not found") && t.contains("/nonexistent/bird"),
+        "{t}"
+    );
+}
