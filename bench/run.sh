@@ -9,6 +9,8 @@
 #                          first full sync, memory, one change end to end (PODNET_BENCH_AGENT=10000,100000)
 #   bench/run.sh policy    NetworkPolicy at 1,000 pods / 500 policies: change propagation to every
 #                          node's kernel (p50, p95); connect latency and throughput with and without
+#   bench/run.sh bgp       BGP (BIRD, FRR): pod-to-pod across segments vs VXLAN and a plain veth;
+#                          a node joining and leaving, 10 nodes, mesh/reflectors/ToR beside host-gw
 # Needs root; installs the reference plugins, etcd-server and iperf3 from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

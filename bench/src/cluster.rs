@@ -31,10 +31,10 @@ const NODES: usize = 10;
 const CONVERGE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A lab that is taken down on drop.
-struct BenchLab(Lab);
+pub(crate) struct BenchLab(pub(crate) Lab);
 
 impl BenchLab {
-    fn up(tag: &str, spec: &LabSpec) -> BenchLab {
+    pub(crate) fn up(tag: &str, spec: &LabSpec) -> BenchLab {
         let lab = Lab::new(&format!("{tag}{}", std::process::id())).expect("lab name");
         let _ = lab.down();
         lab.up(spec, &podnet_binary()).expect("lab up");
@@ -49,12 +49,12 @@ impl Drop for BenchLab {
 }
 
 /// Two namespaces joined by a plain veth: the limit a pod network can approach.
-struct VethPair {
-    names: [String; 2],
+pub(crate) struct VethPair {
+    pub(crate) names: [String; 2],
 }
 
 impl VethPair {
-    fn new() -> VethPair {
+    pub(crate) fn new() -> VethPair {
         let names = [0, 1].map(|i| format!("pnb{}-veth{i}", std::process::id()));
         for n in &names {
             let _ = Netns::remove_named(n);
@@ -195,11 +195,11 @@ fn ping(p: &PathUnderTest) -> Vec<f64> {
         .collect()
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     pct(v, 0.5)
 }
 
-fn pct(v: &[f64], q: f64) -> f64 {
+pub(crate) fn pct(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {

@@ -9,10 +9,15 @@
 //!   1k-100k services vs kube-proxy's iptables and nftables rulesets, and the
 //!   agent's memory at 100k.
 //!
+//! - `bgp`: pod-to-pod throughput across segments over BGP routes vs VXLAN
+//!   and a plain veth, and route convergence after a node joins or leaves
+//!   (mesh, reflectors, FRR top-of-rack, beside host-gw).
+//!
 //! Each writes its own section of `bench/RESULTS.md` and prints it.
 //! Run: `bench/run.sh [cni|cluster]` (builds release binaries, runs this as root).
 
 mod agent;
+mod bgp;
 mod cluster;
 mod cni;
 mod kubeproxy;
@@ -33,12 +38,13 @@ fn main() {
         "the benchmark creates namespaces: run it as root"
     );
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let sections: [Section; 5] = [
+    let sections: [Section; 6] = [
         ("cni", cni::run),
         ("cluster", cluster::run),
         ("services", services::run),
         ("policy", policy::run),
         ("agent", agent::run),
+        ("bgp", bgp::run),
     ];
     let mut ran = false;
     for (name, run) in sections {
@@ -51,7 +57,7 @@ fn main() {
     }
     assert!(
         ran,
-        "unknown benchmark {which:?}: use cni, cluster, services, policy, agent or all"
+        "unknown benchmark {which:?}: use cni, cluster, services, policy, agent, bgp or all"
     );
 }
 

@@ -152,7 +152,7 @@ fn bad_lab_specs_are_refused_before_anything_is_built() {
             "clusterCIDRs: [10.244.0.0/30]\nfabric: {segments: [{nodes: 2}]}",
             "does not fit",
         ),
-        ("fabric: {segments: [{nodes: 2}]}\nbackend: bgp", "backend"),
+        ("fabric: {segments: [{nodes: 2}]}\nbackend: ospf", "backend"),
         ("fabric: {segments: []}", "1 to 200 nodes"),
     ];
     for (yaml, expected) in cases {

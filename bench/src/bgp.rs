@@ -1,0 +1,231 @@
+//! BGP benchmark (`bench/run.sh bgp`): pod-to-pod throughput across
+//! segments over BGP-learned routes against VXLAN and a plain veth in one
+//! run; and the time from a node joining to every other node and the
+//! router holding its block (and from its removal to the block gone
+//! everywhere), 10 nodes, mesh, BIRD reflectors and FRR top-of-rack,
+//! beside the store-driven host-gw figure of the same lab.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use podnet_kernel::{Netns, RouteHandle};
+use podnet_lab::spec::{BgpTopology, LabBgpSpec};
+use podnet_lab::{Backend, Lab, LabSpec, Model};
+
+use crate::cluster::{iperf_between, median, pct, BenchLab, VethPair};
+use crate::report::{machine, quantile, today};
+
+/// Throughput rounds; the paths take turns within each round.
+const ROUNDS: usize = 5;
+/// Nodes in the convergence lab (after a join).
+const NODES: usize = 10;
+/// Joins (and removals) per topology.
+const JOINS: usize = 10;
+/// Upper bound on one convergence wait.
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn bgp_spec(nodes: usize, segments: usize, pods: usize, topology: BgpTopology) -> LabSpec {
+    let mut spec = LabSpec::from_flags(nodes, segments, pods, Backend::Bgp, Model::Routed);
+    spec.bgp = Some(LabBgpSpec {
+        topology,
+        ..LabBgpSpec::default()
+    });
+    spec
+}
+
+/// The first pod of node1 and of the last node: on different segments.
+fn pods_across(lab: &Lab) -> (String, String, std::net::IpAddr) {
+    let state = lab.state().expect("lab state");
+    let last = state.nodes.last().expect("nodes").name.clone();
+    let pod = |node: &str| {
+        state
+            .pods
+            .iter()
+            .find(|p| p.node == node)
+            .expect("a pod")
+            .clone()
+    };
+    let (c, s) = (pod("node1"), pod(&last));
+    (c.name, s.name, s.ips[0])
+}
+
+fn throughput(t: &mut String) {
+    let veth = VethPair::new();
+    let bgp = BenchLab::up("bbgp", &bgp_spec(2, 2, 1, BgpTopology::Tor));
+    let vx = BenchLab::up(
+        "bbvx",
+        &LabSpec::from_flags(2, 2, 1, Backend::Vxlan, Model::Routed),
+    );
+    let mut paths = vec![
+        (
+            "plain veth (the limit)",
+            (
+                veth.names[0].clone(),
+                veth.names[1].clone(),
+                "10.99.0.2".parse().expect("static"),
+            ),
+            Vec::new(),
+        ),
+        (
+            "bgp (FRR ToR), across segments",
+            pods_across(&bgp.0),
+            Vec::new(),
+        ),
+        ("vxlan, across segments", pods_across(&vx.0), Vec::new()),
+    ];
+    for (_, (c, s, ip), _) in &paths {
+        iperf_between(c, s, *ip);
+    }
+    for round in 0..ROUNDS {
+        for (label, (c, s, ip), gbps) in paths.iter_mut() {
+            let g = iperf_between(c, s, *ip);
+            eprintln!("round {round}: {label}: {g:.2} Gb/s");
+            gbps.push(g);
+        }
+    }
+    let limit = median(&paths[0].2);
+    let _ = writeln!(
+        t,
+        "### Pod to pod across segments: BGP routes vs VXLAN vs a plain veth\n"
+    );
+    let _ = writeln!(t, "Two nodes on two segments joined only by the lab router; one TCP stream (`iperf3 -t 3`), {ROUNDS} rounds with the paths taking turns.\n");
+    let _ = writeln!(t, "| path | Gb/s median | Gb/s min-max | ratio to veth |");
+    let _ = writeln!(t, "|---|---|---|---|");
+    for (label, _, gbps) in &paths {
+        let _ = writeln!(
+            t,
+            "| {label} | {:.2} | {:.2}-{:.2} | {:.2} |",
+            median(gbps),
+            pct(gbps, 0.0),
+            pct(gbps, 1.0),
+            median(gbps) / limit
+        );
+    }
+    let _ = writeln!(t, "\nGoal: BGP at least 0.9 of the veth. Both lab paths cross two pod veths, two nodes and the router.\n");
+}
+
+/// Polls until every namespace holds a route to `block` (or none, when
+/// `!present`); the time it took, or `None` past [`LIMIT`].
+fn wait_all(namespaces: &[Netns], block: IpNet, present: bool, start: Instant) -> Option<Duration> {
+    let mut handles: Vec<RouteHandle> = namespaces
+        .iter()
+        .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
+        .collect();
+    let mut done = vec![false; handles.len()];
+    while start.elapsed() < LIMIT {
+        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
+            if !*d {
+                let routes = h.routes().unwrap_or_default();
+                *d = routes.iter().any(|r| r.dst == block && !r.blackhole) == present;
+            }
+        }
+        if done.iter().all(|d| *d) {
+            return Some(start.elapsed());
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+/// Joins and removals in one lab: (join times, removal times).
+fn joins(spec: &LabSpec, tag: &str, segment: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let lab = BenchLab::up(tag, spec);
+    let (mut joined, mut left) = (Vec::new(), Vec::new());
+    for _ in 0..JOINS {
+        let start = Instant::now();
+        let name = lab.0.add_node(segment).expect("add node");
+        let block = lab
+            .0
+            .with_store(spec.store, |s| Ok(s.snapshot()?))
+            .expect("store")
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("registered")
+            .pod_cidrs[0];
+        let state = lab.0.state().expect("state");
+        let mut others: Vec<Netns> = state
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(|n| Netns::open_named(&n.ns).expect("node"))
+            .collect();
+        if spec.router_bgp().is_some() {
+            others.push(Netns::open_named(&lab.0.router_ns()).expect("router"));
+        }
+        joined.push(wait_all(&others, block, true, start).unwrap_or(LIMIT));
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            let remover = s.spawn(|| lab.0.remove_node(&name).expect("remove node"));
+            left.push(wait_all(&others, block, false, start).unwrap_or(LIMIT));
+            remover.join().expect("remover");
+        });
+    }
+    (joined, left)
+}
+
+fn convergence(t: &mut String) {
+    let _ = writeln!(
+        t,
+        "### Route convergence: a node joins, a node leaves ({NODES}-node lab)\n"
+    );
+    let _ = writeln!(t, "Join: from `lab add-node` (namespace, agent start, registration, BIRD) until every other node");
+    let _ = writeln!(t, "and the router hold a route to its block. Leave: from `lab remove-node` until no node and not the");
+    let _ = writeln!(t, "router holds one. {JOINS} of each per topology; BGP labs on 2 segments (the new node on segment 2),");
+    let _ = writeln!(t, "host-gw (the store-driven reference) on one.\n");
+    let _ = writeln!(t, "| topology | join p50 ms | join p95 ms | join max ms | leave p50 ms | leave p95 ms | leave max ms |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+    let cases = [
+        (
+            "host-gw (store-driven)",
+            LabSpec::from_flags(NODES - 1, 1, 0, Backend::HostGw, Model::Routed),
+            1,
+        ),
+        (
+            "bgp mesh (+ FRR router)",
+            bgp_spec(NODES - 1, 2, 0, BgpTopology::Mesh),
+            2,
+        ),
+        (
+            "bgp BIRD reflectors",
+            bgp_spec(NODES - 1, 2, 0, BgpTopology::Reflector),
+            2,
+        ),
+        (
+            "bgp FRR top-of-rack",
+            bgp_spec(NODES - 1, 2, 0, BgpTopology::Tor),
+            2,
+        ),
+    ];
+    for (i, (label, spec, segment)) in cases.into_iter().enumerate() {
+        let (j, l) = joins(&spec, &format!("bcg{i}"), segment);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let _ = writeln!(
+            t,
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            ms(quantile(&j, 0.5)),
+            ms(quantile(&j, 0.95)),
+            ms(quantile(&j, 1.0)),
+            ms(quantile(&l, 0.5)),
+            ms(quantile(&l, 0.95)),
+            ms(quantile(&l, 1.0)),
+        );
+    }
+    let _ = writeln!(t, "\nGoals: join p95 under 1 s through BIRD and FRR; a removed node's routes gone everywhere within 1 s.\n");
+}
+
+/// Runs the BGP benchmark and returns its report.
+pub fn run() -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "## BGP: BIRD on every node, FRR on the router\n");
+    let _ = writeln!(
+        t,
+        "Measured {} on {} (`bench/run.sh bgp`), in lab namespaces on this one machine.\n",
+        today(),
+        machine()
+    );
+    throughput(&mut t);
+    convergence(&mut t);
+    t
+}
