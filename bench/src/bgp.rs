@@ -8,12 +8,11 @@
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use podnet_kernel::{Netns, RouteHandle};
+use podnet_kernel::{Netns, Route};
 use podnet_lab::spec::{BgpTopology, LabBgpSpec};
-use podnet_lab::{Backend, Lab, LabSpec, Model};
+use podnet_lab::{Backend, LabSpec, Model};
 
-use crate::cluster::{iperf_between, median, pct, BenchLab, VethPair};
+use crate::cluster::{iperf, lab_path, median, pct, wait_routes, BenchLab, VethPair};
 use crate::report::{machine, quantile, today};
 
 /// Throughput rounds; the paths take turns within each round.
@@ -34,57 +33,31 @@ fn bgp_spec(nodes: usize, segments: usize, pods: usize, topology: BgpTopology) -
     spec
 }
 
-/// The first pod of node1 and of the last node: on different segments.
-fn pods_across(lab: &Lab) -> (String, String, std::net::IpAddr) {
-    let state = lab.state().expect("lab state");
-    let last = state.nodes.last().expect("nodes").name.clone();
-    let pod = |node: &str| {
-        state
-            .pods
-            .iter()
-            .find(|p| p.node == node)
-            .expect("a pod")
-            .clone()
-    };
-    let (c, s) = (pod("node1"), pod(&last));
-    (c.name, s.name, s.ips[0])
-}
-
 fn throughput(t: &mut String) {
     let veth = VethPair::new();
+    // Two nodes on two segments: node1 on one, node2 on the other.
     let bgp = BenchLab::up("bbgp", &bgp_spec(2, 2, 1, BgpTopology::Tor));
     let vx = BenchLab::up(
         "bbvx",
         &LabSpec::from_flags(2, 2, 1, Backend::Vxlan, Model::Routed),
     );
-    let mut paths = vec![
-        (
-            "plain veth (the limit)",
-            (
-                veth.names[0].clone(),
-                veth.names[1].clone(),
-                "10.99.0.2".parse().expect("static"),
-            ),
-            Vec::new(),
-        ),
-        (
-            "bgp (FRR ToR), across segments",
-            pods_across(&bgp.0),
-            Vec::new(),
-        ),
-        ("vxlan, across segments", pods_across(&vx.0), Vec::new()),
+    let mut paths = [
+        veth.path(),
+        lab_path("bgp (FRR ToR), across segments", &bgp.0),
+        lab_path("vxlan, across segments", &vx.0),
     ];
-    for (_, (c, s, ip), _) in &paths {
-        iperf_between(c, s, *ip);
+    // Warm-up (neighbour resolution, first connections), not recorded.
+    for p in &paths {
+        iperf(p);
     }
     for round in 0..ROUNDS {
-        for (label, (c, s, ip), gbps) in paths.iter_mut() {
-            let g = iperf_between(c, s, *ip);
-            eprintln!("round {round}: {label}: {g:.2} Gb/s");
-            gbps.push(g);
+        for p in paths.iter_mut() {
+            let g = iperf(p);
+            eprintln!("round {round}: {}: {g:.2} Gb/s", p.label);
+            p.gbps.push(g);
         }
     }
-    let limit = median(&paths[0].2);
+    let limit = median(&paths[0].gbps);
     let _ = writeln!(
         t,
         "### Pod to pod across segments: BGP routes vs VXLAN vs a plain veth\n"
@@ -92,40 +65,23 @@ fn throughput(t: &mut String) {
     let _ = writeln!(t, "Two nodes on two segments joined only by the lab router; one TCP stream (`iperf3 -t 3`), {ROUNDS} rounds with the paths taking turns.\n");
     let _ = writeln!(t, "| path | Gb/s median | Gb/s min-max | ratio to veth |");
     let _ = writeln!(t, "|---|---|---|---|");
-    for (label, _, gbps) in &paths {
+    for p in &paths {
         let _ = writeln!(
             t,
-            "| {label} | {:.2} | {:.2}-{:.2} | {:.2} |",
-            median(gbps),
-            pct(gbps, 0.0),
-            pct(gbps, 1.0),
-            median(gbps) / limit
+            "| {} | {:.2} | {:.2}-{:.2} | {:.2} |",
+            p.label,
+            median(&p.gbps),
+            pct(&p.gbps, 0.0),
+            pct(&p.gbps, 1.0),
+            median(&p.gbps) / limit
         );
     }
     let _ = writeln!(t, "\nGoal: BGP at least 0.9 of the veth. Both lab paths cross two pod veths, two nodes and the router.\n");
 }
 
-/// Polls until every namespace holds a route to `block` (or none, when
-/// `!present`); the time it took, or `None` past [`LIMIT`].
-fn wait_all(namespaces: &[Netns], block: IpNet, present: bool, start: Instant) -> Option<Duration> {
-    let mut handles: Vec<RouteHandle> = namespaces
-        .iter()
-        .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
-        .collect();
-    let mut done = vec![false; handles.len()];
-    while start.elapsed() < LIMIT {
-        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
-            if !*d {
-                let routes = h.routes().unwrap_or_default();
-                *d = routes.iter().any(|r| r.dst == block && !r.blackhole) == present;
-            }
-        }
-        if done.iter().all(|d| *d) {
-            return Some(start.elapsed());
-        }
-        std::thread::yield_now();
-    }
-    None
+/// Any route to the block but a blackhole (the agent's, BIRD's, FRR's).
+fn routed(r: &Route) -> bool {
+    !r.blackhole
 }
 
 /// Joins and removals in one lab: (join times, removal times).
@@ -154,11 +110,11 @@ fn joins(spec: &LabSpec, tag: &str, segment: usize) -> (Vec<Duration>, Vec<Durat
         if spec.router_bgp().is_some() {
             others.push(Netns::open_named(&lab.0.router_ns()).expect("router"));
         }
-        joined.push(wait_all(&others, block, true, start).unwrap_or(LIMIT));
+        joined.push(wait_routes(&others, block, true, routed, start, LIMIT).unwrap_or(LIMIT));
         let start = Instant::now();
         std::thread::scope(|s| {
             let remover = s.spawn(|| lab.0.remove_node(&name).expect("remove node"));
-            left.push(wait_all(&others, block, false, start).unwrap_or(LIMIT));
+            left.push(wait_routes(&others, block, false, routed, start, LIMIT).unwrap_or(LIMIT));
             remover.join().expect("remover");
         });
     }

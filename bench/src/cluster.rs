@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
-use podnet_kernel::{Netns, RouteHandle};
+use podnet_kernel::{Netns, Route, RouteHandle};
 use podnet_lab::{Backend, Lab, LabSpec, Model, StoreKind};
 
 use crate::plugins::podnet_binary;
@@ -50,7 +50,7 @@ impl Drop for BenchLab {
 
 /// Two namespaces joined by a plain veth: the limit a pod network can approach.
 pub(crate) struct VethPair {
-    pub(crate) names: [String; 2],
+    names: [String; 2],
 }
 
 impl VethPair {
@@ -75,6 +75,20 @@ impl VethPair {
     }
 }
 
+impl VethPair {
+    /// The pair as a path to measure: the limit.
+    pub(crate) fn path(&self) -> PathUnderTest {
+        PathUnderTest {
+            label: "plain veth (the limit)",
+            client: self.names[0].clone(),
+            server: self.names[1].clone(),
+            server_ip: "10.99.0.2".parse().expect("static"),
+            gbps: Vec::new(),
+            rtt_us: Vec::new(),
+        }
+    }
+}
+
 impl Drop for VethPair {
     fn drop(&mut self) {
         for n in &self.names {
@@ -84,12 +98,12 @@ impl Drop for VethPair {
 }
 
 /// A client namespace, a server namespace and the server's address.
-struct PathUnderTest {
-    label: &'static str,
+pub(crate) struct PathUnderTest {
+    pub(crate) label: &'static str,
     client: String,
     server: String,
     server_ip: IpAddr,
-    gbps: Vec<f64>,
+    pub(crate) gbps: Vec<f64>,
     rtt_us: Vec<f64>,
 }
 
@@ -106,7 +120,7 @@ fn underlay_path(lab: &Lab) -> PathUnderTest {
     }
 }
 
-fn lab_path(label: &'static str, lab: &Lab) -> PathUnderTest {
+pub(crate) fn lab_path(label: &'static str, lab: &Lab) -> PathUnderTest {
     let state = lab.state().expect("lab state");
     let on = |node: &str| {
         state
@@ -137,7 +151,7 @@ fn in_ns(ns: &str, args: &[&str]) -> (Command, Netns) {
 }
 
 /// One iperf3 TCP stream, client to server, in Gb/s.
-fn iperf(p: &PathUnderTest) -> f64 {
+pub(crate) fn iperf(p: &PathUnderTest) -> f64 {
     iperf_between(&p.client, &p.server, p.server_ip)
 }
 
@@ -225,14 +239,7 @@ fn datapath(t: &mut String) {
     let gw_plain = BenchLab::up("bgwp", &plain(Backend::HostGw));
     let vx_plain = BenchLab::up("bvxp", &plain(Backend::Vxlan));
     let mut paths = vec![
-        PathUnderTest {
-            label: "plain veth (the limit)",
-            client: veth.names[0].clone(),
-            server: veth.names[1].clone(),
-            server_ip: "10.99.0.2".parse().expect("static"),
-            gbps: Vec::new(),
-            rtt_us: Vec::new(),
-        },
+        veth.path(),
         lab_path("host-gw, routed pods, 2 nodes", &gw.0),
         lab_path("vxlan, routed pods, 2 nodes", &vx.0),
         lab_path("host-gw, no masquerade", &gw_plain.0),
@@ -286,22 +293,27 @@ fn datapath(t: &mut String) {
     );
 }
 
-/// Blocks of `block` each node of `lab` holds a route to, polled until all do.
-fn wait_routes(nodes: &[Netns], block: IpNet, present: bool) -> Option<Duration> {
-    let start = Instant::now();
-    let mut handles: Vec<RouteHandle> = nodes
+/// Polls until every namespace holds a route to `block` that `counts`
+/// accepts (or, when `!present`, none does); the time since `start`, or
+/// `None` past `limit`.
+pub(crate) fn wait_routes(
+    namespaces: &[Netns],
+    block: IpNet,
+    present: bool,
+    counts: impl Fn(&Route) -> bool,
+    start: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    let mut handles: Vec<RouteHandle> = namespaces
         .iter()
         .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
         .collect();
-    let mut done = vec![false; nodes.len()];
-    while start.elapsed() < CONVERGE_LIMIT {
+    let mut done = vec![false; namespaces.len()];
+    while start.elapsed() < limit {
         for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
             if !*d {
                 let routes = h.routes().unwrap_or_default();
-                let has = routes
-                    .iter()
-                    .any(|r| r.protocol == RTPROT_PODNET_NODES && r.dst == block);
-                *d = has == present;
+                *d = routes.iter().any(|r| r.dst == block && counts(r)) == present;
             }
         }
         if done.iter().all(|d| *d) {
@@ -310,6 +322,11 @@ fn wait_routes(nodes: &[Netns], block: IpNet, present: bool) -> Option<Duration>
         std::thread::yield_now();
     }
     None
+}
+
+/// The agent's route to a remote block (not the BGP blackhole of one's own).
+fn agent_route(r: &Route) -> bool {
+    r.protocol == RTPROT_PODNET_NODES
 }
 
 fn convergence(t: &mut String) {
@@ -350,12 +367,12 @@ fn convergence(t: &mut String) {
                 })
                 .expect("register");
             let block = node.pod_cidrs[0];
-            let joined = wait_routes(&nodes, block, true).map(|_| start.elapsed());
+            let joined = wait_routes(&nodes, block, true, agent_route, start, CONVERGE_LIMIT);
             let start = Instant::now();
             lab.0
                 .with_store(kind, move |s| Ok(s.remove_node(&name)?))
                 .expect("remove");
-            let left = wait_routes(&nodes, block, false).map(|_| start.elapsed());
+            let left = wait_routes(&nodes, block, false, agent_route, start, CONVERGE_LIMIT);
             joins.push(joined.unwrap_or(CONVERGE_LIMIT));
             leaves.push(left.unwrap_or(CONVERGE_LIMIT));
         }

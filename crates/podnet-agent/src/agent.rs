@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, Backend, ClusterSpec, Node};
 use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
-use podnet_kernel::rtnl::{Removal, RTPROT_PODNET_NODES};
+use podnet_kernel::rtnl::{Removal, RTPROT_BIRD, RTPROT_PODNET_NODES};
 use podnet_kernel::{sysctl, RouteHandle};
 use podnet_store::{ClusterStore, StoreError};
 
@@ -115,19 +115,24 @@ impl Agent {
             allocate_blocks(spec, &config.node, &config.pod_cidrs, &[])
                 .map_err(StoreError::from)?;
         }
-        // BIRD is looked for before the store is touched: a node that cannot
-        // speak BGP changes nothing.
-        let mut speaker = match config.cluster.as_ref().map(|c| c.backend) {
-            Some(Backend::Bgp) => Some(Speaker::new(&config.bird_dir, &config.bird)?),
-            _ => None,
+        // BIRD is looked for before the store is touched when the given spec
+        // says bgp: a node that cannot speak BGP changes nothing.
+        let speaker_for = |backend: Backend| {
+            (backend == Backend::Bgp)
+                .then(|| Speaker::new(&config.bird_dir, &config.bird))
+                .transpose()
+        };
+        let mut speaker = match &config.cluster {
+            Some(spec) => speaker_for(spec.backend)?,
+            None => None,
         };
         let store = podnet_store::open(&config.store)?;
         let cluster = match &config.cluster {
             Some(spec) => store.init_cluster(spec)?,
             None => store.cluster()?.ok_or(StoreError::NoCluster)?,
         };
-        if cluster.backend == Backend::Bgp && speaker.is_none() {
-            speaker = Some(Speaker::new(&config.bird_dir, &config.bird)?);
+        if speaker.is_none() {
+            speaker = speaker_for(cluster.backend)?;
         }
         let node = store.register_node(
             &config.node,
@@ -211,9 +216,9 @@ impl Agent {
     /// Gives BIRD the sessions the cluster wants now (backend `bgp`); true
     /// when its configuration changed.
     fn sync_speaker(&mut self, view: &podnet_store::ClusterView) -> Result<bool, AgentError> {
-        if self.speaker.is_none() {
+        let Some(speaker) = self.speaker.as_mut() else {
             return Ok(false);
-        }
+        };
         let settings = self.cluster.bgp_settings();
         let mut peers = view.bgp_peers.clone();
         for p in &settings.peers {
@@ -231,9 +236,15 @@ impl Agent {
             self.underlay.global_v6.filter(|_| has_v6),
         )
         .map_err(crate::bgp::SpeakerError::from)?;
-        let restarting = self.datapath.count_routes(RTPROT_BIRD)? > 0;
-        let Some(speaker) = self.speaker.as_mut() else {
-            return Ok(false);
+        // Asked only when BIRD must be started: a route listing is not free.
+        let datapath = &mut self.datapath;
+        let restarting = || match datapath.count_routes(RTPROT_BIRD) {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::warn!(target: "podnet-agent",
+                    "{e}; starting BIRD with -R, so that routes it may have written stay");
+                true
+            }
         };
         let changed = speaker.sync(&node, restarting)?;
         if changed {
@@ -414,9 +425,6 @@ impl Agent {
         }
     }
 }
-
-/// Kernel protocol of the routes BIRD installs.
-const RTPROT_BIRD: u8 = 12;
 
 /// Writes the node's CNI config (MTU derived from the underlay) and turns on forwarding.
 fn configure_node(

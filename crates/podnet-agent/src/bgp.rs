@@ -78,7 +78,7 @@ impl Speaker {
 
     /// BIRD's control socket.
     pub fn socket(&self) -> PathBuf {
-        self.dir.join("bird.ctl")
+        self.dir.join(podnet_bgp::SOCKET_FILE)
     }
 
     fn conf(&self) -> PathBuf {
@@ -91,7 +91,11 @@ impl Speaker {
     /// keep its routes, until it has synced again. A first start goes
     /// without: there is nothing to keep, and a BIRD in recovery would hold
     /// back its routes until every peer has sent all of its own.
-    pub fn sync(&mut self, node: &NodeBgp, restarting: bool) -> Result<bool, SpeakerError> {
+    pub fn sync(
+        &mut self,
+        node: &NodeBgp,
+        restarting: impl FnOnce() -> bool,
+    ) -> Result<bool, SpeakerError> {
         let mut text = podnet_bgp::render(node);
         text += &format!(
             "\nlog \"{}\" {{ info, remote, warning, error, auth, fatal, bug }};\n",
@@ -101,7 +105,7 @@ impl Speaker {
             Ok(c) => c,
             Err(BgpError::Unreachable { .. }) => {
                 write(&self.conf(), &text)?;
-                self.start(restarting)?;
+                self.start(restarting())?;
                 self.applied = Some(text);
                 return Ok(true);
             }

@@ -11,6 +11,9 @@ pub mod config;
 pub mod control;
 pub mod topology;
 
+/// The control socket's file name in a node's BIRD directory.
+pub const SOCKET_FILE: &str = "bird.ctl";
+
 pub use config::{render, NodeBgp, Peer, PeerKind};
 pub use control::{BgpError, BirdControl, Protocol, Reply};
 pub use topology::{node_bgp, TopologyError};

@@ -13,7 +13,7 @@
 //!   import anyway).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use podnet_cluster::{BgpPeer, BgpSettings, Node};
@@ -173,18 +173,11 @@ fn unique(taken: &mut BTreeSet<String>, base: &str) -> String {
     name
 }
 
-/// The router ID for an address, if it can be one.
-pub fn router_id(address: IpAddr) -> Option<Ipv4Addr> {
-    match address {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use podnet_cluster::ReflectorCluster;
+    use std::net::Ipv4Addr;
 
     fn node(name: &str, addr: &str, block: &str) -> Node {
         Node {

@@ -115,8 +115,9 @@ impl BgpPeer {
         self.nodes.is_empty() || self.nodes.iter().any(|n| n == node)
     }
 
-    /// Checks name and AS; `at` is the field path of the peer for messages.
-    pub fn validate(&self, at: &str) -> Result<(), ClusterError> {
+    /// Checks name, AS and address; errors name `name_field` (the peer's
+    /// name: `metadata.name` for an object) or a field under `at`.
+    pub fn validate(&self, name_field: &str, at: &str) -> Result<(), ClusterError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 40
             && self
@@ -125,7 +126,7 @@ impl BgpPeer {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
             return Err(ClusterError::BadBgp {
-                field: format!("{at}.name"),
+                field: name_field.to_string(),
                 message: format!("{:?} must be 1-40 characters of a-z, 0-9 or '-'", self.name),
             });
         }
@@ -164,7 +165,8 @@ impl BgpSettings {
         }
         self.validate_reflectors()?;
         for (i, peer) in self.peers.iter().enumerate() {
-            peer.validate(&format!("bgp.peers[{i}]"))?;
+            let at = format!("bgp.peers[{i}]");
+            peer.validate(&format!("{at}.name"), &at)?;
             if let Some(j) = self.peers[..i].iter().position(|p| p.name == peer.name) {
                 return Err(ClusterError::BadBgp {
                     field: format!("bgp.peers[{i}].name"),

@@ -49,16 +49,13 @@ pub fn plan_remote_nodes(
     nodes: &[Node],
 ) -> Vec<RemoteNode> {
     let mut out = Vec::new();
-    if backend == Backend::Bgp {
-        // BIRD learns every remote block over BGP; the agent routes none.
-        return out;
-    }
     for node in nodes.iter().filter(|n| n.name != local) {
         let adjacent = segments.iter().any(|s| s.contains(&node.address));
         let direct = match backend {
             Backend::HostGw => true,
             Backend::Vxlan => false,
             Backend::Auto => adjacent,
+            // BIRD learns every remote block over BGP; the agent routes none.
             Backend::Bgp => continue,
         };
         let path = if direct {

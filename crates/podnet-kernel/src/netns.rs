@@ -262,7 +262,7 @@ fn signal_processes_in(id: NetnsId, select: &dyn Fn(&str) -> bool) -> Vec<u32> {
     let mut found = Vec::new();
     for pid in processes_in(id) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if select(comm.trim_end()) && !exited(pid) {
+        if select(comm.trim_end()) {
             // SAFETY: kill(2) on a pid just found; racing with its exit is harmless.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             found.push(pid);

@@ -39,16 +39,21 @@ impl Lab {
         })
     }
 
+    /// Node `node`'s BIRD control socket.
+    fn bird_socket(&self, node: &str) -> std::path::PathBuf {
+        self.bird_dir(node).join(podnet_bgp::SOCKET_FILE)
+    }
+
     /// Sessions and routes of `node` (every node when `None`) from BIRD's
     /// socket, and the router's from FRR's `vtysh`.
     pub fn bgp_report(&self, node: Option<&str>) -> Result<String, LabError> {
         let state = self.state()?;
+        let nodes = match node {
+            Some(name) => vec![state.node(name)?.clone()],
+            None => state.nodes.clone(),
+        };
         let mut out = String::new();
-        for n in state
-            .nodes
-            .iter()
-            .filter(|n| node.is_none_or(|want| want == n.name))
-        {
+        for n in &nodes {
             let _ = writeln!(out, "== {} ({}, BIRD)", n.name, n.address);
             match self.bird_text(&n.name, &["show protocols", "show route"]) {
                 Ok(text) => out += &text,
@@ -63,21 +68,18 @@ impl Lab {
                 out += &vtysh(self, command)?;
             }
         }
-        if node.is_some() && out.is_empty() {
-            return Err(LabError::Spec(format!("no node {}", node.unwrap_or(""))));
-        }
         Ok(out)
     }
 
     fn bird_text(&self, node: &str, commands: &[&str]) -> Result<String, LabError> {
-        let socket = self.bird_dir(node).join("bird.ctl");
-        let mut bird = BirdControl::connect(&socket).map_err(|e| LabError::Spec(e.to_string()))?;
+        let bird_error = |source| LabError::Bird {
+            node: node.to_string(),
+            source,
+        };
+        let mut bird = BirdControl::connect(&self.bird_socket(node)).map_err(bird_error)?;
         let mut out = String::new();
         for command in commands {
-            let text = bird
-                .text(command)
-                .map_err(|e| LabError::Spec(e.to_string()))?;
-            for line in text.lines() {
+            for line in bird.text(command).map_err(bird_error)?.lines() {
                 let _ = writeln!(out, "  {line}");
             }
         }
@@ -88,8 +90,8 @@ impl Lab {
     pub(crate) fn bgp_summary(&self, state: &LabState) -> String {
         let mut out = String::new();
         for n in &state.nodes {
-            let socket = self.bird_dir(&n.name).join("bird.ctl");
-            let sessions = BirdControl::connect(&socket).and_then(|mut b| b.show_protocols());
+            let sessions = BirdControl::connect(&self.bird_socket(&n.name))
+                .and_then(|mut b| b.show_protocols());
             let line = match sessions {
                 Ok(list) => list
                     .iter()

@@ -44,6 +44,15 @@ pub enum LabError {
     /// The cluster store failed.
     #[error(transparent)]
     Store(#[from] podnet_store::StoreError),
+    /// A node's BIRD did not answer or refused a command.
+    #[error("{node}: {source}")]
+    Bird {
+        /// The node.
+        node: String,
+        /// What BIRD's socket said.
+        #[source]
+        source: podnet_bgp::BgpError,
+    },
     /// {0} connectivity checks failed.
     #[error("{0} of the connectivity checks failed")]
     Unreachable(usize),

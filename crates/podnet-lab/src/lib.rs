@@ -35,7 +35,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 pub use podnet_cluster::Backend;
 pub use podnet_dataplane::Model;
-use podnet_kernel::rtnl::RTPROT_PODNET_NODES;
+use podnet_kernel::rtnl::{RTPROT_BIRD, RTPROT_PODNET_NODES};
 use podnet_kernel::{Netns, RouteHandle};
 
 pub use control::{drop_log, ETCD_PORT, METRICS_ADDR};
@@ -385,9 +385,6 @@ impl Lab {
         Ok(names.len())
     }
 }
-
-/// Kernel protocol of the routes BIRD installs.
-pub const RTPROT_BIRD: u8 = 12;
 
 /// How long a removed node's agent may take to stop BIRD and exit.
 const STOP_DEADLINE: Duration = Duration::from_secs(5);

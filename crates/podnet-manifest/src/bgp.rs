@@ -39,8 +39,9 @@ pub fn spec(path: &str, v: Option<&Value>, name: String, f: &mut Findings) -> Bg
         nodes,
     };
     if !f.errors.iter().any(|e| e.path == at_ip || e.path == at_as) {
-        if let Err(podnet_cluster::ClusterError::BadBgp { field, message }) = peer.validate(path) {
-            let field = field.replace(&format!("{path}.name"), "metadata.name");
+        if let Err(podnet_cluster::ClusterError::BadBgp { field, message }) =
+            peer.validate("metadata.name", path)
+        {
             f.error(field, message);
         }
     }

@@ -5,7 +5,6 @@ use podnet_cluster::{Backend, BgpPeer, ClusterError};
 
 use crate::cluster::{from_json, to_json, ClusterStore};
 use crate::error::StoreError;
-use crate::kv::Txn;
 
 /// Where peers live: under the cluster's root, so a node's snapshot has them.
 pub(crate) const BGP_PEERS: &str = "/podnet/bgp-peers/";
@@ -31,12 +30,11 @@ impl ClusterStore {
                 ),
             ));
         }
-        peer.validate("spec").map_err(|e| match e {
-            ClusterError::BadBgp { field, message } => {
-                bad(field.replace("spec.name", "metadata.name"), message)
-            }
-            other => StoreError::Cluster(other),
-        })?;
+        peer.validate("metadata.name", "spec")
+            .map_err(|e| match e {
+                ClusterError::BadBgp { field, message } => bad(field, message),
+                other => StoreError::Cluster(other),
+            })?;
         for (i, node) in peer.nodes.iter().enumerate() {
             if !view.nodes.iter().any(|n| &n.name == node) {
                 return Err(bad(
@@ -51,43 +49,25 @@ impl ClusterStore {
     /// Stores a peer (checked first); returns the one it replaced.
     pub fn put_bgp_peer(&self, peer: &BgpPeer) -> Result<Option<BgpPeer>, StoreError> {
         self.check_bgp_peer(peer)?;
-        let key = format!("{BGP_PEERS}{}", peer.name);
         let old = self.bgp_peer(&peer.name)?;
-        let txn = Txn {
-            puts: vec![(key, to_json(peer))],
-            ..Txn::default()
-        };
-        self.kv().transact(&txn)?;
+        self.put(peer_key(&peer.name), to_json(peer))?;
         Ok(old)
     }
 
     /// The peer called `name`, if stored.
     pub fn bgp_peer(&self, name: &str) -> Result<Option<BgpPeer>, StoreError> {
-        let key = format!("{BGP_PEERS}{name}");
-        let listing = self.kv().list(&key)?;
-        listing
-            .entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(k, v)| from_json(k, v))
+        let key = peer_key(name);
+        self.stored(&key)?
+            .map(|raw| from_json(&key, &raw))
             .transpose()
-    }
-
-    /// Every stored peer, by name.
-    pub fn bgp_peers(&self) -> Result<Vec<BgpPeer>, StoreError> {
-        Ok(self.snapshot()?.bgp_peers)
     }
 
     /// Deletes a peer; false when there was none.
     pub fn delete_bgp_peer(&self, name: &str) -> Result<bool, StoreError> {
-        if self.bgp_peer(name)?.is_none() {
-            return Ok(false);
-        }
-        let txn = Txn {
-            deletes: vec![format!("{BGP_PEERS}{name}")],
-            ..Txn::default()
-        };
-        self.kv().transact(&txn)?;
-        Ok(true)
+        self.delete(peer_key(name))
     }
+}
+
+fn peer_key(name: &str) -> String {
+    format!("{BGP_PEERS}{name}")
 }

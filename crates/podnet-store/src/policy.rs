@@ -180,7 +180,7 @@ impl ClusterStore {
     }
 
     /// The value of exactly `key` (a listing of that prefix, other keys left out).
-    fn stored(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn stored(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .kv()
             .list(key)?
@@ -201,7 +201,8 @@ impl ClusterStore {
         })
     }
 
-    fn put(&self, key: String, value: String) -> Result<(), StoreError> {
+    /// Writes one key.
+    pub(crate) fn put(&self, key: String, value: String) -> Result<(), StoreError> {
         let txn = Txn {
             puts: vec![(key, value)],
             ..Txn::default()
@@ -210,7 +211,8 @@ impl ClusterStore {
         Ok(())
     }
 
-    fn delete(&self, key: String) -> Result<bool, StoreError> {
+    /// Deletes one key; false when it was not there.
+    pub(crate) fn delete(&self, key: String) -> Result<bool, StoreError> {
         if self.stored(&key)?.is_none() {
             return Ok(false);
         }

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use labkit::{connect, text, transfer, LabGuard};
-use podnet_kernel::rtnl::{Removal, RemovalWatch, RTPROT_PODNET_NODES};
+use podnet_kernel::rtnl::{Removal, RemovalWatch, RTPROT_BIRD, RTPROT_PODNET_NODES};
 use podnet_kernel::{Route, RouteHandle};
-use podnet_lab::RTPROT_BIRD;
 use podnet_testkit::wait_until;
 
 /// Routes in `node`'s namespace, every kind.
@@ -24,10 +23,9 @@ fn routes(lab: &LabGuard, node: &str) -> Vec<Route> {
 
 /// `node`'s block (its first pod CIDR).
 fn block(lab: &LabGuard, node: &str) -> IpNet {
-    let dir = format!("file:/run/podnet-lab/{}/store", lab.name);
-    let view = podnet_store::open(&podnet_store::StoreConfig::from(dir.as_str()))
-        .unwrap()
-        .snapshot()
+    let view = lab
+        .lab()
+        .with_store(lab.state().spec.store, |s| Ok(s.snapshot()?))
         .unwrap();
     view.nodes
         .iter()
@@ -76,6 +74,22 @@ fn assert_routed(lab: &LabGuard) {
     }
 }
 
+/// `podnet lab up --backend bgp ARGS`, which must succeed.
+fn up_bgp(lab: &LabGuard, args: &[&str]) {
+    let mut all = vec!["--backend", "bgp"];
+    all.extend_from_slice(args);
+    lab.up(&all);
+}
+
+/// The BGP sessions (BIRD protocol names) a `lab bgp NODE` report lists.
+fn sessions(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter(|l| l.contains(" BGP "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 fn lab_bgp(lab: &LabGuard, node: Option<&str>) -> String {
     let mut args = vec!["bgp"];
     args.extend(node);
@@ -87,18 +101,19 @@ fn lab_bgp(lab: &LabGuard, node: Option<&str>) -> String {
 #[test]
 fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "tor",
-        "--nodes",
-        "4",
-        "--segments",
-        "2",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "tor",
+            "--nodes",
+            "4",
+            "--segments",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     // The matrix: every pod reaches every pod, and sees the client's own address.
     lab.check_ok();
     assert_routed(&lab);
@@ -138,18 +153,19 @@ fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
 #[test]
 fn nodes_join_and_leave_without_resetting_other_sessions() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "tor",
-        "--nodes",
-        "2",
-        "--segments",
-        "2",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "tor",
+            "--nodes",
+            "2",
+            "--segments",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     let before = lab_bgp(&lab, Some("node1"));
     let since = |report: &str| {
         report
@@ -190,16 +206,17 @@ fn nodes_join_and_leave_without_resetting_other_sessions() {
 #[test]
 fn a_mesh_on_one_segment_routes_straight_to_each_node() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "mesh",
-        "--nodes",
-        "3",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "mesh",
+            "--nodes",
+            "3",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     lab.check_ok();
     assert_routed(&lab);
     for (from, to) in [("node1", "node2"), ("node2", "node3"), ("node3", "node1")] {
@@ -221,29 +238,25 @@ fn a_mesh_on_one_segment_routes_straight_to_each_node() {
 #[test]
 fn bird_route_reflectors_carry_routes_between_clients() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "reflector",
-        "--nodes",
-        "4",
-        "--segments",
-        "2",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "reflector",
+            "--nodes",
+            "4",
+            "--segments",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     lab.check_ok();
     assert_routed(&lab);
     // node2 is a client: sessions to the reflectors (node1, node3) and the router only.
     let client = lab_bgp(&lab, Some("node2"));
-    let sessions: Vec<&str> = client
-        .lines()
-        .filter(|l| l.contains(" BGP "))
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
     assert_eq!(
-        sessions,
+        sessions(&client),
         ["node_node1", "node_node3", "peer_router_s1"],
         "{client}"
     );
@@ -264,27 +277,27 @@ fn bird_route_reflectors_carry_routes_between_clients() {
 #[test]
 fn an_frr_route_reflector_carries_routes_between_nodes() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "reflector",
-        "--bgp-reflector",
-        "frr",
-        "--nodes",
-        "3",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "reflector",
+            "--bgp-reflector",
+            "frr",
+            "--nodes",
+            "3",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     lab.check_ok();
     assert_routed(&lab);
     let report = lab_bgp(&lab, Some("node1"));
-    let sessions: Vec<&str> = report
-        .lines()
-        .filter(|l| l.contains(" BGP "))
-        .map(|l| l.split_whitespace().next().unwrap())
-        .collect();
-    assert_eq!(sessions, ["peer_router_s1"], "only the reflector: {report}");
+    assert_eq!(
+        sessions(&report),
+        ["peer_router_s1"],
+        "only the reflector: {report}"
+    );
     // Reflected, not rewritten: the next hop is the node that owns the block.
     let r = bird_route(&lab, "node1", block(&lab, "node3")).unwrap();
     assert_eq!(r.gateway, Some(address(&lab, "node3")));
@@ -315,18 +328,19 @@ fn bird_deletions_during(lab: &LabGuard, nodes: &[&str], f: impl FnOnce()) -> us
 #[test]
 fn agent_and_bird_restarts_keep_routes_and_connections() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "tor",
-        "--nodes",
-        "2",
-        "--segments",
-        "2",
-        "--pods-per-node",
-        "1",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "tor",
+            "--nodes",
+            "2",
+            "--segments",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
     let (a, b) = (lab.pods_of("node1"), lab.pods_of("node2"));
     let (mut client, mut server) = connect(&a[0].0, &b[0].0, b[0].1, 7100);
     transfer(&mut client, &mut server, 64 * 1024);
@@ -378,16 +392,17 @@ fn agent_and_bird_restarts_keep_routes_and_connections() {
 #[test]
 fn bad_bgp_input_is_refused_with_the_field_named() {
     let lab = LabGuard::new();
-    lab.up(&[
-        "--backend",
-        "bgp",
-        "--bgp-topology",
-        "tor",
-        "--nodes",
-        "1",
-        "--pods-per-node",
-        "0",
-    ]);
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "tor",
+            "--nodes",
+            "1",
+            "--pods-per-node",
+            "0",
+        ],
+    );
     let dir = podnet_testkit::TempDir::new("bgppeer");
     let file = dir.path().join("peer.yaml");
     let cases = [

@@ -34,6 +34,10 @@ pub const RTPROT_PODNET: u8 = 112;
 /// Separate from the plugin's [`RTPROT_PODNET`] so that each owner finds exactly its own routes.
 pub const RTPROT_PODNET_NODES: u8 = 113;
 
+/// The route protocol BIRD marks the routes it installs with (`proto bird`,
+/// 12): with backend `bgp` the routes to other nodes' blocks are BIRD's.
+pub const RTPROT_BIRD: u8 = 12;
+
 /// A `NETLINK_ROUTE` socket bound to one network namespace.
 #[derive(Debug)]
 pub struct RouteHandle {
