@@ -98,6 +98,88 @@ fn lab_bgp(lab: &LabGuard, node: Option<&str>) -> String {
     text(&out)
 }
 
+/// A router that advertises a node's own block back to it (here: FRR
+/// originating it with `network`) never makes the node route its block
+/// away: the node keeps its blackhole and refuses the route on import.
+#[test]
+fn a_node_never_installs_its_own_block_from_a_peer() {
+    let lab = LabGuard::new();
+    up_bgp(
+        &lab,
+        &[
+            "--bgp-topology",
+            "tor",
+            "--nodes",
+            "2",
+            "--pods-per-node",
+            "1",
+        ],
+    );
+    let own = block(&lab, "node1");
+    let network = format!("network {own}");
+    let commands = [
+        "configure terminal",
+        "router bgp 65000",
+        "no bgp network import-check",
+        "address-family ipv4 unicast",
+        &network,
+    ];
+    let mut vtysh = std::process::Command::new("vtysh");
+    vtysh.arg("--vty_socket").arg(lab.lab().frr_dir());
+    for c in commands {
+        vtysh.args(["-c", c]);
+    }
+    let frr = vtysh.output().unwrap();
+    assert!(frr.status.success(), "{}", text(&frr));
+    // The router now sends node1 its own block (with the router's AS in front).
+    let advertised = || {
+        let out = std::process::Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(lab.lab().frr_dir())
+            .args([
+                "-c",
+                "show bgp ipv4 unicast neighbors 198.18.1.1 advertised-routes",
+            ])
+            .output()
+            .unwrap();
+        text(&out)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || advertised()
+            .contains(&own.to_string())),
+        "the router never sent node1 its block: {}",
+        advertised()
+    );
+    // node1's BIRD received it and its import filter refused it.
+    let socket = lab.lab().bird_dir("node1").join(podnet_bgp::SOCKET_FILE);
+    let import_filtered = || {
+        let stats = podnet_bgp::BirdControl::connect(&socket)
+            .and_then(|mut b| b.text("show protocols all peer_tor_s1"))
+            .unwrap_or_default();
+        // `Import updates:  received rejected filtered ignored accepted`
+        stats
+            .lines()
+            .find(|l| l.trim_start().starts_with("Import updates:"))
+            .and_then(|l| l.split_whitespace().nth(4)?.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || import_filtered() >= 1),
+        "node1's session never filtered its own block"
+    );
+    let all = routes(&lab, "node1");
+    assert!(
+        !all.iter()
+            .any(|r| r.dst == own && r.protocol == RTPROT_BIRD),
+        "node1 installed its own block {own} from the router: {all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r.dst == own && r.blackhole && r.protocol == RTPROT_PODNET_NODES),
+        "{all:?}"
+    );
+}
+
 #[test]
 fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
     let lab = LabGuard::new();
