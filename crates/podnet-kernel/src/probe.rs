@@ -368,6 +368,15 @@ fn headers(v6: bool) -> usize {
 fn udp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
     let v6 = spec.dst.is_ipv6();
     let fd = probe_socket(v6, libc::SOCK_DGRAM, 0)?;
+    // As for TCP: back-to-back probes reuse one source port, and a fresh-clone
+    // CI run once found the previous probe's port still taken.
+    set_int(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        1,
+        "set SO_REUSEADDR",
+    )?;
     bind(&fd, SocketAddr::new(source(spec), spec.sport))?;
     let e = connect(&fd, spec.dst);
     if e != 0 {
