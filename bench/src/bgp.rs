@@ -8,11 +8,14 @@
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use podnet_kernel::{Netns, Route};
+use ipnet::IpNet;
+use podnet_kernel::{Netns, Route, RouteHandle};
 use podnet_lab::spec::{BgpTopology, LabBgpSpec};
 use podnet_lab::{Backend, LabSpec, Model};
 
-use crate::cluster::{iperf, lab_path, median, pct, wait_routes, BenchLab, VethPair};
+use crate::cluster::{
+    iperf, lab_path, median, pct, underlay_path, wait_routes, BenchLab, VethPair,
+};
 use crate::report::{machine, quantile, today};
 
 /// Throughput rounds; the paths take turns within each round.
@@ -20,7 +23,7 @@ const ROUNDS: usize = 5;
 /// Nodes in the convergence lab (after a join).
 const NODES: usize = 10;
 /// Joins (and removals) per topology.
-const JOINS: usize = 10;
+const JOINS: usize = 20;
 /// Upper bound on one convergence wait.
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -41,10 +44,24 @@ fn throughput(t: &mut String) {
         "bbvx",
         &LabSpec::from_flags(2, 2, 1, Backend::Vxlan, Model::Routed),
     );
+    let bgp_plain = BenchLab::up(
+        "bbgpp",
+        &LabSpec {
+            masquerade: false,
+            ..bgp_spec(2, 2, 1, BgpTopology::Tor)
+        },
+    );
+    let same_segment = BenchLab::up("bbgps", &bgp_spec(2, 1, 1, BgpTopology::Tor));
     let mut paths = [
         veth.path(),
         lab_path("bgp (FRR ToR), across segments", &bgp.0),
         lab_path("vxlan, across segments", &vx.0),
+        lab_path("bgp, across segments, no masquerade", &bgp_plain.0),
+        lab_path(
+            "bgp, one segment (next hop: the other node)",
+            &same_segment.0,
+        ),
+        underlay_path("node to node across the router (the underlay)", &bgp.0),
     ];
     // Warm-up (neighbour resolution, first connections), not recorded.
     for p in &paths {
@@ -76,7 +93,11 @@ fn throughput(t: &mut String) {
             median(&p.gbps) / limit
         );
     }
-    let _ = writeln!(t, "\nGoal: BGP at least 0.9 of the veth. Both lab paths cross two pod veths, two nodes and the router.\n");
+    let _ = writeln!(t, "\nGoal: BGP at least 0.9 of the veth. Pod to pod across segments crosses two pod veths and three");
+    let _ = writeln!(t, "forwarding namespaces (node, router, node) where the limit crosses one veth; with masquerade (the");
+    let _ = writeln!(t, "default) the nat chain turns on connection tracking on both nodes. The last rows separate the");
+    let _ = writeln!(t, "parts: no netfilter hook on the nodes; no router (the ToR reflects the other node's next hop);");
+    let _ = writeln!(t, "the fabric and the router alone.\n");
 }
 
 /// Any route to the block but a blackhole (the agent's, BIRD's, FRR's).
@@ -84,33 +105,91 @@ fn routed(r: &Route) -> bool {
     !r.blackhole
 }
 
-/// Joins and removals in one lab: (join times, removal times).
-fn joins(spec: &LabSpec, tag: &str, segment: usize) -> (Vec<Duration>, Vec<Duration>) {
+/// One join: when every other node and the router held the new node's
+/// block, and when the new node held every other node's block.
+struct Join {
+    announced: Duration,
+    learned: Duration,
+}
+
+/// Polls `others` for `block` and `joined` for every one of `blocks` at
+/// once (one loop, so the two waits do not compete for the CPU).
+fn wait_join(
+    others: &[Netns],
+    block: IpNet,
+    joined: &Netns,
+    blocks: &[IpNet],
+    start: Instant,
+) -> Join {
+    let mut handles: Vec<RouteHandle> = others
+        .iter()
+        .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
+        .collect();
+    let mut own = RouteHandle::in_netns(joined).expect("rtnetlink");
+    let mut done = vec![false; others.len()];
+    let (mut announced, mut learned) = (None, None);
+    while start.elapsed() < LIMIT && (announced.is_none() || learned.is_none()) {
+        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
+            if !*d {
+                let routes = h.routes().unwrap_or_default();
+                *d = routes.iter().any(|r| r.dst == block && routed(r));
+            }
+        }
+        if announced.is_none() && done.iter().all(|d| *d) {
+            announced = Some(start.elapsed());
+        }
+        if learned.is_none() {
+            let routes = own.routes().unwrap_or_default();
+            if blocks
+                .iter()
+                .all(|b| routes.iter().any(|r| r.dst == *b && routed(r)))
+            {
+                learned = Some(start.elapsed());
+            }
+        }
+        std::thread::yield_now();
+    }
+    Join {
+        announced: announced.unwrap_or(LIMIT),
+        learned: learned.unwrap_or(LIMIT),
+    }
+}
+
+/// Joins and removals in one lab: (joins, removal times).
+fn joins(spec: &LabSpec, tag: &str, segment: usize) -> (Vec<Join>, Vec<Duration>) {
     let lab = BenchLab::up(tag, spec);
     let (mut joined, mut left) = (Vec::new(), Vec::new());
     for _ in 0..JOINS {
         let start = Instant::now();
         let name = lab.0.add_node(segment).expect("add node");
-        let block = lab
+        let nodes = lab
             .0
             .with_store(spec.store, |s| Ok(s.snapshot()?))
             .expect("store")
-            .nodes
+            .nodes;
+        let block = nodes
             .iter()
             .find(|n| n.name == name)
             .expect("registered")
             .pod_cidrs[0];
+        let blocks: Vec<IpNet> = nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(|n| n.pod_cidrs[0])
+            .collect();
         let state = lab.0.state().expect("state");
+        let ns = |name: &str| Netns::open_named(name).expect("namespace");
         let mut others: Vec<Netns> = state
             .nodes
             .iter()
             .filter(|n| n.name != name)
-            .map(|n| Netns::open_named(&n.ns).expect("node"))
+            .map(|n| ns(&n.ns))
             .collect();
         if spec.router_bgp().is_some() {
-            others.push(Netns::open_named(&lab.0.router_ns()).expect("router"));
+            others.push(ns(&lab.0.router_ns()));
         }
-        joined.push(wait_routes(&others, block, true, routed, start, LIMIT).unwrap_or(LIMIT));
+        let new = ns(&state.node(&name).expect("new node").ns);
+        joined.push(wait_join(&others, block, &new, &blocks, start));
         let start = Instant::now();
         std::thread::scope(|s| {
             let remover = s.spawn(|| lab.0.remove_node(&name).expect("remove node"));
@@ -127,11 +206,12 @@ fn convergence(t: &mut String) {
         "### Route convergence: a node joins, a node leaves ({NODES}-node lab)\n"
     );
     let _ = writeln!(t, "Join: from `lab add-node` (namespace, agent start, registration, BIRD) until every other node");
-    let _ = writeln!(t, "and the router hold a route to its block. Leave: from `lab remove-node` until no node and not the");
-    let _ = writeln!(t, "router holds one. {JOINS} of each per topology; BGP labs on 2 segments (the new node on segment 2),");
-    let _ = writeln!(t, "host-gw (the store-driven reference) on one.\n");
-    let _ = writeln!(t, "| topology | join p50 ms | join p95 ms | join max ms | leave p50 ms | leave p95 ms | leave max ms |");
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "and the router hold a route to its block; \"learned\": until the new node holds a route to every");
+    let _ = writeln!(t, "other block. Leave: from `lab remove-node` until no node and not the router holds one. {JOINS} of");
+    let _ = writeln!(t, "each per topology; BGP labs on 2 segments (the new node on segment 2), host-gw (the store-driven");
+    let _ = writeln!(t, "reference) on one.\n");
+    let _ = writeln!(t, "| topology | join p50 ms | join p95 ms | join max ms | learned p50 ms | learned p95 ms | leave p50 ms | leave p95 ms | leave max ms |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
     let cases = [
         (
             "host-gw (store-driven)",
@@ -156,13 +236,17 @@ fn convergence(t: &mut String) {
     ];
     for (i, (label, spec, segment)) in cases.into_iter().enumerate() {
         let (j, l) = joins(&spec, &format!("bcg{i}"), segment);
+        let announced: Vec<Duration> = j.iter().map(|j| j.announced).collect();
+        let learned: Vec<Duration> = j.iter().map(|j| j.learned).collect();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let _ = writeln!(
             t,
-            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
-            ms(quantile(&j, 0.5)),
-            ms(quantile(&j, 0.95)),
-            ms(quantile(&j, 1.0)),
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            ms(quantile(&announced, 0.5)),
+            ms(quantile(&announced, 0.95)),
+            ms(quantile(&announced, 1.0)),
+            ms(quantile(&learned, 0.5)),
+            ms(quantile(&learned, 0.95)),
             ms(quantile(&l, 0.5)),
             ms(quantile(&l, 0.95)),
             ms(quantile(&l, 1.0)),

@@ -108,10 +108,10 @@ pub(crate) struct PathUnderTest {
 }
 
 /// Node to node over the lab's fabric: what the underlay itself gives.
-fn underlay_path(lab: &Lab) -> PathUnderTest {
+pub(crate) fn underlay_path(label: &'static str, lab: &Lab) -> PathUnderTest {
     let state = lab.state().expect("lab state");
     PathUnderTest {
-        label: "node to node over the lab fabric (the underlay)",
+        label,
         client: state.nodes[0].ns.clone(),
         server: state.nodes[1].ns.clone(),
         server_ip: state.nodes[1].address,
@@ -244,7 +244,7 @@ fn datapath(t: &mut String) {
         lab_path("vxlan, routed pods, 2 nodes", &vx.0),
         lab_path("host-gw, no masquerade", &gw_plain.0),
         lab_path("vxlan, no masquerade", &vx_plain.0),
-        underlay_path(&gw.0),
+        underlay_path("node to node over the lab fabric (the underlay)", &gw.0),
     ];
     // Warm-up (neighbour resolution, first connections), not recorded.
     for p in &paths {

@@ -285,8 +285,9 @@ impl Agent {
         });
     }
 
-    /// The loops beside the datapath's: service proxy, policy firewall,
-    /// drop log and metrics endpoint, as configured; each ends at `halt`.
+    /// The loops beside the datapath's: BGP session watch, service proxy,
+    /// policy firewall, drop log and metrics endpoint, as configured; each
+    /// ends at `halt`.
     fn spawn_loops<'s>(&self, s: &'s std::thread::Scope<'s, '_>, halt: &'s AtomicBool) {
         let (url, node) = (self.config.store.clone(), self.node.name.clone());
         if self.config.services {
@@ -301,6 +302,9 @@ impl Agent {
         if self.config.policies {
             let (resync, m) = (self.config.policy_resync, self.metrics.clone());
             s.spawn(move || run_policy_firewall(&url, &node, resync, halt, &m));
+        }
+        if let Some(socket) = self.speaker.as_ref().map(Speaker::socket) {
+            s.spawn(move || crate::bgp_sessions::run_session_watch(&socket, halt));
         }
         if let Some(path) = self.config.drop_log.clone() {
             let stats = self.metrics.drops.clone();

@@ -11,6 +11,7 @@
 
 mod agent;
 pub mod bgp;
+mod bgp_sessions;
 mod cniconf;
 mod datapath;
 pub mod doctor;

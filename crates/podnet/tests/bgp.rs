@@ -270,6 +270,19 @@ fn nodes_join_and_leave_without_resetting_other_sessions() {
         since(&lab_bgp(&lab, Some("node1"))),
         "node1's session was reset"
     );
+    // The new node's agent watches its session come up (and, by asking,
+    // wakes BIRD to send its first routes at once).
+    let log = lab.lab().node_dir("node3").join("agent.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("BGP session peer_tor_s2: ") && l.ends_with("-> Established"))
+        }),
+        "node3's agent logged no session coming up:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     lab.check_ok();
 
     let gone = block(&lab, "node2");
