@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -22,9 +22,10 @@ use crate::drops::run_drop_log;
 use crate::error::{kernel, AgentError};
 use crate::metrics::AgentMetrics;
 use crate::policy::run_policy_firewall;
-use crate::services::run_service_proxy;
+use crate::services::{run_service_proxy, Advertiser};
 use crate::underlay::Underlay;
 use crate::watch::{watch_kernel, watch_store, Wake};
+use podnet_bgp::ServiceBook;
 
 /// Everything an agent needs to know about its node.
 #[derive(Debug, Clone)]
@@ -90,6 +91,9 @@ pub struct Agent {
     healthz_listener: Option<std::net::TcpListener>,
     /// The node's BGP speaker (backend `bgp`).
     speaker: Option<Speaker>,
+    /// Every service's addresses, as the service loop last programmed
+    /// them: what the speaker advertises is computed from these.
+    service_book: Arc<Mutex<ServiceBook>>,
 }
 
 impl Agent {
@@ -164,6 +168,7 @@ impl Agent {
             metrics_listener,
             healthz_listener,
             speaker,
+            service_book: Arc::default(),
         })
     }
 
@@ -227,7 +232,7 @@ impl Agent {
             }
         }
         let has_v6 = self.node.pod_cidrs.iter().any(|b| b.addr().is_ipv6());
-        let node = podnet_bgp::node_bgp(
+        let mut node = podnet_bgp::node_bgp(
             &settings,
             &view.nodes,
             &peers,
@@ -236,6 +241,10 @@ impl Agent {
             self.underlay.global_v6.filter(|_| has_v6),
         )
         .map_err(crate::bgp::SpeakerError::from)?;
+        node.services = {
+            let book = self.service_book.lock().unwrap_or_else(|e| e.into_inner());
+            podnet_bgp::service_routes(&settings.advertise, &self.cluster.service_cidrs, book.all())
+        };
         // Asked only when BIRD must be started: a route listing is not free.
         let datapath = &mut self.datapath;
         let restarting = || match datapath.count_routes(RTPROT_BIRD) {
@@ -249,10 +258,11 @@ impl Agent {
         let changed = speaker.sync(&node, restarting)?;
         if changed {
             tracing::info!(target: "podnet-agent",
-                "BIRD configured: AS {}, {} sessions ({})",
+                "BIRD configured: AS {}, {} sessions ({}), {} service prefixes advertised",
                 node.asn,
                 node.peers.len(),
-                node.peers.iter().map(|p| p.description.as_str()).collect::<Vec<_>>().join(", ")
+                node.peers.iter().map(|p| p.description.as_str()).collect::<Vec<_>>().join(", "),
+                node.services.advertised.len()
             );
         }
         Ok(changed)
@@ -274,7 +284,7 @@ impl Agent {
             let (tx_store, halt_ref) = (tx.clone(), &halt);
             s.spawn(move || watch_store(&url, revision, &tx_store, halt_ref));
             s.spawn(|| watch_kernel(&tx, &halt));
-            self.spawn_loops(s, &halt);
+            self.spawn_loops(s, &halt, &tx);
             while !stop.load(Ordering::Relaxed) {
                 let why = self.wait_for_wake(&rx);
                 if stop.load(Ordering::Relaxed) || !self.pass(&why) {
@@ -288,7 +298,12 @@ impl Agent {
     /// The loops beside the datapath's: BGP session watch, service proxy,
     /// policy firewall, drop log and metrics endpoint, as configured; each
     /// ends at `halt`.
-    fn spawn_loops<'s>(&self, s: &'s std::thread::Scope<'s, '_>, halt: &'s AtomicBool) {
+    fn spawn_loops<'s>(
+        &self,
+        s: &'s std::thread::Scope<'s, '_>,
+        halt: &'s AtomicBool,
+        wake: &mpsc::Sender<Wake>,
+    ) {
         let (url, node) = (self.config.store.clone(), self.node.name.clone());
         if self.config.services {
             let (url, node, resync, m) = (
@@ -297,7 +312,12 @@ impl Agent {
                 self.config.service_resync,
                 self.metrics.clone(),
             );
-            s.spawn(move || run_service_proxy(&url, &node, resync, halt, &m));
+            // With a BGP speaker, the service loop also tells it what to advertise.
+            let advertiser = self.speaker.as_ref().map(|_| Advertiser {
+                book: self.service_book.clone(),
+                wake: wake.clone(),
+            });
+            s.spawn(move || run_service_proxy(&url, &node, resync, halt, &m, advertiser));
         }
         if self.config.policies {
             let (resync, m) = (self.config.policy_resync, self.metrics.clone());
@@ -407,6 +427,7 @@ impl Agent {
                     while rx.try_recv().is_ok() {}
                     return match wake {
                         Wake::Store => "store change".into(),
+                        Wake::Services => "service addresses".into(),
                         Wake::Kernel(r) => format!("kernel: {r:?} removed"),
                     };
                 }
@@ -420,7 +441,7 @@ impl Agent {
     fn concerns_us(&self, wake: &Wake) -> bool {
         let vxlan = self.datapath.vxlan_index();
         match wake {
-            Wake::Store | Wake::Kernel(Removal::Unknown) => true,
+            Wake::Store | Wake::Services | Wake::Kernel(Removal::Unknown) => true,
             Wake::Kernel(Removal::Route { protocol }) => *protocol == RTPROT_PODNET_NODES,
             Wake::Kernel(Removal::Link { index }) => {
                 *index == self.underlay.index || Some(*index) == vxlan

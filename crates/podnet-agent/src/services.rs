@@ -10,16 +10,82 @@
 //! repairs whatever was changed behind the agent's back.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use podnet_bgp::{ServiceAddresses, ServiceBook};
 
 use podnet_proxy::{Change, ServiceProxy};
 use podnet_services::{Endpoints, Service, ServiceName};
 use podnet_store::{parse_endpoints, parse_service, ClusterStore, ServiceChanges, ServiceSnapshot};
 
 use crate::metrics::AgentMetrics;
+use crate::watch::Wake;
+
+/// Hands the node's BGP speaker every service's addresses as programmed
+/// (after the kernel has the service's rules, never before), and wakes the
+/// reconciler when they changed.
+pub(crate) struct Advertiser {
+    /// Every service's addresses, shared with the reconciler.
+    pub book: Arc<Mutex<ServiceBook>>,
+    /// The reconciler's wake-up.
+    pub wake: Sender<Wake>,
+}
+
+impl Advertiser {
+    fn book(&self) -> std::sync::MutexGuard<'_, ServiceBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        if self.wake.send(Wake::Services).is_err() {
+            tracing::debug!(target: "podnet-agent", "services: the reconciler is gone");
+        }
+    }
+
+    /// Records the services of `changes` once they are programmed.
+    fn record(&self, entries: Vec<(String, Option<ServiceAddresses>)>) {
+        let mut changed = false;
+        {
+            let mut book = self.book();
+            for (name, entry) in entries {
+                changed |= match entry {
+                    Some(e) => book.put(name, e),
+                    None => book.remove(&name),
+                };
+            }
+        }
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// Replaces every service's addresses after a full sync.
+    fn replace(&self, all: BTreeMap<String, ServiceAddresses>) {
+        let changed = self.book().replace(all);
+        if changed {
+            self.changed();
+        }
+    }
+}
+
+/// What `changes` make of each service's addresses on `node` (`None`: gone).
+fn entries(changes: &[Change], node: &str) -> Vec<(String, Option<ServiceAddresses>)> {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Upsert(s, e) => (
+                s.key().to_string(),
+                Some(ServiceAddresses::of(s, e.as_ref(), node)),
+            ),
+            Change::Delete(n) => (n.to_string(), None),
+        })
+        .collect()
+}
 
 /// The stored text of a service and of its endpoints, hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +107,9 @@ pub(crate) fn run_service_proxy(
     resync: Duration,
     halt: &AtomicBool,
     metrics: &AgentMetrics,
+    advertiser: Option<Advertiser>,
 ) {
+    let adv = advertiser.as_ref().map(|a| (a, node));
     let store = match podnet_store::open(url) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(target: "podnet-agent", "services: {e}"),
@@ -61,17 +129,22 @@ pub(crate) fn run_service_proxy(
         // read); otherwise compare every service.
         let at_hand = delivered.borrow_mut().take();
         let quick = match (last, at_hand) {
-            (Some(_), Some(ch)) if !full => {
-                apply_delta(&mut proxy, &mut seen, ch, "watch", Instant::now(), metrics)
-            }
+            (Some(_), Some(ch)) if !full => apply_delta(
+                &mut proxy,
+                &mut seen,
+                ch,
+                ("watch", Instant::now()),
+                metrics,
+                adv,
+            ),
             (Some(after), _) if !full => {
-                changed_since(&store, &mut proxy, &mut seen, after, metrics)
+                changed_since(&store, &mut proxy, &mut seen, after, metrics, adv)
             }
             _ => Ok(None),
         };
         let outcome = match quick {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => pass(&store, &mut proxy, &mut seen, full, metrics),
+            Ok(None) => pass(&store, &mut proxy, &mut seen, full, metrics, adv),
             Err(e) => Err(e),
         };
         health.set(proxy.health_checks());
@@ -109,6 +182,7 @@ fn changed_since(
     seen: &mut HashMap<Box<str>, Seen>,
     after: u64,
     metrics: &AgentMetrics,
+    adv: Option<(&Advertiser, &str)>,
 ) -> Result<Option<u64>, String> {
     let started = Instant::now();
     let Some(ch) = store
@@ -117,20 +191,20 @@ fn changed_since(
     else {
         return Ok(None);
     };
-    apply_delta(proxy, seen, ch, "store change log", started, metrics)
+    apply_delta(proxy, seen, ch, ("store change log", started), metrics, adv)
 }
 
-/// Applies `ch`, the changes after the revision the last pass left; returns
-/// the revision it brings the node up to, or `None` when it cannot tell (a
-/// new service whose endpoints are not among the changes): then [`pass`]
-/// compares everything.
+/// Applies `ch`, the changes after the revision the last pass left (found
+/// `how`, the pass begun at `started`); returns the revision it brings the
+/// node up to, or `None` when it cannot tell (a new service whose endpoints
+/// are not among the changes): then [`pass`] compares everything.
 fn apply_delta(
     proxy: &mut ServiceProxy,
     seen: &mut HashMap<Box<str>, Seen>,
     ch: ServiceChanges,
-    how: &str,
-    started: Instant,
+    (how, started): (&str, Instant),
     metrics: &AgentMetrics,
+    adv: Option<(&Advertiser, &str)>,
 ) -> Result<Option<u64>, String> {
     // The last text written for each name wins.
     let mut services: HashMap<ServiceName, Option<String>> = ch.services.into_iter().collect();
@@ -186,7 +260,7 @@ fn apply_delta(
             }),
         ));
     }
-    apply_changes(proxy, changes, how, started, metrics)?;
+    apply_changes(proxy, changes, (how, started), metrics, adv)?;
     for (key, s) in new_seen {
         match s {
             Some(s) => seen.insert(key, s),
@@ -197,17 +271,18 @@ fn apply_delta(
 }
 
 /// Applies `changes` (if any) and logs them, with how they were found and the
-/// time since `started`.
+/// time since `started`; then hands their addresses to the advertiser.
 fn apply_changes(
     proxy: &mut ServiceProxy,
     changes: Vec<Change>,
-    how: &str,
-    started: Instant,
+    (how, started): (&str, Instant),
     metrics: &AgentMetrics,
+    adv: Option<(&Advertiser, &str)>,
 ) -> Result<(), String> {
     if changes.is_empty() {
         return Ok(());
     }
+    let advertised = adv.map(|(a, node)| (a, entries(&changes, node)));
     metrics.service_changes(changes.len(), 0);
     let names: Vec<String> = changes
         .iter()
@@ -219,6 +294,9 @@ fn apply_changes(
         .collect();
     let count = changes.len();
     let report = proxy.update(changes).map_err(|e| e.to_string())?;
+    if let Some((a, entries)) = advertised {
+        a.record(entries);
+    }
     metrics.service_changes(0, count);
     for failure in &report.cleanup_failures {
         tracing::warn!(target: "podnet-agent", "services: cleanup after a change failed: {failure}");
@@ -239,6 +317,7 @@ fn pass(
     seen: &mut HashMap<Box<str>, Seen>,
     full: bool,
     metrics: &AgentMetrics,
+    adv: Option<(&Advertiser, &str)>,
 ) -> Result<u64, String> {
     let started = Instant::now();
     let snap = store.service_snapshot().map_err(|e| e.to_string())?;
@@ -260,11 +339,23 @@ fn pass(
     };
     if full {
         // Parsed one at a time as the sync takes them.
+        let mut addresses = BTreeMap::new();
         let all = snap
             .services
             .into_iter()
-            .filter_map(|(n, raw)| parse(&n, raw));
+            .filter_map(|(n, raw)| parse(&n, raw))
+            .inspect(|(s, e)| {
+                if let Some((_, node)) = adv {
+                    addresses.insert(
+                        s.key().to_string(),
+                        ServiceAddresses::of(s, e.as_ref(), node),
+                    );
+                }
+            });
         let report = proxy.sync(all).map_err(|e| e.to_string())?;
+        if let Some((a, _)) = adv {
+            a.replace(addresses);
+        }
         // At 100,000 services the sync's peak is mostly freed by now.
         podnet_kernel::process::release_freed_memory();
         if !report.unchanged() || seen.is_empty() {
@@ -289,7 +380,13 @@ fn pass(
                 changes.push(Change::Delete(name));
             }
         }
-        apply_changes(proxy, changes, "read every service", started, metrics)?;
+        apply_changes(
+            proxy,
+            changes,
+            ("read every service", started),
+            metrics,
+            adv,
+        )?;
     }
     *seen = current;
     Ok(revision)

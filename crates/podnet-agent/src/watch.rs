@@ -19,6 +19,8 @@ pub(crate) enum Wake {
     Store,
     /// Something was removed from the kernel.
     Kernel(Removal),
+    /// The service addresses the node's BGP speaker advertises may have changed.
+    Services,
 }
 
 /// Sends [`Wake::Store`] for every store change after `revision`.

@@ -9,7 +9,10 @@
 //! - BIRD exports to the kernel only routes it learned over BGP (they carry
 //!   kernel protocol 12, BIRD's), never one for the node's own blocks;
 //! - sessions import no route for the node's own blocks (a peer reflecting
-//!   them back must not win).
+//!   them back must not win);
+//! - service addresses the node advertises ([`crate::services`]) are
+//!   static routes in BIRD only; no service address, whoever advertises
+//!   it, is exported to the kernel.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -64,6 +67,8 @@ pub struct NodeBgp {
     pub next_hop_v6: Option<std::net::Ipv6Addr>,
     /// Its sessions.
     pub peers: Vec<Peer>,
+    /// The service addresses it advertises, and those it never installs.
+    pub services: crate::services::ServiceRoutes,
 }
 
 /// Timers: bounded, so that a new node is reached in about a second and a
@@ -87,27 +92,37 @@ pub fn render(n: &NodeBgp) -> String {
         n.node, n.router_id
     );
     for v6 in [false, true] {
+        let family = |b: &&ipnet::IpNet| b.addr().is_ipv6() == v6;
         let blocks: Vec<String> = n
             .blocks
             .iter()
-            .filter(|b| b.addr().is_ipv6() == v6)
+            .filter(family)
             .map(ToString::to_string)
             .collect();
-        let name = if v6 { "OWN6" } else { "OWN4" };
-        let set = if blocks.is_empty() {
-            // A prefix set may not be empty: one no address matches.
-            if v6 {
-                "::/128{128,128}".to_string()
-            } else {
-                "0.0.0.0/32{32,32}".to_string()
-            }
+        let reserved: Vec<String> = n
+            .services
+            .reserved
+            .iter()
+            .filter(family)
+            .map(|b| format!("{b}+"))
+            .collect();
+        let (own, services) = if v6 {
+            ("OWN6", "SERVICES6")
         } else {
-            blocks.join(", ")
+            ("OWN4", "SERVICES4")
         };
-        let _ = writeln!(out, "define {name} = [ {set} ];");
+        let _ = writeln!(out, "define {own} = [ {} ];", prefix_set(&blocks, v6));
+        let _ = writeln!(
+            out,
+            "define {services} = [ {} ];",
+            prefix_set(&reserved, v6)
+        );
     }
     out += FIXED;
-    for (n, family, own) in [(4, "ipv4", "OWN4"), (6, "ipv6", "OWN6")] {
+    for (n, family, own, services) in [
+        (4, "ipv4", "OWN4", "SERVICES4"),
+        (6, "ipv6", "OWN6", "SERVICES6"),
+    ] {
         let _ = write!(
             out,
             "\nprotocol kernel kernel{n} {{\n\
@@ -116,10 +131,11 @@ pub fn render(n: &NodeBgp) -> String {
              \tgraceful restart on;\n\
              \t{family} {{\n\
              \t\timport where krt_source != 12;\n\
-             \t\texport where source = RTS_BGP && !(net ~ {own});\n\
+             \t\texport where source = RTS_BGP && !(net ~ {own}) && !(net ~ {services});\n\
              \t}};\n}}\n"
         );
     }
+    render_service_statics(&mut out, &n.services);
     for (family, own) in [("ipv4", "OWN4"), ("ipv6", "OWN6")] {
         let _ = write!(
             out,
@@ -128,6 +144,7 @@ pub fn render(n: &NodeBgp) -> String {
              \taccept;\n}}\n\
              \nfilter podnet_export_{family} {{\n\
              \tif net ~ {own} && source = RTS_INHERIT then accept;\n\
+             \tif source = RTS_STATIC then accept;\n\
              \tif source = RTS_BGP then accept;\n\
              \treject;\n}}\n"
         );
@@ -156,6 +173,40 @@ pub fn render(n: &NodeBgp) -> String {
         render_peer(&mut out, p, n.reflector_cluster);
     }
     out
+}
+
+/// A BIRD prefix set of `items`; one no address matches when there are none
+/// (a prefix set may not be empty).
+fn prefix_set(items: &[String], v6: bool) -> String {
+    match (items.is_empty(), v6) {
+        (false, _) => items.join(", "),
+        (true, false) => "0.0.0.0/32{32,32}".into(),
+        (true, true) => "::/128{128,128}".into(),
+    }
+}
+
+/// The service addresses the node advertises: a static protocol per
+/// family, whose routes BGP exports and the kernel never sees.
+fn render_service_statics(out: &mut String, services: &crate::services::ServiceRoutes) {
+    for (n, v6) in [(4, false), (6, true)] {
+        let routes: Vec<&ipnet::IpNet> = services
+            .advertised
+            .iter()
+            .filter(|b| b.addr().is_ipv6() == v6)
+            .collect();
+        if routes.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "\n# Service addresses this node advertises (never installed in its kernel).\n\
+             protocol static podnet_services{n} {{\n\tipv{n};\n"
+        );
+        for r in routes {
+            let _ = writeln!(out, "\troute {r} blackhole;");
+        }
+        *out += "}\n";
+    }
 }
 
 fn render_peer(out: &mut String, p: &Peer, cluster: Option<std::net::Ipv4Addr>) {
@@ -201,4 +252,5 @@ protocol direct {
 
 # BIRD learns the kernel's routes (the agent's blackholes for the node's
 # blocks, protocol 113, and the routes next hops resolve through); it
-# advertises only the blackholes and writes only what it learned over BGP.";
+# advertises only the blackholes (and the service addresses below) and writes
+# only what it learned over BGP, never a service address.";

@@ -59,6 +59,7 @@ pub fn node_bgp(
         reflector_cluster: settings.reflector_cluster(local),
         next_hop_v6,
         peers: Vec::new(),
+        services: Default::default(),
     };
     let mut names = BTreeSet::new();
     for other in node_peers(settings, nodes, me) {

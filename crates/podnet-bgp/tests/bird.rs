@@ -126,6 +126,21 @@ fn sample() -> podnet_bgp::NodeBgp {
             ),
             peer("tor", "198.18.1.254", 64500, false, PeerKind::External),
         ],
+        services: podnet_bgp::ServiceRoutes {
+            advertised: ["10.96.0.0/12", "203.0.113.10/32", "2001:db8::10/128"]
+                .into_iter()
+                .map(|n| n.parse().unwrap())
+                .collect(),
+            reserved: [
+                "10.96.0.0/12",
+                "203.0.113.10/32",
+                "203.0.113.11/32",
+                "2001:db8::10/128",
+            ]
+            .into_iter()
+            .map(|n| n.parse().unwrap())
+            .collect(),
+        },
     }
 }
 

@@ -120,7 +120,16 @@ pub(crate) fn plug(netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabEr
     // stay tentative for a second or more after the lab comes up, and a
     // loaded machine's first IPv6 probes would time out on it.
     let dad = format!("net/ipv6/conf/{ifname}/accept_dad");
-    podnet_kernel::sysctl::write_in(netns, &[(dad, "0".to_string())])?;
+    // A gratuitous ARP when the link comes up: neighbours that still hold a
+    // previous owner's MAC for the address (a node removed and added again
+    // with its name and address) update at once, instead of dropping the
+    // first packets to it until their entry goes stale (a lost SYN costs a
+    // second).
+    let announce = format!("net/ipv4/conf/{ifname}/arp_notify");
+    podnet_kernel::sysctl::write_in(
+        netns,
+        &[(dad, "0".to_string()), (announce, "1".to_string())],
+    )?;
     h.set_up(l.index)?;
     if let Some(gw) = link.gateway {
         let default: IpNet = "0.0.0.0/0".parse().expect("static prefix");

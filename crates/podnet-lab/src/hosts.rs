@@ -97,10 +97,10 @@ pub(crate) fn build(lab: &Lab, state: &mut LabState) -> Result<(), LabError> {
 
 /// Makes the router route every node's IPv4 pod block to that node (only
 /// with external hosts: without them, host-gw across segments must not work
-/// through the router).
+/// through the router; and not over BGP, where the router learns them).
 pub(crate) fn sync_router_routes(lab: &Lab) -> Result<(), LabError> {
     let state = state::read(lab)?;
-    if state.spec.external_hosts.is_empty() {
+    if state.spec.external_hosts.is_empty() || state.spec.router_bgp().is_some() {
         return Ok(());
     }
     let view = lab.with_store(state.spec.store, |s| Ok(s.snapshot()?))?;

@@ -220,7 +220,7 @@ impl Lab {
             .collect())
     }
 
-    /// The namespace of a pod, node (`node1`) or `control` by name.
+    /// The namespace of a pod, node (`node1`), external host or `control` by name.
     pub fn resolve_ns(&self, name: &str) -> Result<String, LabError> {
         let state = state::read(self)?;
         if name == "control" {
@@ -229,12 +229,15 @@ impl Lab {
         if let Ok(n) = state.node(name) {
             return Ok(n.ns.clone());
         }
+        if let Some(h) = state.hosts.iter().find(|h| h.name == name) {
+            return Ok(h.ns.clone());
+        }
         state
             .pods
             .iter()
             .find(|p| p.name == name)
             .map(|p| p.name.clone())
-            .ok_or_else(|| LabError::Spec(format!("the lab has no pod or node {name}")))
+            .ok_or_else(|| LabError::Spec(format!("the lab has no pod, node or host {name}")))
     }
 
     /// The control-plane namespace's fabric address (an outside client for node ports).

@@ -4,8 +4,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::link::{
-    ifinfomsg, IFF_UP, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU,
-    IFLA_NET_NS_FD,
+    ifinfomsg, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU, IFLA_NET_NS_FD,
 };
 use super::RouteHandle;
 use crate::error::Result;
@@ -17,7 +16,9 @@ const MACVLAN_MODE_BRIDGE: u32 = 4;
 
 impl RouteHandle {
     /// `ip link add link PARENT name NAME netns NS mtu M type macvlan mode bridge`:
-    /// a macvlan on `parent` (in this handle's namespace), created directly in `netns`.
+    /// a macvlan on `parent` (in this handle's namespace), created directly in
+    /// `netns`, down (bring it up once it has its addresses, so that it
+    /// announces them).
     pub fn create_macvlan(
         &mut self,
         parent: u32,
@@ -27,7 +28,7 @@ impl RouteHandle {
     ) -> Result<()> {
         let flags = libc::NLM_F_CREATE | libc::NLM_F_EXCL;
         let mut m =
-            MessageBuilder::new(libc::RTM_NEWLINK, flags as u16).header(&ifinfomsg(0, IFF_UP, 0));
+            MessageBuilder::new(libc::RTM_NEWLINK, flags as u16).header(&ifinfomsg(0, 0, 0));
         m.attr_str(IFLA_IFNAME, name)
             .attr_u32(IFLA_MTU, mtu)
             .attr_u32(IFLA_LINK, parent)
