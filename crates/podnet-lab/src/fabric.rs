@@ -7,7 +7,7 @@
 //! 198.18.0.0/15 (RFC 2544, benchmarking); no lab namespace has a route out
 //! of the machine.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
 use ipnet::IpNet;
@@ -26,6 +26,23 @@ const CONTROL_HOST: u8 = 250;
 /// Address `host` on segment `s`.
 pub fn segment_address(s: usize, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(198, 18, s as u8, host))
+}
+
+/// IPv6 address `host` on segment `s` in a dual-stack BGP lab:
+/// `fd00:198:18:S::HOST`, the IPv4 address's numbers written in its place
+/// (node1 on segment 1 is `198.18.1.1` and `fd00:198:18:1::1`).
+pub fn segment_address_v6(s: usize, host: u8) -> IpAddr {
+    let same_digits = |n: usize| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
+    IpAddr::V6(Ipv6Addr::new(
+        0xfd00,
+        0x198,
+        0x18,
+        same_digits(s),
+        0,
+        0,
+        0,
+        same_digits(host.into()),
+    ))
 }
 
 /// The router's address on segment `s`: every node's default gateway.
@@ -56,8 +73,15 @@ impl Lab {
 }
 
 /// Creates every segment (namespace + bridge) and, when `router` (several
-/// segments, or hosts outside the cluster), the router joining them.
-pub(crate) fn build(lab: &Lab, segments: usize, router: bool, mtu: u32) -> Result<(), LabError> {
+/// segments, or hosts outside the cluster), the router joining them; with
+/// `v6`, the router has IPv6 addresses too and forwards IPv6.
+pub(crate) fn build(
+    lab: &Lab,
+    segments: usize,
+    router: bool,
+    v6: bool,
+    mtu: u32,
+) -> Result<(), LabError> {
     for s in 1..=segments {
         let ns = Netns::create_named(&lab.segment_ns(s))?;
         RouteHandle::in_netns(&ns)?.ensure_bridge(BRIDGE, mtu)?;
@@ -71,10 +95,15 @@ pub(crate) fn build(lab: &Lab, segments: usize, router: bool, mtu: u32) -> Resul
                 ifname: &ifname,
                 address: IpNet::new(router_address(s), 24).expect("valid prefix"),
                 gateway: None,
+                v6: v6.then(|| (segment_v6_net(s, ROUTER_HOST), None)),
             };
             plug(&router, &link, mtu)?;
         }
-        sysctl::write_in(&router, &[("net/ipv4/ip_forward".into(), "1".into())])?;
+        let mut forwarding = vec![("net/ipv4/ip_forward".to_string(), "1".to_string())];
+        if v6 {
+            forwarding.push(("net/ipv6/conf/all/forwarding".into(), "1".into()));
+        }
+        sysctl::write_in(&router, &forwarding)?;
     }
     Ok(())
 }
@@ -89,6 +118,14 @@ pub(crate) struct Plug<'a> {
     pub address: IpNet,
     /// The default route's next hop, if any.
     pub gateway: Option<IpAddr>,
+    /// An IPv6 address too (with the segment's prefix), and the IPv6
+    /// default route's next hop, if any.
+    pub v6: Option<(IpNet, Option<IpAddr>)>,
+}
+
+/// `host`'s IPv6 address on segment `s`, with the segment's /64.
+fn segment_v6_net(s: usize, host: u8) -> IpNet {
+    IpNet::new(segment_address_v6(s, host), 64).expect("valid prefix")
 }
 
 impl Plug<'_> {
@@ -99,7 +136,16 @@ impl Plug<'_> {
             ifname: "eth0",
             address: IpNet::new(address, 24).expect("valid prefix"),
             gateway: via_router.then(|| router_address(s)),
+            v6: None,
         }
+    }
+
+    /// The same plug with host `host`'s IPv6 address on segment `s` too
+    /// (routed via the router's, when `via_router`).
+    pub fn with_v6(mut self, s: usize, host: u8, via_router: bool) -> Self {
+        let gateway = via_router.then(|| segment_address_v6(s, ROUTER_HOST));
+        self.v6 = Some((segment_v6_net(s, host), gateway));
+        self
     }
 }
 
@@ -130,9 +176,16 @@ pub(crate) fn plug(netns: &Netns, link: &Plug<'_>, mtu: u32) -> Result<(), LabEr
         netns,
         &[(dad, "0".to_string()), (announce, "1".to_string())],
     )?;
+    if let Some((v6, _)) = link.v6 {
+        h.replace_address(l.index, v6)?;
+    }
     h.set_up(l.index)?;
     if let Some(gw) = link.gateway {
         let default: IpNet = "0.0.0.0/0".parse().expect("static prefix");
+        h.replace_route(&Route::via(default, gw, l.index, libc::RTPROT_STATIC))?;
+    }
+    if let Some((_, Some(gw))) = link.v6 {
+        let default: IpNet = "::/0".parse().expect("static prefix");
         h.replace_route(&Route::via(default, gw, l.index, libc::RTPROT_STATIC))?;
     }
     Ok(())

@@ -57,6 +57,7 @@ pub(crate) fn build(lab: &Lab, state: &mut LabState) -> Result<(), LabError> {
         ifname: "ext",
         address: gateway,
         gateway: None,
+        v6: None,
     };
     fabric::plug(&router, &link, mtu)?;
     let mut next = FIRST_HOST;
@@ -89,6 +90,7 @@ pub(crate) fn build(lab: &Lab, state: &mut LabState) -> Result<(), LabError> {
             ifname: "eth0",
             address: IpNet::new(address, 24).expect("valid prefix"),
             gateway: Some(IpAddr::V4(EXTERNAL_GATEWAY)),
+            v6: None,
         };
         fabric::plug(&ns, &link, mtu)?;
     }

@@ -133,6 +133,7 @@ impl Lab {
             self,
             spec.fabric.segments.len(),
             spec.has_router(),
+            spec.fabric_v6(),
             spec.fabric.mtu,
         )?;
         hosts::build(self, &mut state)?;
@@ -187,7 +188,11 @@ impl Lab {
         let netns = Netns::create_named(&node.ns)?;
         state.nodes.push(node.clone());
         state::write(self, state)?;
-        let link = fabric::Plug::segment(self, segment, node.address, state.spec.has_router());
+        let router = state.spec.has_router();
+        let mut link = fabric::Plug::segment(self, segment, node.address, router);
+        if state.spec.fabric_v6() {
+            link = link.with_v6(segment, index as u8, router);
+        }
         fabric::plug(&netns, &link, state.spec.fabric.mtu)?;
         control::start_agent(self, state, &node)?;
         Ok(name)

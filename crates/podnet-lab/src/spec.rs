@@ -350,6 +350,13 @@ impl LabSpec {
         Ok(())
     }
 
+    /// Whether the fabric carries IPv6 too: a dual-stack cluster over BGP,
+    /// whose IPv6 routes need a global next hop on every node (host-gw and
+    /// VXLAN use link-local or IPv4 addresses and need none).
+    pub fn fabric_v6(&self) -> bool {
+        self.backend == Backend::Bgp && self.cluster_cidrs.iter().any(|c| c.addr().is_ipv6())
+    }
+
     /// Whether the lab has a router: several segments, hosts outside the
     /// cluster, or a BGP topology that peers with it.
     pub fn has_router(&self) -> bool {

@@ -230,7 +230,8 @@ fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
 }
 
 /// Another node joins: its block reaches every node and the router; the
-/// sessions that were up stay up (no reset). A node that leaves is
+/// sessions that were up stay up (no reset), and a peer that never comes
+/// up holds nothing back. A node that leaves is
 /// withdrawn everywhere well before any timer (hold 9 s, restart 60 s) could.
 #[test]
 fn nodes_join_and_leave_without_resetting_other_sessions() {
@@ -247,6 +248,19 @@ fn nodes_join_and_leave_without_resetting_other_sessions() {
             "--pods-per-node",
             "1",
         ],
+    );
+    // A peer that never answers (nothing has its address) blocks nothing.
+    lab.apply(
+        "apiVersion: podnet.io/v1\nkind: BGPPeer\nmetadata: {name: nobody}\n\
+         spec: {peerIP: 198.18.1.99, asNumber: 65099, node: node1}\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sessions(&lab_bgp(
+            &lab,
+            Some("node1")
+        ))
+        .contains(&"peer_nobody")),
+        "node1 never configured the dead peer"
     );
     let before = lab_bgp(&lab, Some("node1"));
     let since = |report: &str| {
@@ -283,6 +297,12 @@ fn nodes_join_and_leave_without_resetting_other_sessions() {
         "node3's agent logged no session coming up:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    let report = lab_bgp(&lab, Some("node1"));
+    let dead = report
+        .lines()
+        .find(|l| l.contains("peer_nobody"))
+        .unwrap_or("");
+    assert!(!dead.contains("Established"), "{report}");
     lab.check_ok();
 
     let gone = block(&lab, "node2");
@@ -797,4 +817,75 @@ fn a_tor_spreads_service_addresses_over_the_nodes_that_serve_them() {
             .is_empty()),
         "{lb} outlived its service"
     );
+}
+
+/// `node`'s IPv6 block.
+fn block_v6(lab: &LabGuard, node: &str) -> IpNet {
+    let view = lab
+        .lab()
+        .with_store(lab.state().spec.store, |s| Ok(s.snapshot()?))
+        .unwrap();
+    let record = view.nodes.iter().find(|n| n.name == node).unwrap();
+    *record
+        .pod_cidrs
+        .iter()
+        .find(|b| b.addr().is_ipv6())
+        .unwrap()
+}
+
+/// A dual-stack cluster over BGP, on one segment and across two: the
+/// fabric carries IPv6 too, and each node's BIRD installs every other
+/// node's IPv6 block via that node's global IPv6 address (the next hop the
+/// IPv4 session carries for it), or via the router's across segments;
+/// never its own, which stays a blackhole. Pods reach each other over both
+/// families (`lab check`).
+#[test]
+fn dual_stack_blocks_route_over_ipv6_next_hops() {
+    for (topology, segments) in [
+        ("mesh", "[{nodes: 3}]"),
+        ("tor", "[{nodes: 2}, {nodes: 1}]"),
+    ] {
+        let lab = LabGuard::new();
+        lab.up_yaml(&format!(
+            "backend: bgp\nbgp: {{topology: {topology}}}\n\
+             clusterCIDRs: [10.244.0.0/16, fd00:10:244::/56]\npodsPerNode: 1\n\
+             fabric: {{segments: {segments}}}\n"
+        ));
+        let state = lab.state();
+        for from in &state.nodes {
+            let own = block_v6(&lab, &from.name);
+            let all = routes(&lab, &from.name);
+            assert!(
+                all.iter().any(|r| r.dst == own && r.blackhole),
+                "{topology}: {} keeps a blackhole for {own}: {all:?}",
+                from.name
+            );
+            for to in state.nodes.iter().filter(|n| n.name != from.name) {
+                let dst = block_v6(&lab, &to.name);
+                let hop = if topology == "mesh" {
+                    podnet_lab::fabric::segment_address_v6(to.segment, host(to.address))
+                } else {
+                    podnet_lab::fabric::segment_address_v6(from.segment, 254)
+                };
+                let r = bird_route(&lab, &from.name, dst);
+                assert_eq!(
+                    r.as_ref().and_then(|r| r.gateway),
+                    Some(hop),
+                    "{topology}: {} to {}'s {dst}: {r:?}\n{}",
+                    from.name,
+                    to.name,
+                    lab_bgp(&lab, Some(&from.name))
+                );
+            }
+        }
+        lab.check_ok();
+    }
+}
+
+/// The host part of an IPv4 lab address.
+fn host(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(_) => panic!("{address} is not IPv4"),
+    }
 }
