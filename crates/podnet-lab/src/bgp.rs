@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use podnet_bgp::BirdControl;
 use podnet_cluster::BgpPeer;
+use podnet_kernel::rtnl::RTPROT_BIRD;
+use podnet_kernel::{Netns, RouteHandle};
 
 use crate::error::LabError;
 use crate::fabric::router_address;
@@ -86,7 +88,8 @@ impl Lab {
         Ok(out)
     }
 
-    /// One line per node: its BGP sessions and their states (for `lab check`).
+    /// Two lines per node: its BGP sessions and their states, and the routes
+    /// BIRD installed in its kernel (for `lab check`).
     pub(crate) fn bgp_summary(&self, state: &LabState) -> String {
         let mut out = String::new();
         for n in &state.nodes {
@@ -102,8 +105,33 @@ impl Lab {
                 Err(e) => format!("BIRD unreachable: {e}"),
             };
             let _ = writeln!(out, "  {} BGP: {line}", n.name);
+            let _ = writeln!(out, "  {} learned: {}", n.name, learned_routes(&n.ns));
         }
         out
+    }
+}
+
+/// The routes BIRD installed (kernel protocol 12) in namespace `ns`, as
+/// `PREFIX via HOP`, or why they could not be read.
+fn learned_routes(ns: &str) -> String {
+    let routes = Netns::open_named(ns).and_then(|ns| RouteHandle::in_netns(&ns)?.routes());
+    match routes {
+        Ok(all) => {
+            let shown: Vec<String> = all
+                .iter()
+                .filter(|r| r.protocol == RTPROT_BIRD)
+                .map(|r| match r.gateway {
+                    Some(hop) => format!("{} via {hop}", r.dst),
+                    None => r.dst.to_string(),
+                })
+                .collect();
+            if shown.is_empty() {
+                "none".into()
+            } else {
+                shown.join(", ")
+            }
+        }
+        Err(e) => format!("routes unreadable: {e}"),
     }
 }
 

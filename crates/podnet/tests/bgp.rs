@@ -227,6 +227,13 @@ fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
         check.contains("node1 BGP: peer_tor_s1 Established"),
         "{check}"
     );
+    let learned = format!("{} via {}", block(&lab, "node2"), address(&lab, "node2"));
+    assert!(
+        check
+            .lines()
+            .any(|l| l.contains("node1 learned:") && l.contains(&learned)),
+        "{check}"
+    );
 }
 
 /// Another node joins: its block reaches every node and the router; the
