@@ -21,8 +21,8 @@ fn routes(lab: &LabGuard, node: &str) -> Vec<Route> {
         .unwrap()
 }
 
-/// `node`'s block (its first pod CIDR).
-fn block(lab: &LabGuard, node: &str) -> IpNet {
+/// `node`'s blocks (its pod CIDRs).
+fn blocks(lab: &LabGuard, node: &str) -> Vec<IpNet> {
     let view = lab
         .lab()
         .with_store(lab.state().spec.store, |s| Ok(s.snapshot()?))
@@ -31,7 +31,13 @@ fn block(lab: &LabGuard, node: &str) -> IpNet {
         .iter()
         .find(|n| n.name == node)
         .unwrap()
-        .pod_cidrs[0]
+        .pod_cidrs
+        .clone()
+}
+
+/// `node`'s block (its first pod CIDR).
+fn block(lab: &LabGuard, node: &str) -> IpNet {
+    blocks(lab, node)[0]
 }
 
 /// The node's address in the lab.
@@ -482,14 +488,7 @@ fn agent_and_bird_restarts_keep_routes_and_connections() {
     // routes are back, which takes FRR's coalesce time (50 ms). A BIRD
     // peer does not: see the mesh restart test.
     let deleted = bird_deletions_during(&lab, &["node2"], || {
-        lab.lab().stop_agent("node1").unwrap();
-        let pid = std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.pid")).unwrap();
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        lab.lab().start_agent("node1").unwrap();
+        kill_bird_and_restart_agent(&lab, "node1");
         let report = || lab_bgp(&lab, Some("node1"));
         assert!(
             wait_until(Duration::from_secs(30), || report().contains("Established")),
@@ -510,6 +509,19 @@ fn agent_and_bird_restarts_keep_routes_and_connections() {
     )
     .is_some()));
     assert_routed(&lab);
+}
+
+/// Kills `node`'s BIRD (SIGKILL) with its agent stopped, then starts the
+/// agent again, which starts BIRD again (with `-R`: its routes are in the kernel).
+fn kill_bird_and_restart_agent(lab: &LabGuard, node: &str) {
+    lab.lab().stop_agent(node).unwrap();
+    let pid = std::fs::read_to_string(lab.lab().bird_dir(node).join("bird.pid")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    lab.lab().start_agent(node).unwrap();
 }
 
 /// How many times `node`'s BIRD has logged the end of a graceful restart.
@@ -544,14 +556,7 @@ fn a_bird_restart_in_a_mesh_deletes_no_route() {
     transfer(&mut client, &mut server, 64 * 1024);
     let before = recoveries(&lab, "node1");
     let deleted = bird_deletions_during(&lab, &["node1", "node2"], || {
-        lab.lab().stop_agent("node1").unwrap();
-        let pid = std::fs::read_to_string(lab.lab().bird_dir("node1").join("bird.pid")).unwrap();
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        lab.lab().start_agent("node1").unwrap();
+        kill_bird_and_restart_agent(&lab, "node1");
         assert!(
             wait_until(Duration::from_secs(30), || recoveries(&lab, "node1")
                 > before),
@@ -828,13 +833,7 @@ fn a_tor_spreads_service_addresses_over_the_nodes_that_serve_them() {
 
 /// `node`'s IPv6 block.
 fn block_v6(lab: &LabGuard, node: &str) -> IpNet {
-    let view = lab
-        .lab()
-        .with_store(lab.state().spec.store, |s| Ok(s.snapshot()?))
-        .unwrap();
-    let record = view.nodes.iter().find(|n| n.name == node).unwrap();
-    *record
-        .pod_cidrs
+    *blocks(lab, node)
         .iter()
         .find(|b| b.addr().is_ipv6())
         .unwrap()
