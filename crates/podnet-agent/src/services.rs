@@ -339,32 +339,11 @@ fn pass(
     };
     if full {
         // Parsed one at a time as the sync takes them.
-        let mut addresses = BTreeMap::new();
         let all = snap
             .services
             .into_iter()
-            .filter_map(|(n, raw)| parse(&n, raw))
-            .inspect(|(s, e)| {
-                if let Some((_, node)) = adv {
-                    addresses.insert(
-                        s.key().to_string(),
-                        ServiceAddresses::of(s, e.as_ref(), node),
-                    );
-                }
-            });
-        let report = proxy.sync(all).map_err(|e| e.to_string())?;
-        if let Some((a, _)) = adv {
-            a.replace(addresses);
-        }
-        // At 100,000 services the sync's peak is mostly freed by now.
-        podnet_kernel::process::release_freed_memory();
-        if !report.unchanged() || seen.is_empty() {
-            tracing::info!(target: "podnet-agent",
-                "services: full sync of {} services in {:.1} ms: {report}",
-                report.services,
-                started.elapsed().as_secs_f64() * 1e3
-            );
-        }
+            .filter_map(|(n, raw)| parse(&n, raw));
+        full_sync(proxy, all, seen.is_empty(), started, adv)?;
     } else {
         let mut changes = Vec::new();
         for (name, raw) in snap.services {
@@ -390,6 +369,40 @@ fn pass(
     }
     *seen = current;
     Ok(revision)
+}
+
+/// Programs exactly `all` (logged when it changed something or is the
+/// first), then hands their addresses to the advertiser.
+fn full_sync(
+    proxy: &mut ServiceProxy,
+    all: impl Iterator<Item = (Service, Option<Endpoints>)>,
+    first: bool,
+    started: Instant,
+    adv: Option<(&Advertiser, &str)>,
+) -> Result<(), String> {
+    let mut addresses = BTreeMap::new();
+    let all = all.inspect(|(s, e)| {
+        if let Some((_, node)) = adv {
+            addresses.insert(
+                s.key().to_string(),
+                ServiceAddresses::of(s, e.as_ref(), node),
+            );
+        }
+    });
+    let report = proxy.sync(all).map_err(|e| e.to_string())?;
+    // At 100,000 services the sync's peak is mostly freed by now.
+    podnet_kernel::process::release_freed_memory();
+    if let Some((a, _)) = adv {
+        a.replace(addresses);
+    }
+    if !report.unchanged() || first {
+        tracing::info!(target: "podnet-agent",
+            "services: full sync of {} services in {:.1} ms: {report}",
+            report.services,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
 }
 
 /// `namespace/name`: a compact key (100,000 of them stay in memory).

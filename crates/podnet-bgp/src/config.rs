@@ -91,6 +91,21 @@ pub fn render(n: &NodeBgp) -> String {
          graceful restart wait {RESTART_WAIT};\n\n",
         n.node, n.router_id
     );
+    render_sets(&mut out, n);
+    out += FIXED;
+    render_kernel(&mut out);
+    render_service_statics(&mut out, &n.services);
+    render_filters(&mut out);
+    render_template(&mut out, n);
+    for p in &n.peers {
+        render_peer(&mut out, p, n.reflector_cluster);
+    }
+    out
+}
+
+/// The prefix sets per family: the node's own blocks (`OWN4`, `OWN6`) and
+/// every service prefix (`SERVICES4`, `SERVICES6`).
+fn render_sets(out: &mut String, n: &NodeBgp) {
     for v6 in [false, true] {
         let family = |b: &&ipnet::IpNet| b.addr().is_ipv6() == v6;
         let blocks: Vec<String> = n
@@ -118,7 +133,11 @@ pub fn render(n: &NodeBgp) -> String {
             prefix_set(&reserved, v6)
         );
     }
-    out += FIXED;
+}
+
+/// The kernel protocols: learn the agent's routes, write only BGP's, never
+/// the node's own blocks or a service prefix.
+fn render_kernel(out: &mut String) {
     for (n, family, own, services) in [
         (4, "ipv4", "OWN4", "SERVICES4"),
         (6, "ipv6", "OWN6", "SERVICES6"),
@@ -135,7 +154,11 @@ pub fn render(n: &NodeBgp) -> String {
              \t}};\n}}\n"
         );
     }
-    render_service_statics(&mut out, &n.services);
+}
+
+/// The sessions' filters: refuse the node's own blocks; send its blocks,
+/// its service addresses and what BGP brought.
+fn render_filters(out: &mut String) {
     for (family, own) in [("ipv4", "OWN4"), ("ipv6", "OWN6")] {
         let _ = write!(
             out,
@@ -149,6 +172,10 @@ pub fn render(n: &NodeBgp) -> String {
              \treject;\n}}\n"
         );
     }
+}
+
+/// What every session shares: AS, timers, graceful restart, channels.
+fn render_template(out: &mut String, n: &NodeBgp) {
     let _ = write!(
         out,
         "\ntemplate bgp podnet_peer {{\n\
@@ -168,11 +195,7 @@ pub fn render(n: &NodeBgp) -> String {
             "\tipv6 {{ import filter podnet_import_ipv6; export filter podnet_export_ipv6; next hop address {v6}; }};"
         );
     }
-    out += "}\n";
-    for p in &n.peers {
-        render_peer(&mut out, p, n.reflector_cluster);
-    }
-    out
+    *out += "}\n";
 }
 
 /// A BIRD prefix set of `items`; one no address matches when there are none
