@@ -14,7 +14,8 @@ use podnet_lab::spec::{BgpTopology, LabBgpSpec};
 use podnet_lab::{Backend, LabSpec, Model};
 
 use crate::cluster::{
-    iperf, lab_path, median, pct, underlay_path, wait_routes, BenchLab, VethPair,
+    lab_path, measure_rounds, median, pct, underlay_path, wait_routes, BenchLab, RouteWatch,
+    VethPair,
 };
 use crate::report::{machine, quantile, today};
 
@@ -63,17 +64,7 @@ fn throughput(t: &mut String) {
         ),
         underlay_path("node to node across the router (the underlay)", &bgp.0),
     ];
-    // Warm-up (neighbour resolution, first connections), not recorded.
-    for p in &paths {
-        iperf(p);
-    }
-    for round in 0..ROUNDS {
-        for p in paths.iter_mut() {
-            let g = iperf(p);
-            eprintln!("round {round}: {}: {g:.2} Gb/s", p.label);
-            p.gbps.push(g);
-        }
-    }
+    measure_rounds(&mut paths, ROUNDS);
     let limit = median(&paths[0].gbps);
     let _ = writeln!(
         t,
@@ -121,31 +112,21 @@ fn wait_join(
     blocks: &[IpNet],
     start: Instant,
 ) -> Join {
-    let mut handles: Vec<RouteHandle> = others
-        .iter()
-        .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
-        .collect();
+    let mut announcing = RouteWatch::new(others, block, true);
+    // One dump of the new node's routes per look, for every block.
     let mut own = RouteHandle::in_netns(joined).expect("rtnetlink");
-    let mut done = vec![false; others.len()];
+    let holds_all = |routes: Vec<Route>| {
+        blocks
+            .iter()
+            .all(|b| routes.iter().any(|r| r.dst == *b && routed(r)))
+    };
     let (mut announced, mut learned) = (None, None);
     while start.elapsed() < LIMIT && (announced.is_none() || learned.is_none()) {
-        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
-            if !*d {
-                let routes = h.routes().unwrap_or_default();
-                *d = routes.iter().any(|r| r.dst == block && routed(r));
-            }
-        }
-        if announced.is_none() && done.iter().all(|d| *d) {
+        if announced.is_none() && announcing.settled(routed) {
             announced = Some(start.elapsed());
         }
-        if learned.is_none() {
-            let routes = own.routes().unwrap_or_default();
-            if blocks
-                .iter()
-                .all(|b| routes.iter().any(|r| r.dst == *b && routed(r)))
-            {
-                learned = Some(start.elapsed());
-            }
+        if learned.is_none() && holds_all(own.routes().unwrap_or_default()) {
+            learned = Some(start.elapsed());
         }
         std::thread::yield_now();
     }

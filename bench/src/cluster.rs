@@ -107,6 +107,21 @@ pub(crate) struct PathUnderTest {
     rtt_us: Vec<f64>,
 }
 
+/// One warm-up `iperf` per path (neighbour resolution, first connections;
+/// not recorded), then `rounds` rounds with the paths taking turns.
+pub(crate) fn measure_rounds(paths: &mut [PathUnderTest], rounds: usize) {
+    for p in paths.iter() {
+        iperf(p);
+    }
+    for round in 0..rounds {
+        for p in paths.iter_mut() {
+            let g = iperf(p);
+            eprintln!("round {round}: {}: {g:.2} Gb/s", p.label);
+            p.gbps.push(g);
+        }
+    }
+}
+
 /// Node to node over the lab's fabric: what the underlay itself gives.
 pub(crate) fn underlay_path(label: &'static str, lab: &Lab) -> PathUnderTest {
     let state = lab.state().expect("lab state");
@@ -246,17 +261,7 @@ fn datapath(t: &mut String) {
         lab_path("vxlan, no masquerade", &vx_plain.0),
         underlay_path("node to node over the lab fabric (the underlay)", &gw.0),
     ];
-    // Warm-up (neighbour resolution, first connections), not recorded.
-    for p in &paths {
-        iperf(p);
-    }
-    for round in 0..ROUNDS {
-        for p in paths.iter_mut() {
-            let g = iperf(p);
-            eprintln!("round {round}: {}: {g:.2} Gb/s", p.label);
-            p.gbps.push(g);
-        }
-    }
+    measure_rounds(&mut paths, ROUNDS);
     for p in paths.iter_mut() {
         p.rtt_us = ping(p);
     }
@@ -293,6 +298,42 @@ fn datapath(t: &mut String) {
     );
 }
 
+/// Whether each of some namespaces holds a route to one block (or, when
+/// `!present`, none does), polled over rtnetlink until all do.
+pub(crate) struct RouteWatch {
+    handles: Vec<RouteHandle>,
+    done: Vec<bool>,
+    block: IpNet,
+    present: bool,
+}
+
+impl RouteWatch {
+    /// Watches `namespaces` for `block`.
+    pub(crate) fn new(namespaces: &[Netns], block: IpNet, present: bool) -> Self {
+        RouteWatch {
+            handles: namespaces
+                .iter()
+                .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
+                .collect(),
+            done: vec![false; namespaces.len()],
+            block,
+            present,
+        }
+    }
+
+    /// Looks once more at the namespaces not done yet; true when all are,
+    /// counting only routes that `counts` accepts.
+    pub(crate) fn settled(&mut self, counts: impl Fn(&Route) -> bool) -> bool {
+        for (h, d) in self.handles.iter_mut().zip(self.done.iter_mut()) {
+            if !*d {
+                let routes = h.routes().unwrap_or_default();
+                *d = routes.iter().any(|r| r.dst == self.block && counts(r)) == self.present;
+            }
+        }
+        self.done.iter().all(|d| *d)
+    }
+}
+
 /// Polls until every namespace holds a route to `block` that `counts`
 /// accepts (or, when `!present`, none does); the time since `start`, or
 /// `None` past `limit`.
@@ -304,19 +345,9 @@ pub(crate) fn wait_routes(
     start: Instant,
     limit: Duration,
 ) -> Option<Duration> {
-    let mut handles: Vec<RouteHandle> = namespaces
-        .iter()
-        .map(|n| RouteHandle::in_netns(n).expect("rtnetlink"))
-        .collect();
-    let mut done = vec![false; namespaces.len()];
+    let mut watch = RouteWatch::new(namespaces, block, present);
     while start.elapsed() < limit {
-        for (h, d) in handles.iter_mut().zip(done.iter_mut()) {
-            if !*d {
-                let routes = h.routes().unwrap_or_default();
-                *d = routes.iter().any(|r| r.dst == block && counts(r)) == present;
-            }
-        }
-        if done.iter().all(|d| *d) {
+        if watch.settled(&counts) {
             return Some(start.elapsed());
         }
         std::thread::yield_now();

@@ -39,21 +39,17 @@ pub struct ServiceAddresses {
 }
 
 impl ServiceAddresses {
-    /// The addresses of `svc`, with `eps`, as node `node` sees them.
+    /// The addresses of `svc`, with `eps`, as node `node` sees them; none
+    /// for a service no proxy of ours answers (headless, ExternalName, left
+    /// to another proxy).
     pub fn of(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Self {
-        let ready = |v6: bool| {
-            eps.is_some_and(|e| {
-                e.endpoints
-                    .iter()
-                    .any(|ep| ep.node == node && ep.ready && ep.address.is_ipv6() == v6)
-            })
-        };
-        let mut cluster_ips = svc.cluster_ips.clone();
-        if let Some(ip) = svc.cluster_ip.filter(|ip| !cluster_ips.contains(ip)) {
-            cluster_ips.insert(0, ip);
+        if !svc.proxied() {
+            return ServiceAddresses::default();
         }
+        let ready =
+            |v6: bool| eps.is_some_and(|e| e.ready_on(node).any(|ep| ep.address.is_ipv6() == v6));
         ServiceAddresses {
-            cluster_ips,
+            cluster_ips: svc.all_cluster_ips(),
             external_ips: svc.external_ips.clone(),
             load_balancer_ips: svc.load_balancer_ips.clone(),
             local_policy: svc.external_traffic_policy == TrafficPolicy::Local,

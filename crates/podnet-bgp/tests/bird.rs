@@ -14,8 +14,9 @@ struct Bird(Child);
 
 impl Drop for Bird {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Err(e) = self.0.kill().and_then(|()| self.0.wait().map(drop)) {
+            eprintln!("stopping the test's BIRD: {e}");
+        }
     }
 }
 

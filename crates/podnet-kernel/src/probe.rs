@@ -279,9 +279,11 @@ fn send(spec: &ProbeSpec) -> Result<ProbeOutcome> {
     }
 }
 
-fn tcp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
-    let v6 = spec.dst.is_ipv6();
-    let fd = probe_socket(v6, libc::SOCK_STREAM, 0)?;
+/// A probe socket of type `ty` bound to the probe's source address and
+/// port, with `SO_REUSEADDR`: back-to-back probes reuse one source port, and
+/// the previous probe's may not be free yet.
+fn bound_probe_socket(spec: &ProbeSpec, ty: i32) -> Result<OwnedFd> {
+    let fd = probe_socket(spec.dst.is_ipv6(), ty, 0)?;
     set_int(
         &fd,
         libc::SOL_SOCKET,
@@ -290,6 +292,11 @@ fn tcp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
         "set SO_REUSEADDR",
     )?;
     bind(&fd, SocketAddr::new(source(spec), spec.sport))?;
+    Ok(fd)
+}
+
+fn tcp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
+    let fd = bound_probe_socket(spec, libc::SOCK_STREAM)?;
     // Close with a reset: the probe leaves no connection behind.
     let linger = libc::linger {
         l_onoff: 1,
@@ -367,17 +374,7 @@ fn headers(v6: bool) -> usize {
 
 fn udp(spec: &ProbeSpec, deadline: Instant) -> Result<ProbeOutcome> {
     let v6 = spec.dst.is_ipv6();
-    let fd = probe_socket(v6, libc::SOCK_DGRAM, 0)?;
-    // As for TCP: back-to-back probes reuse one source port, and a fresh-clone
-    // CI run once found the previous probe's port still taken.
-    set_int(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        1,
-        "set SO_REUSEADDR",
-    )?;
-    bind(&fd, SocketAddr::new(source(spec), spec.sport))?;
+    let fd = bound_probe_socket(spec, libc::SOCK_DGRAM)?;
     let e = connect(&fd, spec.dst);
     if e != 0 {
         return Ok(ProbeOutcome::Local {

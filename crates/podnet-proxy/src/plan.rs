@@ -83,10 +83,7 @@ pub fn fragment(svc: &Service, eps: Option<&Endpoints>, node: &str) -> Fragment 
 
 /// Ready endpoints on `node` (what a health check reports).
 fn local_ready(eps: Option<&Endpoints>, node: &str) -> usize {
-    let all = eps.map(|e| e.endpoints.as_slice()).unwrap_or_default();
-    all.iter()
-        .filter(|e| e.node == node && e.ready && !e.terminating)
-        .count()
+    eps.map_or(0, |e| e.ready_on(node).count())
 }
 
 impl Fragment {

@@ -456,6 +456,15 @@ pub fn endpoints_of_slices<'a>(
 }
 
 impl Endpoints {
+    /// Its endpoints on `node` that take new connections (ready, not
+    /// terminating): what a node's health check counts, and what lets a
+    /// node attract a `Local` service's traffic.
+    pub fn ready_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.endpoints
+            .iter()
+            .filter(move |e| e.node == node && e.ready && !e.terminating)
+    }
+
     /// `namespace/name` of the service these belong to.
     pub fn key(&self) -> ServiceName {
         ServiceName {

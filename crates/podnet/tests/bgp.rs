@@ -21,17 +21,7 @@ use podnet_testkit::wait_until;
 #[test]
 fn a_node_never_installs_its_own_block_from_a_peer() {
     let lab = LabGuard::new();
-    up_bgp(
-        &lab,
-        &[
-            "--bgp-topology",
-            "tor",
-            "--nodes",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
-    );
+    up_bgp(&lab, "--bgp-topology tor --nodes 2 --pods-per-node 1");
     let own = block(&lab, "node1");
     let network = format!("network {own}");
     let commands = [
@@ -102,16 +92,7 @@ fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
     let lab = LabGuard::new();
     up_bgp(
         &lab,
-        &[
-            "--bgp-topology",
-            "tor",
-            "--nodes",
-            "4",
-            "--segments",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
+        "--bgp-topology tor --nodes 4 --segments 2 --pods-per-node 1",
     );
     // The matrix: every pod reaches every pod, and sees the client's own address.
     lab.check_ok();
@@ -156,17 +137,7 @@ fn a_tor_router_learns_every_block_and_pods_cross_segments_unencapsulated() {
 #[test]
 fn a_mesh_on_one_segment_routes_straight_to_each_node() {
     let lab = LabGuard::new();
-    up_bgp(
-        &lab,
-        &[
-            "--bgp-topology",
-            "mesh",
-            "--nodes",
-            "3",
-            "--pods-per-node",
-            "1",
-        ],
-    );
+    up_bgp(&lab, "--bgp-topology mesh --nodes 3 --pods-per-node 1");
     lab.check_ok();
     assert_routed(&lab);
     for (from, to) in [("node1", "node2"), ("node2", "node3"), ("node3", "node1")] {
@@ -190,16 +161,7 @@ fn bird_route_reflectors_carry_routes_between_clients() {
     let lab = LabGuard::new();
     up_bgp(
         &lab,
-        &[
-            "--bgp-topology",
-            "reflector",
-            "--nodes",
-            "4",
-            "--segments",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
+        "--bgp-topology reflector --nodes 4 --segments 2 --pods-per-node 1",
     );
     lab.check_ok();
     assert_routed(&lab);
@@ -229,16 +191,7 @@ fn an_frr_route_reflector_carries_routes_between_nodes() {
     let lab = LabGuard::new();
     up_bgp(
         &lab,
-        &[
-            "--bgp-topology",
-            "reflector",
-            "--bgp-reflector",
-            "frr",
-            "--nodes",
-            "3",
-            "--pods-per-node",
-            "1",
-        ],
+        "--bgp-topology reflector --bgp-reflector frr --nodes 3 --pods-per-node 1",
     );
     lab.check_ok();
     assert_routed(&lab);
@@ -257,17 +210,7 @@ fn an_frr_route_reflector_carries_routes_between_nodes() {
 #[test]
 fn bad_bgp_input_is_refused_with_the_field_named() {
     let lab = LabGuard::new();
-    up_bgp(
-        &lab,
-        &[
-            "--bgp-topology",
-            "tor",
-            "--nodes",
-            "1",
-            "--pods-per-node",
-            "0",
-        ],
-    );
+    up_bgp(&lab, "--bgp-topology tor --nodes 1 --pods-per-node 0");
     let dir = podnet_testkit::TempDir::new("bgppeer");
     let file = dir.path().join("peer.yaml");
     let cases = [

@@ -20,16 +20,7 @@ fn nodes_join_and_leave_without_resetting_other_sessions() {
     let lab = LabGuard::new();
     up_bgp(
         &lab,
-        &[
-            "--bgp-topology",
-            "tor",
-            "--nodes",
-            "2",
-            "--segments",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
+        "--bgp-topology tor --nodes 2 --segments 2 --pods-per-node 1",
     );
     // A peer that never answers (nothing has its address) blocks nothing.
     lab.apply(
@@ -127,16 +118,7 @@ fn agent_and_bird_restarts_keep_routes_and_connections() {
     let lab = LabGuard::new();
     up_bgp(
         &lab,
-        &[
-            "--bgp-topology",
-            "tor",
-            "--nodes",
-            "2",
-            "--segments",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
+        "--bgp-topology tor --nodes 2 --segments 2 --pods-per-node 1",
     );
     let (a, b) = (lab.pods_of("node1"), lab.pods_of("node2"));
     let (mut client, mut server) = connect(&a[0].0, &b[0].0, b[0].1, 7100);
@@ -209,17 +191,7 @@ fn recoveries(lab: &LabGuard, node: &str) -> usize {
 #[test]
 fn a_bird_restart_in_a_mesh_deletes_no_route() {
     let lab = LabGuard::new();
-    up_bgp(
-        &lab,
-        &[
-            "--bgp-topology",
-            "mesh",
-            "--nodes",
-            "2",
-            "--pods-per-node",
-            "1",
-        ],
-    );
+    up_bgp(&lab, "--bgp-topology mesh --nodes 2 --pods-per-node 1");
     let (a, b) = (lab.pods_of("node1"), lab.pods_of("node2"));
     let (mut client, mut server) = connect(&a[0].0, &b[0].0, b[0].1, 7101);
     transfer(&mut client, &mut server, 64 * 1024);

@@ -87,9 +87,9 @@ pub fn assert_routed(lab: &LabGuard) {
 }
 
 /// `podnet lab up --backend bgp ARGS`, which must succeed.
-pub fn up_bgp(lab: &LabGuard, args: &[&str]) {
+pub fn up_bgp(lab: &LabGuard, args: &str) {
     let mut all = vec!["--backend", "bgp"];
-    all.extend_from_slice(args);
+    all.extend(args.split_whitespace());
     lab.up(&all);
 }
 
