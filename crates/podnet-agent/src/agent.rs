@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use podnet_bgp::ServiceBook;
 use podnet_cluster::{allocate_blocks, plan_remote_nodes, pod_mtu, Backend, ClusterSpec, Node};
 use podnet_dataplane::Model;
 use podnet_kernel::nftables::NftHandle;
@@ -25,7 +26,6 @@ use crate::policy::run_policy_firewall;
 use crate::services::{run_service_proxy, Advertiser};
 use crate::underlay::Underlay;
 use crate::watch::{watch_kernel, watch_store, Wake};
-use podnet_bgp::ServiceBook;
 
 /// Everything an agent needs to know about its node.
 #[derive(Debug, Clone)]
